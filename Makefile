@@ -1,0 +1,63 @@
+# Everything a fresh machine needs, from python3 and make alone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CHECKOV := .venv-checkov/bin/checkov
+EMULATOR_PORT ?= 4566
+EMULATOR_URL := http://127.0.0.1:$(EMULATOR_PORT)
+# The local inventory reads these; a user's own AWS_ENDPOINT_URL wins.
+export AWS_ENDPOINT_URL ?= $(EMULATOR_URL)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_HOME := $(CURDIR)/.run/ansible-home
+
+.PHONY: demo test lint venv emulator emulator-stop teardown bench clean
+
+## demo: provision the whole stack on the embedded emulator, seed messages, show what was made
+demo: venv emulator
+	$(BIN)/ansible-playbook site.yml
+	$(BIN)/ansible-playbook produce.yml -e count=25
+	$(BIN)/python tools/stack_summary.py
+
+## test: linters, then every test (playbooks on private emulators, booted nodes where root)
+test: venv lint
+	$(BIN)/pytest
+
+lint: venv $(CHECKOV)
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --offline --profile production
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/bandit -q -c pyproject.toml -r files tools plugins
+	$(BIN)/python tools/lint_policies.py
+	$(CHECKOV) --quiet --compact --skip-download --framework ansible -d . --external-checks-dir checks/checkov \
+	  --skip-path .venv --skip-path .venv-checkov --skip-path .run --skip-path tests --skip-path molecule
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	touch $@
+
+$(CHECKOV): requirements-checkov.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install -q -r requirements-checkov.txt
+	touch $@
+
+## emulator: start the embedded moto server on 127.0.0.1 (idempotent); emulator-stop: stop it
+emulator: venv
+	$(BIN)/python tools/emulator.py start --port $(EMULATOR_PORT)
+emulator-stop:
+	$(BIN)/python tools/emulator.py stop
+
+## teardown: remove everything site.yml made
+teardown: venv
+	$(BIN)/ansible-playbook teardown.yml
+
+## bench: benchmarks, printed as tables with their conditions
+bench: venv
+	$(BIN)/python bench/playbooks.py
+
+clean: emulator-stop
+	rm -rf $(VENV) .venv-checkov .run

@@ -1,0 +1,155 @@
+"""Start, stop and query the embedded AWS emulator (moto server) on 127.0.0.1.
+
+    python tools/emulator.py start [--port N]   # idempotent; prints the endpoint URL
+    python tools/emulator.py stop
+    python tools/emulator.py status              # exit 0 when it answers
+    python tools/emulator.py reset               # drop all emulated state
+
+State lives in .run/ (pid file, port file, log) so that every command agrees on one server.
+Tests import `start_emulator` to run a private server on a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_DIR = REPO / ".run"
+DEFAULT_PORT = 4566
+HOST = "127.0.0.1"
+# Fake credentials and region every client needs to talk to moto; never real secrets.
+EMULATOR_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass
+class Emulator:
+    url: str
+    pid: int
+    log: Path
+
+    def environment(self) -> dict[str, str]:
+        """Variables that point boto3, Ansible modules and lookups at this server."""
+        return {**EMULATOR_ENV, "AWS_ENDPOINT_URL": self.url}
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback URL built here
+            pass
+
+    def stop(self) -> None:
+        stop_pid(self.pid)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2):  # noqa: S310
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_emulator(port: int, log: Path, wait_seconds: float = 30.0) -> Emulator:
+    """Start moto_server on 127.0.0.1:port and wait until it answers."""
+    url = f"http://{HOST}:{port}"
+    moto = Path(sys.executable).with_name("moto_server")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+    with log.open("ab") as out:
+        process = subprocess.Popen(  # noqa: S603 - fixed argv
+            [str(moto), "-H", HOST, "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {process.returncode}; see {log}")
+        if answers(url):
+            return Emulator(url=url, pid=process.pid, log=log)
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"moto_server did not answer on {url} within {wait_seconds} s; see {log}")
+
+
+def stop_pid(pid: int, wait_seconds: float = 10.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _recorded() -> Emulator | None:
+    try:
+        pid = int((RUN_DIR / "emulator.pid").read_text())
+        port = int((RUN_DIR / "emulator.port").read_text())
+    except (OSError, ValueError):
+        return None
+    return Emulator(url=f"http://{HOST}:{port}", pid=pid, log=RUN_DIR / "emulator.log")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["start", "stop", "status", "reset"])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("EMULATOR_PORT", DEFAULT_PORT)))
+    args = parser.parse_args(argv)
+    current = _recorded()
+    alive = current is not None and answers(current.url)
+
+    if args.command == "start":
+        if current is not None and alive:
+            print(current.url)
+            return 0
+        emulator = start_emulator(args.port, RUN_DIR / "emulator.log")
+        (RUN_DIR / "emulator.pid").write_text(str(emulator.pid))
+        (RUN_DIR / "emulator.port").write_text(str(args.port))
+        print(emulator.url)
+        return 0
+    if args.command == "stop":
+        if current is not None:
+            current.stop()
+            for name in ("emulator.pid", "emulator.port"):
+                (RUN_DIR / name).unlink(missing_ok=True)
+        return 0
+    if current is None or not alive:
+        print("emulator: not running (start it with `make emulator`)", file=sys.stderr)
+        return 1
+    if args.command == "reset":
+        current.reset()
+    print(current.url)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
