@@ -18,6 +18,12 @@ options:
   subnet_ids: {description: Subnets (several availability zones)., type: list, elements: str}
   health_check_type: {description: EC2 or ELB., type: str, default: EC2}
   metrics_granularity: {description: Group metrics collection granularity., type: str, default: 1Minute}
+  metrics:
+    description: Group metrics to collect (the size metrics the dashboards and capacity figures use).
+    type: list
+    elements: str
+    default: [GroupMinSize, GroupMaxSize, GroupDesiredCapacity, GroupInServiceInstances, GroupPendingInstances,
+              GroupTerminatingInstances, GroupTotalInstances]
   tags: {description: Tags, propagated to instances., type: dict, default: {}}
   wait_timeout: {description: Seconds to wait for a deleted group to disappear., type: int, default: 600}
 extends_documentation_fragment: [amazon.aws.common.modules, amazon.aws.region.modules, amazon.aws.boto3]
@@ -83,6 +89,10 @@ def main():
             subnet_ids=dict(type="list", elements="str"),
             health_check_type=dict(type="str", default="EC2", choices=["EC2", "ELB"]),
             metrics_granularity=dict(type="str", default="1Minute"),
+            metrics=dict(type="list", elements="str", default=[
+                "GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity", "GroupInServiceInstances",
+                "GroupPendingInstances", "GroupTerminatingInstances", "GroupTotalInstances",
+            ]),
             tags=dict(type="dict", default={}),
             wait_timeout=dict(type="int", default=600),
         ),
@@ -130,11 +140,13 @@ def main():
                          "ResourceId": params["name"]}
                         for k, v in stale.items()
                     ])
-            if not group.get("EnabledMetrics"):
+            enabled = {m["Metric"] for m in group.get("EnabledMetrics", [])}
+            missing = sorted(set(params["metrics"]) - enabled)
+            if missing:
                 changed = True
                 if not module.check_mode:
                     client.enable_metrics_collection(
-                        AutoScalingGroupName=params["name"], Granularity=params["metrics_granularity"]
+                        AutoScalingGroupName=params["name"], Granularity=params["metrics_granularity"], Metrics=missing
                     )
         if changed and not module.check_mode:
             group = describe(client, params["name"])

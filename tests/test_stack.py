@@ -1,0 +1,192 @@
+"""site.yml on the emulator: every resource exists with the properties the design promises."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from conftest import assert_ok
+from fleet import step_adjustment_errors, step_for
+
+PREFIX = "sqs-fleet-local"
+QUEUE = f"{PREFIX}-vehicles"
+DLQ = f"{QUEUE}-dlq"
+GROUP = f"{PREFIX}-workers"
+
+
+@pytest.fixture(scope="module")
+def stack(emulator, run_playbook):
+    emulator.reset()
+    run = run_playbook("site.yml")
+    assert_ok(run, ["site.yml"])
+    return run
+
+
+def queue_attributes(aws, name):
+    sqs = aws("sqs")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+
+
+def test_queue_has_redrive_encryption_and_long_polling(stack, aws):
+    queue, dlq = queue_attributes(aws, QUEUE), queue_attributes(aws, DLQ)
+    redrive = json.loads(queue["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
+    assert int(redrive["maxReceiveCount"]) >= 3
+    assert int(dlq["MessageRetentionPeriod"]) > int(queue["MessageRetentionPeriod"])
+    assert queue["KmsMasterKeyId"] == "alias/aws/sqs" and dlq["KmsMasterKeyId"] == "alias/aws/sqs"
+    assert int(queue["ReceiveMessageWaitTimeSeconds"]) == 20
+    assert int(queue["VisibilityTimeout"]) >= 60
+
+
+def test_queue_policy_denies_plain_http_and_grants_each_role_only_its_actions(stack, aws):
+    queue = queue_attributes(aws, QUEUE)
+    statements = {s["Sid"]: s for s in json.loads(queue["Policy"])["Statement"]}
+    deny = statements["DenyInsecureTransport"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    producer, consumer = statements["ProducerSends"], statements["ConsumerReceives"]
+    assert producer["Principal"]["AWS"].endswith(f":role/{PREFIX}-producer")
+    assert consumer["Principal"]["AWS"].endswith(f":role/{PREFIX}-consumer")
+    assert "sqs:ReceiveMessage" not in producer["Action"] and "sqs:SendMessage" not in consumer["Action"]
+    assert all(s["Resource"] == queue["QueueArn"] for s in statements.values())
+    assert not any(s["Effect"] == "Allow" and s.get("Principal") == "*" for s in statements.values())
+
+
+def policy_document(iam, role):
+    arn = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+    custom = [p["PolicyArn"] for p in arn if ":aws:policy/" not in p["PolicyArn"]]
+    assert len(custom) == 1, arn
+    version = iam.get_policy(PolicyArn=custom[0])["Policy"]["DefaultVersionId"]
+    return iam.get_policy_version(PolicyArn=custom[0], VersionId=version)["PolicyVersion"]["Document"], arn
+
+
+def test_consumer_role_is_least_privilege_with_session_manager(stack, aws):
+    iam = aws("iam")
+    document, attached = policy_document(iam, f"{PREFIX}-consumer")
+    if isinstance(document, str):
+        document = json.loads(document)
+    sqs = next(s for s in document["Statement"] if s["Sid"] == "ConsumeTheQueue")
+    assert set(sqs["Action"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                                  "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+    assert sqs["Resource"].endswith(f":{QUEUE}")
+    metrics = next(s for s in document["Statement"] if s["Sid"] == "PublishAgentMetricsOnly")
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CWAgent"}}
+    assert any(p["PolicyName"] == "AmazonSSMManagedInstanceCore" for p in attached)
+    profile = iam.get_instance_profile(InstanceProfileName=f"{PREFIX}-consumer")["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [f"{PREFIX}-consumer"]
+    trust = iam.get_role(RoleName=f"{PREFIX}-consumer")["Role"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+
+
+def test_producer_role_may_only_send(stack, aws):
+    document, _ = policy_document(aws("iam"), f"{PREFIX}-producer")
+    if isinstance(document, str):
+        document = json.loads(document)
+    actions = {a for s in document["Statement"] for a in s["Action"]}
+    assert actions == {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+
+
+def launch_template_data(aws):
+    ec2 = aws("ec2")
+    version = ec2.describe_launch_template_versions(LaunchTemplateName=GROUP, Versions=["$Latest"])
+    return version["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+
+
+def test_launch_template_requires_imdsv2_encrypts_and_has_no_public_ip(stack, aws):
+    data = launch_template_data(aws)
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["ImageId"].startswith("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023")
+    assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{PREFIX}-consumer")
+    assert data["NetworkInterfaces"][0]["AssociatePublicIpAddress"] is False
+    assert all(m["Ebs"]["Encrypted"] for m in data["BlockDeviceMappings"])
+
+
+def test_user_data_bootstraps_with_ansible_pull_and_holds_no_secrets(stack, aws):
+    user_data = base64.b64decode(launch_template_data(aws)["UserData"]).decode()
+    assert user_data.startswith("#!/bin/bash")
+    assert "ansible-pull --url" in user_data and "--checkout" in user_data
+    assert f'"consumer_queue": "{QUEUE}"' in user_data
+    for secret in ("testing", "AWS_SECRET_ACCESS_KEY", "AKIA", "aws_access_key"):
+        assert secret not in user_data
+
+
+def test_group_scales_between_zero_and_four_with_metrics_and_drain_hook(stack, aws):
+    autoscaling = aws("autoscaling")
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]
+    assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (0, 4, 0)
+    assert group["LaunchTemplate"]["LaunchTemplateName"] == GROUP
+    assert len(group["VPCZoneIdentifier"].split(",")) >= 2
+    assert group["EnabledMetrics"]
+    assert {t["Key"]: t["Value"] for t in group["Tags"]} == {"Project": "sqs-fleet", "Environment": "local"}
+    hooks = autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=GROUP)["LifecycleHooks"]
+    assert [(h["LifecycleTransition"], h["DefaultResult"]) for h in hooks] == [
+        ("autoscaling:EC2_INSTANCE_TERMINATING", "CONTINUE")
+    ]
+
+
+def policies(aws):
+    found = aws("autoscaling").describe_policies(AutoScalingGroupName=GROUP)["ScalingPolicies"]
+    return {p["PolicyName"].removeprefix(f"{PREFIX}-"): p for p in found}
+
+
+def test_scaling_policies_obey_aws_rules_and_size_the_group_to_the_backlog(stack, aws):
+    found = policies(aws)
+    out, scale_in = found["scale-out"], found["scale-in"]
+    for policy in (out, scale_in):
+        assert policy["PolicyType"] == "StepScaling" and policy["AdjustmentType"] == "ExactCapacity"
+        assert step_adjustment_errors(policy["StepAdjustments"]) == []
+    # threshold 1, 10 messages per instance (inventory/local), max 4
+    for backlog, instances in [(1, 1), (10, 1), (11, 2), (35, 4), (1000, 4)]:
+        assert step_for(out["StepAdjustments"], backlog - 1)["ScalingAdjustment"] == instances
+    assert step_for(scale_in["StepAdjustments"], 0 - 1)["ScalingAdjustment"] == 0
+
+
+def test_alarms_watch_the_backlog_and_call_the_right_policies(stack, aws):
+    found = policies(aws)
+    alarms = {a["AlarmName"].removeprefix(f"{PREFIX}-"): a
+              for a in aws("cloudwatch").describe_alarms(AlarmNamePrefix=PREFIX)["MetricAlarms"]}
+    out, scale_in = alarms["scale-out"], alarms["scale-in"]
+    assert out["AlarmActions"] == [found["scale-out"]["PolicyARN"]]
+    assert scale_in["AlarmActions"] == [found["scale-in"]["PolicyARN"]]
+    assert (out["ComparisonOperator"], out["Threshold"], out["EvaluationPeriods"]) == (
+        "GreaterThanOrEqualToThreshold", 1, 1)
+    assert (scale_in["ComparisonOperator"], scale_in["Threshold"]) == ("LessThanThreshold", 1)
+    assert scale_in["EvaluationPeriods"] * scale_in["Metrics"][0]["MetricStat"]["Period"] == 900
+    assert scale_in["TreatMissingData"] == "breaching" and out["TreatMissingData"] == "notBreaching"
+    for alarm in (out, scale_in):
+        names = {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
+        assert names == {"ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible"}
+        assert [m["Id"] for m in alarm["Metrics"] if m.get("ReturnData", True)] == ["backlog"]
+    dead = alarms["dead-letters"]
+    assert dead["Dimensions"] == [{"Name": "QueueName", "Value": DLQ}] and dead["Threshold"] == 1
+
+
+def test_dashboards_show_the_queue_and_the_group(stack, aws):
+    cloudwatch = aws("cloudwatch")
+    sqs = json.loads(cloudwatch.get_dashboard(DashboardName=f"{PREFIX}-sqs")["DashboardBody"])
+    ec2 = json.loads(cloudwatch.get_dashboard(DashboardName=f"{PREFIX}-ec2")["DashboardBody"])
+    sqs_metrics = {(m[1], m[3]) for w in sqs["widgets"] for m in w["properties"].get("metrics", [])}
+    for metric in ("ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible",
+                   "NumberOfMessagesSent", "NumberOfMessagesReceived", "NumberOfMessagesDeleted",
+                   "NumberOfEmptyReceives", "ApproximateAgeOfOldestMessage"):
+        assert (metric, QUEUE) in sqs_metrics
+    assert ("ApproximateNumberOfMessagesVisible", DLQ) in sqs_metrics
+    ec2_metrics = {(m[1], m[3]) for w in ec2["widgets"] for m in w["properties"].get("metrics", [])}
+    for metric in ("GroupDesiredCapacity", "GroupInServiceInstances", "CPUUtilization", "mem_used_percent",
+                   "disk_used_percent", "NetworkIn", "NetworkOut"):
+        assert (metric, GROUP) in ec2_metrics
+
+
+def test_log_group_keeps_logs_for_an_allowed_retention(stack, aws):
+    groups = aws("logs").describe_log_groups(logGroupNamePrefix="/sqs-fleet/local/")["logGroups"]
+    assert [(g["logGroupName"], g["retentionInDays"]) for g in groups] == [("/sqs-fleet/local/consumer", 7)]
+
+
+def test_rerun_and_check_mode_report_no_change(stack, run_playbook):
+    rerun = run_playbook("site.yml")
+    assert_ok(rerun, ["rerun"])
+    assert rerun.stats["changed"] == 0
+    check = run_playbook("site.yml", "--check")
+    assert_ok(check, ["check"])
+    assert check.stats["changed"] == 0

@@ -1,0 +1,45 @@
+"""teardown.yml is the mirror of site.yml: nothing of the project is left, and a rerun changes nothing."""
+
+from __future__ import annotations
+
+from conftest import assert_ok
+
+
+def project_resources(aws) -> dict[str, list[str]]:
+    """Everything on the emulator that carries the project's name, by kind."""
+    prefix = "sqs-fleet-local"
+    cloudwatch, iam, ec2 = aws("cloudwatch"), aws("iam"), aws("ec2")
+    return {
+        "queues": aws("sqs").list_queues(QueueNamePrefix=prefix).get("QueueUrls", []),
+        "groups": [g["AutoScalingGroupName"] for g in aws("autoscaling").describe_auto_scaling_groups()[
+            "AutoScalingGroups"] if g["AutoScalingGroupName"].startswith(prefix)],
+        "templates": [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"]
+                      if t["LaunchTemplateName"].startswith(prefix)],
+        "security groups": [g["GroupId"] for g in ec2.describe_security_groups(
+            Filters=[{"Name": "tag:Project", "Values": ["sqs-fleet"]}])["SecurityGroups"]],
+        "alarms": [a["AlarmName"] for a in cloudwatch.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]],
+        "dashboards": [d["DashboardName"] for d in cloudwatch.list_dashboards(DashboardNamePrefix=prefix)[
+            "DashboardEntries"]],
+        "log groups": [g["logGroupName"] for g in aws("logs").describe_log_groups(
+            logGroupNamePrefix="/sqs-fleet/")["logGroups"]],
+        "roles": [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(prefix)],
+        "policies": [p["PolicyName"] for p in iam.list_policies(Scope="Local")["Policies"]
+                     if p["PolicyName"].startswith(prefix)],
+        "instance profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
+                              if p["InstanceProfileName"].startswith(prefix)],
+    }
+
+
+def test_teardown_removes_everything_and_reruns_without_change(emulator, run_playbook, aws):
+    emulator.reset()
+    assert_ok(run_playbook("site.yml"), ["site.yml"])
+    assert all(project_resources(aws).values()), project_resources(aws)
+
+    first = run_playbook("teardown.yml")
+    assert_ok(first, ["teardown.yml"])
+    assert first.stats["changed"] > 0
+    assert project_resources(aws) == {kind: [] for kind in project_resources(aws)}
+
+    again = run_playbook("teardown.yml")
+    assert_ok(again, ["second teardown.yml"])
+    assert again.stats["changed"] == 0

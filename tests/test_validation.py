@@ -1,0 +1,55 @@
+"""Bad input fails before any AWS call, with a message that names the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+# No server listens here: a run that got past validation would fail with "Could not reach AWS".
+UNREACHABLE = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "named"),
+    [
+        ({"fleet_min_size": 5, "fleet_max_size": 4}, "fleet_min_size 5 is above fleet_max_size 4"),
+        ({"fleet_max_size": 50}, "fleet_max_size 50"),
+        ({"stack_queue_name": "vehicles queue!"}, "stack_queue_name 'vehicles queue!'"),
+        ({"observability_log_retention_days": 42}, "observability_log_retention_days"),
+        ({"scaling_period": 45}, "scaling_period 45"),
+        ({"queue_max_receive_count": 1}, "queue_max_receive_count 1"),
+        ({"scaling_idle_window": 100}, "scaling_idle_window 100"),
+        ({"fleet_max_size": "four"}, "fleet_max_size"),
+    ],
+)
+def test_bad_input_is_named_before_any_aws_call(run_playbook, extra_vars, named):
+    run = run_playbook("site.yml", extra_vars=extra_vars, env=UNREACHABLE)
+    assert run.returncode != 0
+    messages = " ".join(run.failure_messages())
+    assert named in messages
+    assert "Could not reach AWS" not in messages
+
+
+def test_unreachable_aws_is_explained(run_playbook):
+    run = run_playbook("site.yml", env=UNREACHABLE)
+    assert run.returncode != 0
+    assert "Could not reach AWS at http://127.0.0.1:9" in " ".join(run.failure_messages())
+
+
+def shown_configuration(run):
+    tasks = run.report["plays"][0]["tasks"]
+    return next(t["hosts"]["localhost"]["msg"] for t in tasks if t["task"]["name"].startswith("Show what"))
+
+
+def test_environment_variables_load_from_inventory_and_playbook_group_vars(run_playbook, emulator):
+    """inventory/<env>/group_vars sets the environment; group_vars/ beside site.yml derives names from it."""
+    local = run_playbook("site.yml", "--tags", "validate")
+    assert local.returncode == 0, local.failure_messages()
+    assert shown_configuration(local) == {
+        "environment": "local", "endpoint": emulator.url, "region": "us-east-1",
+        "queue": "sqs-fleet-local-vehicles", "group": "sqs-fleet-local-workers (0..4 x t3.micro)",
+    }
+    prod = run_playbook("site.yml", "-i", "inventory/prod", "--tags", "validate")
+    assert prod.returncode == 0, prod.failure_messages()
+    shown = shown_configuration(prod)
+    assert (shown["environment"], shown["endpoint"], shown["queue"]) == ("prod", "AWS", "sqs-fleet-prod-vehicles")
+    assert shown["group"] == "sqs-fleet-prod-workers (0..4 x t3.small)"
