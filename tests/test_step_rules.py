@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -63,13 +66,13 @@ def test_bounds_are_inclusive_as_aws_documents():
 def generated_out_steps(max_size: int, per_instance: int) -> list[dict]:
     """Render the scaling role's step list exactly as site.yml does."""
     result = subprocess.run(
-        ["ansible", "localhost", "-m", "ansible.builtin.debug", "-a", "var=scaling__out_steps",
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "ansible.builtin.debug", "-a", "var=scaling__out_steps",
          "-e", "@roles/scaling/vars/main.yml",
          "-e", json.dumps({"fleet_max_size": max_size, "scaling_backlog_per_instance": per_instance,
                            "stack_queue_name": "q", "scaling_period": 60})],
         cwd=REPO, capture_output=True, text=True, check=True,
         env={"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-             "PATH": subprocess.os.environ["PATH"], "ANSIBLE_HOME": str(REPO / ".run" / "ansible-home")},
+             "PATH": os.environ["PATH"], "ANSIBLE_HOME": str(REPO / ".run" / "ansible-home")},
     )
     steps = json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]["scaling__out_steps"]
     return [
