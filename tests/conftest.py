@@ -68,7 +68,9 @@ def ansible_env(emulator: Emulator, home: Path) -> dict[str, str]:
 def run_playbook(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("ansible-home")
 
-    def run(playbook: str, *args: str, extra_vars: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> PlaybookRun:
+    def run(
+        playbook: str, *args: str, extra_vars: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> PlaybookRun:
         command: list[str] = ["ansible-playbook", playbook, *args]
         if extra_vars:
             command += ["-e", json.dumps(extra_vars)]

@@ -66,7 +66,8 @@ def test_bounds_are_inclusive_as_aws_documents():
 def generated_out_steps(max_size: int, per_instance: int) -> list[dict]:
     """Render the scaling role's step list exactly as site.yml does."""
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "ansible.builtin.debug", "-a", "var=scaling__out_steps",
+        [str(Path(sys.executable).parent / "ansible"), "localhost",
+         "-m", "ansible.builtin.debug", "-a", "var=scaling__out_steps",
          "-e", "@roles/scaling/vars/main.yml",
          "-e", json.dumps({"fleet_max_size": max_size, "scaling_backlog_per_instance": per_instance,
                            "stack_queue_name": "q", "scaling_period": 60})],

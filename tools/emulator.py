@@ -15,7 +15,7 @@ import argparse
 import os
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404 - starts the emulator with a fixed argv
 import sys
 import time
 import urllib.error
@@ -29,7 +29,7 @@ RUN_DIR = REPO / ".run"
 DEFAULT_PORT = 4566
 HOST = "127.0.0.1"
 # Fake credentials and region every client needs to talk to moto; never real secrets.
-EMULATOR_ENV = {
+EMULATOR_ENV = {  # nosec B105 - moto's placeholder credentials
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_REGION": "us-east-1",
@@ -48,8 +48,8 @@ class Emulator:
         return {**EMULATOR_ENV, "AWS_ENDPOINT_URL": self.url}
 
     def reset(self) -> None:
-        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback URL built here
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310  # nosec B310 - http://127.0.0.1 only
             pass
 
     def stop(self) -> None:
@@ -64,7 +64,7 @@ def free_port() -> int:
 
 def answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2):  # noqa: S310
+        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2):  # noqa: S310  # nosec B310
             return True
     except (urllib.error.URLError, OSError):
         return False
@@ -77,7 +77,7 @@ def start_emulator(port: int, log: Path, wait_seconds: float = 30.0) -> Emulator
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
     with log.open("ab") as out:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
+        process = subprocess.Popen(  # noqa: S603  # nosec B603 - fixed argv
             [str(moto), "-H", HOST, "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
