@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Send vehicle messages to an SQS queue, in batches, with nothing lost silently.
+
+Examples:
+  producer.py --queue sqs-fleet-local-vehicles --count 100 --seed 7
+  producer.py --queue https://sqs.eu-west-1.amazonaws.com/123456789012/q --file vehicles.json
+  jq -c '.[]' fleet.json | producer.py --queue q --file - --json
+
+Every record is validated before anything is sent; an invalid one is reported with its position and
+nothing is sent (unless --skip-invalid). Entries SQS rejects for a reason of its own (throttling, a
+server fault) are retried with backoff; what still could not be sent is listed and the exit status is 1.
+Region, profile and endpoint come from the standard AWS environment (AWS_REGION, AWS_PROFILE,
+AWS_ENDPOINT_URL); the queue may also come from QUEUE_URL.
+Exit status: 0 all sent, 1 some not sent, 2 bad input or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterator, List, Optional, Sequence, Tuple
+
+from vehicles import IDEMPOTENCY_ATTRIBUTE, Vehicle, fail, generate, queue_argument, queue_url, sqs_client
+from vehicles import validation_errors
+
+BATCH_ENTRIES = 10  # SendMessageBatch's limit
+BATCH_BYTES = 1024 * 1024  # SendMessageBatch's payload limit (sum of bodies and attributes)
+ENTRY_ATTEMPTS = 5  # tries of an entry that failed for a reason that is not the sender's
+
+
+@dataclass
+class Entry:
+    position: int  # 1-based position in the input, for reports
+    body: str
+    key: str
+
+    @property
+    def size(self) -> int:
+        # SQS counts the body and each attribute's name, type and value.
+        return len(self.body.encode()) + len(IDEMPOTENCY_ATTRIBUTE) + len("String") + len(self.key)
+
+    def request(self, entry_id: str) -> dict[str, Any]:
+        return {
+            "Id": entry_id,
+            "MessageBody": self.body,
+            "MessageAttributes": {IDEMPOTENCY_ATTRIBUTE: {"DataType": "String", "StringValue": self.key}},
+        }
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    requests: int = 0
+    not_sent: List[Tuple[int, str]] = field(default_factory=list)  # (position, reason)
+    skipped: int = 0  # invalid records left out on request (--skip-invalid)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def read_records(source: IO[str]) -> List[Any]:
+    """A JSON array, or JSON lines (one object per line)."""
+    text = source.read()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        records = json.loads(stripped)
+        if not isinstance(records, list):
+            raise ValueError("expected a JSON array of vehicles")
+        return records
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def batches(entries: Sequence[Entry]) -> Iterator[List[Entry]]:
+    """Consecutive groups of at most 10 entries and 1 MiB."""
+    batch: List[Entry] = []
+    size = 0
+    for entry in entries:
+        if batch and (len(batch) == BATCH_ENTRIES or size + entry.size > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += entry.size
+    if batch:
+        yield batch
+
+
+class RateLimiter:
+    """At most `rate` messages a second over the whole run (0: unlimited)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_slot = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self, messages: int) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_slot)
+            self.next_slot = start + messages * self.interval
+        time.sleep(max(0.0, start - now))
+
+
+THROTTLING = {"Throttling", "ThrottlingException", "RequestThrottled", "KMS.ThrottlingException"}
+
+
+def classify(error: Exception) -> Tuple[bool, str]:
+    """(is it the sender's fault, reason) for a whole-call failure: a 4xx other than throttling is ours
+    (no retry helps); throttling, 5xx and network errors are worth another try."""
+    response = getattr(error, "response", None) or {}
+    code = response.get("Error", {}).get("Code", type(error).__name__)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return 400 <= status < 500 and code not in THROTTLING, f"{code}: {error}"
+
+
+def send_batch(client: Any, url: str, batch: List[Entry], report: Report, backoff: float) -> None:
+    """Send one batch; retry what failed through no fault of ours; record what could not be sent."""
+    pending = {str(index): entry for index, entry in enumerate(batch)}
+    for attempt in range(1, ENTRY_ATTEMPTS + 1):
+        with report.lock:
+            report.requests += 1
+        try:
+            response = client.send_message_batch(
+                QueueUrl=url, Entries=[entry.request(entry_id) for entry_id, entry in pending.items()]
+            )
+        except Exception as error:  # botocore already retried throttling and 5xx; this is what remains
+            sender_fault, reason = classify(error)
+            failed = {entry_id: (sender_fault, reason) for entry_id in pending}
+        else:
+            with report.lock:
+                report.sent += len(response.get("Successful", []))
+            failed = {f["Id"]: (f["SenderFault"], f"{f['Code']}: {f.get('Message', '')}")
+                      for f in response.get("Failed", [])}
+        retry = {}
+        for entry_id, (sender_fault, reason) in failed.items():
+            if sender_fault or attempt == ENTRY_ATTEMPTS:
+                with report.lock:
+                    report.not_sent.append((pending[entry_id].position, reason))
+            else:
+                retry[entry_id] = pending[entry_id]
+        if not retry:
+            return
+        pending = retry
+        time.sleep(backoff * 2 ** (attempt - 1))
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="producer.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--queue", help="queue URL or name (default: $QUEUE_URL), e.g. --queue sqs-fleet-local-vehicles")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--count", type=int, metavar="N", help="generate N realistic vehicles, e.g. --count 100")
+    source.add_argument("--file", metavar="F", help="JSON array or JSON lines file; - reads stdin, e.g. --file cars.json")
+    parser.add_argument("--seed", type=int, help="with --count: the same seed gives the same vehicles, e.g. --seed 7")
+    parser.add_argument("--skip-invalid", action="store_true", help="send the valid records even if some are invalid")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="batches in flight at once (default 1), e.g. --concurrency 4")
+    parser.add_argument("--rate", type=float, default=0, metavar="MSG_PER_S",
+                        help="at most this many messages a second (default: unlimited), e.g. --rate 50")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--retry-backoff", type=float, default=0.2, metavar="SECONDS",
+                        help="first backoff before retrying failed entries (doubles each time; default 0.2)")
+    args = parser.parse_args(argv)
+    args.queue = queue_argument(args.queue)
+    if args.count is not None and args.count < 0:
+        parser.error("--count must be 0 or more")
+    if args.concurrency < 1:
+        parser.error("--concurrency must be 1 or more")
+    return args
+
+
+def load(args: argparse.Namespace) -> List[Any]:
+    if args.count is not None:
+        return list(generate(args.count, args.seed))
+    if args.file == "-":
+        return read_records(sys.stdin)
+    with open(args.file, encoding="utf-8") as source:
+        return read_records(source)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if not args.queue:
+        return fail("no queue: pass --queue URL|NAME or set QUEUE_URL")
+    try:
+        records = load(args)
+    except (OSError, ValueError) as error:
+        return fail(f"cannot read {args.file}: {error}")
+
+    client = sqs_client()
+    try:
+        url = queue_url(client, args.queue)
+        max_size = int(client.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["MaximumMessageSize"])["Attributes"]["MaximumMessageSize"])
+    except Exception as error:  # no credentials, no such queue, no endpoint: all configuration
+        return fail(f"cannot use queue {args.queue}: {error}")
+
+    entries: List[Entry] = []
+    invalid: List[Tuple[int, str]] = []
+    for position, record in enumerate(records, start=1):
+        errors = validation_errors(record)
+        body = json.dumps(record, separators=(",", ":")) if not errors else ""
+        entry = Entry(position, body, str(uuid.uuid4()))
+        if not errors and entry.size > max_size:
+            errors = [f"message is {entry.size} bytes, above the queue's MaximumMessageSize of {max_size}"]
+        if errors:
+            invalid.append((position, "; ".join(errors)))
+        else:
+            entries.append(entry)
+    for position, reason in invalid:
+        print(f"invalid record {position}: {reason}", file=sys.stderr)
+    if invalid and not args.skip_invalid:
+        return fail(f"{len(invalid)} invalid record(s); nothing sent (use --skip-invalid to send the rest)")
+
+    report = Report(skipped=len(invalid))
+    limiter = RateLimiter(args.rate)
+    progress = Progress(len(entries), enabled=sys.stderr.isatty() and not args.json)
+    started = time.monotonic()
+
+    def send(batch: List[Entry]) -> None:
+        limiter.wait(len(batch))
+        send_batch(client, url, batch, report, args.retry_backoff)
+        progress.update(report.sent)
+
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        list(pool.map(send, batches(entries)))
+    progress.close()
+    elapsed = time.monotonic() - started
+    print_summary(report, len(records), elapsed, args.json)
+    return 1 if report.not_sent else 0
+
+
+class Progress:
+    """A one-line progress display on stderr, for terminals only."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.last = total, enabled, 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self.last > 0.2:
+            self.last = now
+            print(f"\rsent {done}/{self.total}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
+
+
+def print_summary(report: Report, total: int, elapsed: float, as_json: bool) -> None:
+    summary = {
+        "records": total,
+        "sent": report.sent,
+        "not_sent": len(report.not_sent),
+        "skipped_invalid": report.skipped,
+        "requests": report.requests,
+        "seconds": round(elapsed, 3),
+        "messages_per_second": round(report.sent / elapsed, 1) if elapsed > 0 else None,
+        "failures": [{"position": p, "reason": r} for p, r in sorted(report.not_sent)],
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return
+    for position, reason in sorted(report.not_sent):
+        print(f"not sent: record {position}: {reason}", file=sys.stderr)
+    print(f"sent {report.sent} of {total} in {elapsed:.2f} s ({summary['messages_per_second']} msg/s), "
+          f"{report.requests} requests, {len(report.not_sent)} not sent, {report.skipped} invalid skipped")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
