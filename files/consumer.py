@@ -27,14 +27,15 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from vehicles import IDEMPOTENCY_ATTRIBUTE, fail, queue_argument, queue_url, sqs_client, validation_errors
 
 MAX_BATCH = 10  # ReceiveMessage, DeleteMessageBatch and ChangeMessageVisibilityBatch limit
 MAX_BACKOFF = 60.0
 
-Message = Dict[str, Any]
+Message = dict[str, Any]
 
 
 class Log:
@@ -60,7 +61,7 @@ class SeenKeys:
     """Idempotency keys of the most recently processed messages (a bounded window), kept in an
     append-only file when one is given, so that a restarted consumer still recognises redeliveries."""
 
-    def __init__(self, capacity: int, path: Optional[str]) -> None:
+    def __init__(self, capacity: int, path: str | None) -> None:
         self.capacity = capacity
         self.keys: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.file = None
@@ -97,11 +98,11 @@ class Heartbeat(threading.Thread):
         super().__init__(daemon=True, name="heartbeat")
         self.client, self.url, self.timeout, self.log = client, url, visibility_timeout, log
         self.interval = max(1.0, visibility_timeout / 2)
-        self.held: Dict[str, str] = {}  # message id -> receipt handle
+        self.held: dict[str, str] = {}  # message id -> receipt handle
         self.lock = threading.Lock()
         self.finished = threading.Event()
 
-    def hold(self, messages: List[Message]) -> None:
+    def hold(self, messages: list[Message]) -> None:
         with self.lock:
             self.held = {m["MessageId"]: m["ReceiptHandle"] for m in messages}
 
@@ -124,7 +125,7 @@ class Heartbeat(threading.Thread):
                     self.log("visibility_extend_failed", level="warning", error=str(error))
 
 
-def chunks(items: List[Any], size: int) -> Iterator[List[Any]]:
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -153,7 +154,8 @@ class Consumer:
                 self.stop.wait(self.args.poll_interval)
         finally:
             self.heartbeat.finished.set()
-            self.log("consumer_stopped", **self.counts)
+            self.log("consumer_stopped", processed=self.counts["processed"], duplicate=self.counts["duplicate"],
+                     invalid=self.counts["invalid"])
 
     def reached_max(self) -> bool:
         return self.args.max_messages is not None and self.handled() >= self.args.max_messages
@@ -161,7 +163,7 @@ class Consumer:
     def handled(self) -> int:
         return sum(self.counts.values())
 
-    def receive(self) -> List[Message]:
+    def receive(self) -> list[Message]:
         wanted = MAX_BATCH
         if self.args.max_messages is not None:
             wanted = max(1, min(MAX_BATCH, self.args.max_messages - self.handled()))
@@ -181,13 +183,13 @@ class Consumer:
         self.backoff = 1.0
         return list(response.get("Messages", []))
 
-    def handle(self, messages: List[Message]) -> None:
+    def handle(self, messages: list[Message]) -> None:
         """Process each message in turn; delete the done ones in one batch; release the rest."""
         if not messages:
             return
         self.heartbeat.hold(messages)
-        done: List[Message] = []
-        release: List[Message] = []
+        done: list[Message] = []
+        release: list[Message] = []
         for index, message in enumerate(messages):
             if self.stop.is_set():
                 release += messages[index:]
@@ -234,7 +236,7 @@ class Consumer:
         return True
 
     # -- batch calls ------------------------------------------------------------------------------
-    def delete(self, messages: List[Message]) -> None:
+    def delete(self, messages: list[Message]) -> None:
         for chunk in chunks(messages, MAX_BATCH):
             try:
                 response = self.client.delete_message_batch(QueueUrl=self.url, Entries=[
@@ -248,7 +250,7 @@ class Consumer:
                 self.log("delete_failed", level="error", message_id=message["MessageId"],
                          error=f"{failure['Code']}: {failure.get('Message', '')}")
 
-    def release(self, messages: List[Message]) -> None:
+    def release(self, messages: list[Message]) -> None:
         """Make messages visible again at once (visibility 0), for another consumer or the redrive."""
         for chunk in chunks(messages, MAX_BATCH):
             try:
@@ -261,11 +263,11 @@ class Consumer:
                 self.log("release_failed", level="warning", error=str(error), messages=len(chunk))
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="consumer.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--queue", help="queue URL or name (default: $QUEUE_URL), e.g. --queue sqs-fleet-local-vehicles")
+    parser.add_argument("--queue", help="queue URL or name (default: $QUEUE_URL), e.g. --queue my-queue")
     parser.add_argument("--poll-interval", type=float, default=60.0, metavar="SECONDS",
                         help="wait between polls (default 60), e.g. --poll-interval 0 to drain a backlog")
     parser.add_argument("--once", action="store_true", help="one poll cycle, then exit (tests, cron)")
@@ -280,6 +282,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="how many recent idempotency keys are remembered (default 100000)")
     parser.add_argument("--simulate-work", type=float, default=0.0, metavar="SECONDS",
                         help="pretend each message takes this long to process (demos, tests), e.g. 0.5")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.queue = queue_argument(args.queue)
     if args.poll_interval < 0 or (args.max_messages is not None and args.max_messages < 1):
@@ -287,7 +294,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
-def resolve(client: Any, queue: str, log: Log, stop: threading.Event) -> Optional[str]:
+def resolve(client: Any, queue: str, log: Log, stop: threading.Event) -> str | None:
     """The queue URL, waiting with backoff while the queue does not exist yet or AWS is unreachable."""
     backoff = 1.0
     while not stop.is_set():
@@ -304,7 +311,7 @@ def resolve(client: Any, queue: str, log: Log, stop: threading.Event) -> Optiona
     return None
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.queue:
         return fail("no queue: pass --queue URL|NAME or set QUEUE_URL")

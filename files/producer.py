@@ -22,12 +22,20 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any
 
-from vehicles import IDEMPOTENCY_ATTRIBUTE, Vehicle, fail, generate, queue_argument, queue_url, sqs_client
-from vehicles import validation_errors
+from vehicles import (
+    IDEMPOTENCY_ATTRIBUTE,
+    fail,
+    generate,
+    queue_argument,
+    queue_url,
+    sqs_client,
+    validation_errors,
+)
 
 BATCH_ENTRIES = 10  # SendMessageBatch's limit
 BATCH_BYTES = 1024 * 1024  # SendMessageBatch's payload limit (sum of bodies and attributes)
@@ -57,12 +65,12 @@ class Entry:
 class Report:
     sent: int = 0
     requests: int = 0
-    not_sent: List[Tuple[int, str]] = field(default_factory=list)  # (position, reason)
+    not_sent: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
     skipped: int = 0  # invalid records left out on request (--skip-invalid)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-def read_records(source: IO[str]) -> List[Any]:
+def read_records(source: IO[str]) -> list[Any]:
     """A JSON array, or JSON lines (one object per line)."""
     text = source.read()
     stripped = text.lstrip()
@@ -74,9 +82,9 @@ def read_records(source: IO[str]) -> List[Any]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def batches(entries: Sequence[Entry]) -> Iterator[List[Entry]]:
+def batches(entries: Sequence[Entry]) -> Iterator[list[Entry]]:
     """Consecutive groups of at most 10 entries and 1 MiB."""
-    batch: List[Entry] = []
+    batch: list[Entry] = []
     size = 0
     for entry in entries:
         if batch and (len(batch) == BATCH_ENTRIES or size + entry.size > BATCH_BYTES):
@@ -109,7 +117,7 @@ class RateLimiter:
 THROTTLING = {"Throttling", "ThrottlingException", "RequestThrottled", "KMS.ThrottlingException"}
 
 
-def classify(error: Exception) -> Tuple[bool, str]:
+def classify(error: Exception) -> tuple[bool, str]:
     """(is it the sender's fault, reason) for a whole-call failure: a 4xx other than throttling is ours
     (no retry helps); throttling, 5xx and network errors are worth another try."""
     response = getattr(error, "response", None) or {}
@@ -118,7 +126,7 @@ def classify(error: Exception) -> Tuple[bool, str]:
     return 400 <= status < 500 and code not in THROTTLING, f"{code}: {error}"
 
 
-def send_batch(client: Any, url: str, batch: List[Entry], report: Report, backoff: float) -> None:
+def send_batch(client: Any, url: str, batch: list[Entry], report: Report, backoff: float) -> None:
     """Send one batch; retry what failed through no fault of ours; record what could not be sent."""
     pending = {str(index): entry for index, entry in enumerate(batch)}
     for attempt in range(1, ENTRY_ATTEMPTS + 1):
@@ -149,14 +157,14 @@ def send_batch(client: Any, url: str, batch: List[Entry], report: Report, backof
         time.sleep(backoff * 2 ** (attempt - 1))
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="producer.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--queue", help="queue URL or name (default: $QUEUE_URL), e.g. --queue sqs-fleet-local-vehicles")
+    parser.add_argument("--queue", help="queue URL or name (default: $QUEUE_URL), e.g. --queue my-queue")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--count", type=int, metavar="N", help="generate N realistic vehicles, e.g. --count 100")
-    source.add_argument("--file", metavar="F", help="JSON array or JSON lines file; - reads stdin, e.g. --file cars.json")
+    source.add_argument("--file", metavar="F", help="JSON array or JSON lines; - reads stdin, e.g. --file cars.json")
     parser.add_argument("--seed", type=int, help="with --count: the same seed gives the same vehicles, e.g. --seed 7")
     parser.add_argument("--skip-invalid", action="store_true", help="send the valid records even if some are invalid")
     parser.add_argument("--concurrency", type=int, default=1, metavar="N",
@@ -166,6 +174,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--retry-backoff", type=float, default=0.2, metavar="SECONDS",
                         help="first backoff before retrying failed entries (doubles each time; default 0.2)")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.queue = queue_argument(args.queue)
     if args.count is not None and args.count < 0:
@@ -175,7 +188,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
-def load(args: argparse.Namespace) -> List[Any]:
+def load(args: argparse.Namespace) -> list[Any]:
     if args.count is not None:
         return list(generate(args.count, args.seed))
     if args.file == "-":
@@ -184,7 +197,7 @@ def load(args: argparse.Namespace) -> List[Any]:
         return read_records(source)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.queue:
         return fail("no queue: pass --queue URL|NAME or set QUEUE_URL")
@@ -201,8 +214,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:  # no credentials, no such queue, no endpoint: all configuration
         return fail(f"cannot use queue {args.queue}: {error}")
 
-    entries: List[Entry] = []
-    invalid: List[Tuple[int, str]] = []
+    entries: list[Entry] = []
+    invalid: list[tuple[int, str]] = []
     for position, record in enumerate(records, start=1):
         errors = validation_errors(record)
         body = json.dumps(record, separators=(",", ":")) if not errors else ""
@@ -223,7 +236,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     progress = Progress(len(entries), enabled=sys.stderr.isatty() and not args.json)
     started = time.monotonic()
 
-    def send(batch: List[Entry]) -> None:
+    def send(batch: list[Entry]) -> None:
         limiter.wait(len(batch))
         send_batch(client, url, batch, report, args.retry_backoff)
         progress.update(report.sent)

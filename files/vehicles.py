@@ -9,7 +9,7 @@ import datetime
 import os
 import random
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 # A producer-assigned key that travels as a message attribute, so the consumer can recognise a
 # redelivery or a producer retry (both create a new MessageId, never a new key).
@@ -20,7 +20,7 @@ INTEGER_FIELDS = ("year", "mileage")
 FIELDS = STRING_FIELDS + INTEGER_FIELDS
 FIRST_CAR_YEAR = 1886
 
-Vehicle = Dict[str, Any]
+Vehicle = dict[str, Any]
 
 _MODELS = {
     "Honda": ["Civic", "Accord", "CR-V", "Jazz"],
@@ -35,7 +35,7 @@ _MODELS = {
 _COLORS = ["Blue", "Red", "Black", "White", "Silver", "Grey", "Green", "Yellow"]
 
 
-def validation_errors(record: Any) -> List[str]:
+def validation_errors(record: Any) -> list[str]:
     """What is wrong with a vehicle record, as sentences; empty when it is valid."""
     if not isinstance(record, dict):
         return [f"expected a JSON object, got {type(record).__name__}"]
@@ -58,7 +58,7 @@ def validation_errors(record: Any) -> List[str]:
     return errors
 
 
-def generate(count: int, seed: Optional[int] = None, first_id: int = 2001) -> List[Vehicle]:
+def generate(count: int, seed: int | None = None, first_id: int = 2001) -> list[Vehicle]:
     """`count` realistic vehicles; the same seed gives the same vehicles."""
     rng = random.Random(seed)  # noqa: S311  # nosec B311 - sample data, not security
     this_year = datetime.date.today().year
@@ -100,7 +100,7 @@ def queue_url(client: Any, queue: str) -> str:
     return str(client.get_queue_url(QueueName=queue)["QueueUrl"])
 
 
-def queue_argument(value: Optional[str]) -> Optional[str]:
+def queue_argument(value: str | None) -> str | None:
     """--queue, or the QUEUE_URL environment variable."""
     return value or os.environ.get("QUEUE_URL") or None
 

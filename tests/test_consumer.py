@@ -109,7 +109,8 @@ def test_poison_messages_reach_the_dead_letter_queue_with_one_error_line_each_re
     sent = produce(emulator, queues, 5)
     logged = []
     for _ in range(6):  # maxReceiveCount is 3: the fourth receive redrives
-        logged += events(run_script(emulator, "consumer.py", "--queue", queues.url, "--once", "--wait-time", "0").stdout)
+        once = run_script(emulator, "consumer.py", "--queue", queues.url, "--once", "--wait-time", "0")
+        logged += events(once.stdout)
     assert sorted(processed_ids(logged)) == sorted(sent)
     dead = sorted(m["Body"] for m in queues.bodies(queues.dlq_url))
     assert dead == sorted(poison)
