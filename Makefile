@@ -10,6 +10,8 @@ EMULATOR_URL := http://127.0.0.1:$(EMULATOR_PORT)
 export AWS_ENDPOINT_URL ?= $(EMULATOR_URL)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_HOME := $(CURDIR)/.run/ansible-home
+# Placeholder credentials for plain boto3 tools talking to the emulator (Ansible gets them from the inventory).
+EMULATOR_CLIENT := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 
 .PHONY: demo test lint venv emulator emulator-stop teardown bench clean
 
@@ -17,7 +19,7 @@ export ANSIBLE_HOME := $(CURDIR)/.run/ansible-home
 demo: venv emulator
 	$(BIN)/ansible-playbook site.yml
 	$(BIN)/ansible-playbook produce.yml -e count=25
-	$(BIN)/python tools/stack_summary.py
+	$(EMULATOR_CLIENT) $(BIN)/python tools/stack_summary.py
 
 ## test: linters, then every test (playbooks on private emulators, booted nodes where root)
 test: venv lint

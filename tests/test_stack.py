@@ -190,3 +190,13 @@ def test_rerun_and_check_mode_report_no_change(stack, run_playbook):
     check = run_playbook("site.yml", "--check")
     assert_ok(check, ["check"])
     assert check.stats["changed"] == 0
+
+
+def test_produce_playbook_seeds_the_stack_queue(stack, run_playbook, aws):
+    run = run_playbook("produce.yml", extra_vars={"count": 12, "seed": 3})
+    assert_ok(run, ["produce.yml"])
+    assert run.stats["changed"] == 1
+    attributes = queue_attributes(aws, QUEUE)
+    assert int(attributes["ApproximateNumberOfMessages"]) == 12
+    bad = run_playbook("produce.yml", extra_vars={"count": "many"})
+    assert bad.returncode != 0 and "count 'many'" in " ".join(bad.failure_messages())
