@@ -17,13 +17,11 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from common import machine, private_emulator, table
-from naive import naive_consume, naive_produce
-
 import consumer
 import producer
+from common import machine, private_emulator, table
+from naive import naive_consume, naive_produce
 from vehicles import generate, sqs_client
-
 
 LATENCY = {"seconds": 0.0}  # a modelled network round trip added to every request
 
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             print("AWS side: moto server on 127.0.0.1 (one process); figures are the clients' work, not AWS's")
             for latency in (0.0, args.latency_ms / 1000):
                 LATENCY["seconds"] = latency
-                where = f"round trip: loopback + {latency * 1000:.0f} ms modelled" if latency else "round trip: loopback"
+                where = "round trip: loopback" + (f" + {latency * 1000:.0f} ms modelled" if latency else "")
                 table(f"Producer ({where})",
                       ["client", "messages", "requests", "requests/message", "messages/s", "speed-up"],
                       bench_producer(args.depth))
