@@ -59,7 +59,7 @@ teardown: venv
 
 ## bench: benchmarks, printed as tables with their conditions
 bench: venv
-	$(BIN)/python bench/playbooks.py
+	cd bench && ../$(BIN)/python playbooks.py && ../$(BIN)/python sqs_clients.py
 
 clean: emulator-stop
 	rm -rf $(VENV) .venv-checkov .run
