@@ -172,7 +172,9 @@ class Consumer:
                 QueueUrl=self.url,
                 MaxNumberOfMessages=wanted,
                 WaitTimeSeconds=self.args.wait_time,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                # AttributeNames, not its successor MessageSystemAttributeNames: the node's system
+                # botocore (Debian 12, Amazon Linux 2023) predates the new name.
+                AttributeNames=["ApproximateReceiveCount"],
                 MessageAttributeNames=["All"],
             )
         except Exception as error:  # throttling, 5xx, network, queue missing: back off, never exit

@@ -206,8 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         return fail(f"cannot read {args.file}: {error}")
 
-    client = sqs_client()
     try:
+        client = sqs_client()
         url = queue_url(client, args.queue)
         max_size = int(client.get_queue_attributes(
             QueueUrl=url, AttributeNames=["MaximumMessageSize"])["Attributes"]["MaximumMessageSize"])

@@ -90,7 +90,11 @@ def sqs_client(max_attempts: int = 5) -> Any:
         read_timeout=30,  # above the 20 s long-poll wait
         user_agent_extra="sqs-fleet",
     )
-    return boto3.session.Session().client("sqs", config=config)
+    # botocore reads AWS_ENDPOINT_URL itself only since 1.31; the node's system boto3 may be older.
+    # Likewise AWS_REGION, which the AWS CLI and SDKs read but boto3 takes only as AWS_DEFAULT_REGION.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ.get("AWS_ENDPOINT_URL") or None
+    region = os.environ.get("AWS_REGION") or None
+    return boto3.session.Session().client("sqs", config=config, endpoint_url=endpoint, region_name=region)
 
 
 def queue_url(client: Any, queue: str) -> str:

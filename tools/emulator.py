@@ -70,15 +70,15 @@ def answers(url: str) -> bool:
         return False
 
 
-def start_emulator(port: int, log: Path, wait_seconds: float = 30.0) -> Emulator:
-    """Start moto_server on 127.0.0.1:port and wait until it answers."""
-    url = f"http://{HOST}:{port}"
+def start_emulator(port: int, log: Path, wait_seconds: float = 30.0, host: str = HOST) -> Emulator:
+    """Start moto_server on host:port (loopback by default) and wait until it answers."""
+    url = f"http://{host}:{port}"
     moto = Path(sys.executable).with_name("moto_server")
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
     with log.open("ab") as out:
         process = subprocess.Popen(  # noqa: S603  # nosec B603 - fixed argv
-            [str(moto), "-H", HOST, "-p", str(port)],
+            [str(moto), "-H", host, "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -110,37 +110,39 @@ def stop_pid(pid: int, wait_seconds: float = 10.0) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def _recorded() -> Emulator | None:
+def _recorded(name: str) -> Emulator | None:
     try:
-        pid = int((RUN_DIR / "emulator.pid").read_text())
-        port = int((RUN_DIR / "emulator.port").read_text())
+        pid = int((RUN_DIR / f"{name}.pid").read_text())
+        url = (RUN_DIR / f"{name}.url").read_text().strip()
     except (OSError, ValueError):
         return None
-    return Emulator(url=f"http://{HOST}:{port}", pid=pid, log=RUN_DIR / "emulator.log")
+    return Emulator(url=url, pid=pid, log=RUN_DIR / f"{name}.log")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["start", "stop", "status", "reset"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("EMULATOR_PORT", DEFAULT_PORT)))
+    parser.add_argument("--host", default=HOST, help="address to listen on (a test network's host end)")
+    parser.add_argument("--name", default="emulator", help="several emulators keep their state apart by name")
     args = parser.parse_args(argv)
-    current = _recorded()
+    current = _recorded(args.name)
     alive = current is not None and answers(current.url)
 
     if args.command == "start":
         if current is not None and alive:
             print(current.url)
             return 0
-        emulator = start_emulator(args.port, RUN_DIR / "emulator.log")
-        (RUN_DIR / "emulator.pid").write_text(str(emulator.pid))
-        (RUN_DIR / "emulator.port").write_text(str(args.port))
+        emulator = start_emulator(args.port, RUN_DIR / f"{args.name}.log", host=args.host)
+        (RUN_DIR / f"{args.name}.pid").write_text(str(emulator.pid))
+        (RUN_DIR / f"{args.name}.url").write_text(emulator.url)
         print(emulator.url)
         return 0
     if args.command == "stop":
         if current is not None:
             current.stop()
-            for name in ("emulator.pid", "emulator.port"):
-                (RUN_DIR / name).unlink(missing_ok=True)
+            for suffix in ("pid", "url"):
+                (RUN_DIR / f"{args.name}.{suffix}").unlink(missing_ok=True)
         return 0
     if current is None or not alive:
         print("emulator: not running (start it with `make emulator`)", file=sys.stderr)

@@ -1,0 +1,28 @@
+"""The node roles on a booted systemd node: molecule's full sequence (create, converge, idempotence,
+verify, destroy). Runs where test nodes can boot (root, systemd-nspawn); skips elsewhere, saying why."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tools"))
+from node import missing_requirements  # noqa: E402
+
+pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
+
+
+def test_molecule_scenario_converges_idempotently_and_verifies(tmp_path):
+    env = {**os.environ, "ANSIBLE_HOME": str(tmp_path), "ANSIBLE_DEPRECATION_WARNINGS": "false",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "NO_COLOR": "1"}
+    result = subprocess.run(["molecule", "test"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=900, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    for action in ("create", "converge", "idempotence", "verify", "destroy"):
+        assert f"{action}: Executed: Successful" in output, action

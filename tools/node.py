@@ -1,0 +1,277 @@
+"""Booted test nodes: Debian 12 with real systemd and cloud-init, in systemd-nspawn, on a private network.
+
+    python tools/node.py image                  # build (or reuse) the cached node image
+    python tools/node.py boot NAME [--user-data FILE] [--file SRC:DEST ...]   # prints the node as JSON
+    python tools/node.py exec NAME -- CMD ...   # run a command inside the node
+    python tools/node.py destroy NAME           # power off and remove every trace
+
+Every node is an overlay on one read-only image, in its own network namespace, attached to a host bridge
+(10.77.0.1/24) where the emulator and a git daemon can listen; nodes reach nothing else. Needs root,
+systemd-nspawn and debootstrap (`apt-get install systemd-container debootstrap`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess  # nosec B404 - runs fixed system tools
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+STATE = Path(os.environ.get("NODE_STATE_DIR", "/var/lib/sqs-fleet-nodes"))
+CACHE = Path(os.environ.get("NODE_CACHE_DIR", "/var/cache/sqs-fleet"))
+BRIDGE = "sqsfleet0"
+HOST_ADDRESS = "10.77.0.1"
+PREFIX = 24
+# What the image holds: what ansible-pull, the consumer and cloud-init need, since nodes have no network.
+PACKAGES = ["ansible-core", "python3-apt", "python3-boto3", "cloud-init", "logrotate", "git", "procps", "iproute2",
+            "ca-certificates"]
+CLOUD_CFG = """\
+# EC2-style boot from a local seed: user-data runs exactly as on an instance.
+datasource_list: [NoCloud, None]
+network: {config: disabled}
+locale: C.UTF-8
+"""
+
+
+def run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a system tool (fixed names, from PATH), capturing its output."""
+    return subprocess.run(command, check=check, text=True, capture_output=True)  # noqa: S603  # nosec B603 B607
+
+
+def missing_requirements() -> str | None:
+    """Why nodes cannot boot here, or None."""
+    if os.geteuid() != 0:
+        return "booting test nodes needs root"
+    for tool in ("systemd-nspawn", "debootstrap", "ip", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install systemd-container debootstrap iproute2)"
+    return None
+
+
+def apt_mirror() -> str:
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        for line in sources.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    return "http://deb.debian.org/debian"
+
+
+def image_key() -> str:
+    return hashlib.sha256(json.dumps([PACKAGES, CLOUD_CFG, "bookworm"]).encode()).hexdigest()[:12]
+
+
+def image() -> Path:
+    """The unpacked read-only image (built once, cached as a tarball keyed on its content)."""
+    key = image_key()
+    lower = STATE / f"image-{key}"
+    if (lower / "etc" / "os-release").exists():
+        return lower
+    tarball = CACHE / f"node-{key}.tar.zst"
+    if not tarball.exists():
+        build = STATE / f"build-{key}"
+        shutil.rmtree(build, ignore_errors=True)
+        build.mkdir(parents=True)
+        run("debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,python3,sudo",
+            "bookworm", str(build), apt_mirror())
+        install = "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        run("systemd-nspawn", "-q", "-D", str(build), "--register=no", "--keep-unit", "--pipe",
+            "sh", "-c", install + " ".join(PACKAGES) + " && apt-get clean")
+        (build / "etc/cloud/cloud.cfg.d/99-sqs-fleet-node.cfg").write_text(CLOUD_CFG)
+        (build / "etc/machine-id").write_text("")  # empty, not "uninitialized": no first-boot presets
+        CACHE.mkdir(parents=True, exist_ok=True)
+        run("tar", "--zstd", "-C", str(build), "-cf", f"{tarball}.tmp", ".")
+        os.replace(f"{tarball}.tmp", tarball)
+        shutil.rmtree(build)
+    partial = STATE / f"unpack-{key}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    run("tar", "--zstd", "-C", str(partial), "-xf", str(tarball))
+    partial.rename(lower)
+    return lower
+
+
+def network_up() -> None:
+    if run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+        run("ip", "addr", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", BRIDGE)
+    run("ip", "link", "set", BRIDGE, "up")
+
+
+def node_dir(name: str) -> Path:
+    return STATE / "nodes" / name
+
+
+def address_of(name: str) -> str:
+    """A stable address on the bridge for this node's name (10.77.0.2 - 10.77.0.250)."""
+    return f"10.77.0.{2 + int(hashlib.sha256(name.encode()).hexdigest(), 16) % 249}"
+
+
+def own_cgroup(name: str) -> list[Path]:
+    """nspawn --keep-unit creates its cgroups under the caller's: give each node's launcher its own."""
+    groups = []
+    for hierarchy in ("systemd", "unified"):
+        root = Path("/sys/fs/cgroup") / hierarchy
+        if root.is_dir():
+            group = root / f"sqs-fleet-{name}"
+            group.mkdir(exist_ok=True)
+            groups.append(group)
+    return groups
+
+
+def boot(
+    name: str, user_data: str | None, files: Sequence[tuple[str, str]] = (), wait_seconds: float = 60
+) -> dict[str, Any]:
+    problem = missing_requirements()
+    if problem:
+        raise RuntimeError(problem)
+    lower = image()
+    network_up()
+    directory = node_dir(name)
+    if directory.exists():
+        destroy(name)
+    upper, work, merged = directory / "upper", directory / "work", directory / "merged"
+    for path in (upper, work, merged):
+        path.mkdir(parents=True)
+    run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged))
+
+    seed = merged / "var/lib/cloud/seed/nocloud"
+    seed.mkdir(parents=True, exist_ok=True)
+    (seed / "meta-data").write_text(f"instance-id: i-{hashlib.sha256(name.encode()).hexdigest()[:17]}\n"
+                                    f"local-hostname: {name}\n")
+    (seed / "user-data").write_text(user_data or "#cloud-config\n{}\n")
+    for source, destination in files:
+        target = merged / destination.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+
+    namespace = f"sqsfleet-{name}"
+    address = address_of(name)
+    host_end = f"vf{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    run("ip", "netns", "add", namespace)
+    run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+    run("ip", "link", "set", host_end, "master", BRIDGE, "up")
+    for command in (["addr", "add", f"{address}/{PREFIX}", "dev", "eth0"], ["link", "set", "eth0", "up"],
+                    ["link", "set", "lo", "up"]):
+        run("ip", "netns", "exec", namespace, "ip", *command)
+
+    groups = own_cgroup(name)
+    log = (directory / "console.log").open("w")
+
+    def enter_cgroup() -> None:
+        for group in groups:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    nspawn = shutil.which("systemd-nspawn") or "systemd-nspawn"
+    process = subprocess.Popen(  # noqa: S603  # nosec B603 - fixed argv
+        [nspawn, "--boot", f"--directory={merged}", f"--machine={name}", "--register=no",
+         "--keep-unit", "--console=pipe", "--link-journal=no", f"--network-namespace-path=/run/netns/{namespace}"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=enter_cgroup,
+    )
+    node: dict[str, Any] = {"name": name, "address": address, "host_address": HOST_ADDRESS, "nspawn_pid": process.pid,
+            "namespace": namespace, "host_end": host_end, "merged": str(merged)}
+    (directory / "node.json").write_text(json.dumps(node))
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        leader = run("pgrep", "-P", str(process.pid), "-x", "systemd", check=False).stdout.split()
+        if leader:
+            node["leader_pid"] = int(leader[0])
+            state = run("nsenter", "-t", leader[0], "-a", "systemctl", "is-system-running", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                node["boot_state"] = state
+                (directory / "node.json").write_text(json.dumps(node))
+                return node
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"node {name} did not boot; see {directory / 'console.log'}")
+
+
+def load(name: str) -> dict[str, Any]:
+    node: dict[str, Any] = json.loads((node_dir(name) / "node.json").read_text())
+    return node
+
+
+def exec_in(name: str, command: Sequence[str], check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a command inside a booted node, in all its namespaces."""
+    return run("nsenter", "-t", str(load(name)["leader_pid"]), "-a", *command, check=check)
+
+
+def destroy(name: str) -> None:
+    directory = node_dir(name)
+    node = json.loads((directory / "node.json").read_text()) if (directory / "node.json").exists() else {}
+    pid = node.get("nspawn_pid")
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)  # an orderly poweroff
+            for _ in range(150):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    merged = directory / "merged"
+    if merged.is_dir() and os.path.ismount(merged):
+        run("umount", "-l", str(merged), check=False)
+    if node.get("host_end"):
+        run("ip", "link", "del", node["host_end"], check=False)
+    run("ip", "netns", "del", f"sqsfleet-{name}", check=False)
+    for hierarchy in ("systemd", "unified"):
+        group = Path("/sys/fs/cgroup") / hierarchy / f"sqs-fleet-{name}"
+        for child in sorted(group.glob("**/"), key=lambda p: len(p.parts), reverse=True) if group.is_dir() else []:
+            try:
+                child.rmdir()
+            except OSError:
+                pass
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("image")
+    sub.add_parser("network", help=f"create the nodes' bridge with the host address {HOST_ADDRESS}")
+    boot_parser = sub.add_parser("boot")
+    boot_parser.add_argument("name")
+    boot_parser.add_argument("--user-data")
+    boot_parser.add_argument("--file", action="append", default=[], help="SRC:DEST copied into the node")
+    exec_parser = sub.add_parser("exec")
+    exec_parser.add_argument("name")
+    exec_parser.add_argument("argv", nargs=argparse.REMAINDER)
+    destroy_parser = sub.add_parser("destroy")
+    destroy_parser.add_argument("name")
+    args = parser.parse_args(argv)
+    if args.command == "image":
+        problem = missing_requirements()
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
+        print(image())
+    elif args.command == "network":
+        network_up()
+        print(HOST_ADDRESS)
+    elif args.command == "boot":
+        user_data = Path(args.user_data).read_text() if args.user_data else None
+        files = [(source, destination) for source, destination in (spec.split(":", 1) for spec in args.file)]
+        print(json.dumps(boot(args.name, user_data, files)))
+    elif args.command == "exec":
+        command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        result = exec_in(args.name, command)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        return result.returncode
+    else:
+        destroy(args.name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
