@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import assert_ok
@@ -200,3 +203,12 @@ def test_produce_playbook_seeds_the_stack_queue(stack, run_playbook, aws):
     assert int(attributes["ApproximateNumberOfMessages"]) == 12
     bad = run_playbook("produce.yml", extra_vars={"count": "many"})
     assert bad.returncode != 0 and "count 'many'" in " ".join(bad.failure_messages())
+
+
+def test_rendered_user_data_is_shellcheck_clean(stack, aws, tmp_path):
+    script = tmp_path / "user-data.sh"
+    script.write_text(base64.b64decode(launch_template_data(aws)["UserData"]).decode())
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run([str(shellcheck), "--shell=bash", "--severity=style", str(script)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
