@@ -1,0 +1,83 @@
+"""A local stand-in for the AWS side of the fleet: an emulator and a git daemon on the host end of the test
+nodes' network, serving this repository's HEAD, and booted nodes that run the launch template's user-data.
+
+Used by the boot tests, the boot benchmark and the local scaling loop. Needs root (see tools/node.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess  # nosec B404 - runs git with fixed arguments
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from emulator import Emulator, free_port, start_emulator
+from node import HOST_ADDRESS, boot, destroy, network_up
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Lab:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.nodes: list[str] = []
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.emulator: Emulator | None = None
+
+    def __enter__(self) -> Lab:
+        network_up()
+        self.emulator = start_emulator(free_port(), self.workdir / "moto.log", host=HOST_ADDRESS)
+        git = self.workdir / "git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(REPO), str(git / "sqs-fleet.git")],  # noqa: S603, S607  # nosec
+                       check=True)
+        self.commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,  # noqa: S603, S607  # nosec
+                                     text=True, check=True).stdout.strip()
+        port = free_port()
+        self.daemon = subprocess.Popen(  # noqa: S603  # nosec B603
+            ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={git}", f"--listen={HOST_ADDRESS}",  # noqa: S607
+             f"--port={port}", str(git)])
+        self.repo_url = f"git://{HOST_ADDRESS}:{port}/sqs-fleet.git"
+        # What an instance role gives an EC2 node; here the emulator's address and placeholder credentials.
+        self.aws_env = self.workdir / "aws.env"
+        self.aws_env.write_text(f"AWS_ENDPOINT_URL={self.emulator.url}\n"
+                                "AWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n")
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        for name in list(self.nodes):
+            self.remove_worker(name)
+        if self.daemon:
+            self.daemon.terminate()
+            self.daemon.wait(10)
+        if self.emulator:
+            self.emulator.stop()
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        if self.emulator is None:
+            raise RuntimeError("the lab is not running: use it as `with Lab(...) as lab`")
+        env = self.emulator.environment()
+        return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+    def site_variables(self, **extra: Any) -> dict[str, Any]:
+        """Extra variables for site.yml so that workers pull this commit from the lab's git daemon."""
+        return {"fleet_repo_url": self.repo_url, "fleet_repo_version": self.commit, **extra}
+
+    def launch_template_user_data(self, template: str) -> str:
+        data = self.client("ec2").describe_launch_template_versions(LaunchTemplateName=template,
+                                                                    Versions=["$Latest"])
+        return base64.b64decode(data["LaunchTemplateVersions"][0]["LaunchTemplateData"]["UserData"]).decode()
+
+    def boot_worker(self, name: str, user_data: str) -> dict[str, Any]:
+        self.nodes.append(name)
+        return boot(name, user_data, [(str(self.aws_env), "/etc/sqs-fleet/aws.env")])
+
+    def remove_worker(self, name: str) -> None:
+        destroy(name)
+        if name in self.nodes:
+            self.nodes.remove(name)
