@@ -44,7 +44,7 @@ def measure(lab: Lab, name: str, user_data: str) -> dict[str, float]:
     active = time.time()
     log = exec_in(name, ["cat", "/var/log/sqs-fleet-bootstrap.log"]).stdout
     lab.remove_worker(name)
-    return {"systemd running": booted - started, "user-data start": stamp(log, "start") - started,
+    return {"boot finished (cloud-init included)": booted - started, "user-data start": stamp(log, "start") - started,
             "ansible-pull": stamp(log, "done") - stamp(log, "ansible-pull"), "consumer active": active - started}
 
 
