@@ -34,7 +34,7 @@ class Lab:
         self.commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,  # noqa: S603, S607  # nosec
                                      text=True, check=True).stdout.strip()
         port = free_port()
-        self.daemon = subprocess.Popen(  # noqa: S603  # nosec B603
+        self.daemon = subprocess.Popen(  # noqa: S603  # nosec B603 B607
             ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={git}", f"--listen={HOST_ADDRESS}",  # noqa: S607
              f"--port={port}", str(git)])
         self.repo_url = f"git://{HOST_ADDRESS}:{port}/sqs-fleet.git"
