@@ -1,0 +1,85 @@
+"""Alarm evaluation and step scaling as AWS documents them (scaling-semantics: M of N, the four
+treat-missing-data modes, metric math with missing values, step bounds either side of the threshold,
+adjustment types and clamping to the group's bounds)."""
+
+from __future__ import annotations
+
+import pytest
+from aws_semantics import ALARM, INSUFFICIENT_DATA, OK, alarm_state, expression_value, new_capacity
+
+SCALE_OUT = {"ComparisonOperator": "GreaterThanOrEqualToThreshold", "Threshold": 1, "EvaluationPeriods": 1,
+             "DatapointsToAlarm": 1, "TreatMissingData": "notBreaching"}
+SCALE_IN = {"ComparisonOperator": "LessThanThreshold", "Threshold": 1, "EvaluationPeriods": 15,
+            "DatapointsToAlarm": 15, "TreatMissingData": "breaching"}
+
+
+def test_metric_math_counts_a_missing_value_as_zero_but_all_missing_as_no_datapoint():
+    assert expression_value("visible + inflight", {"visible": 3, "inflight": None}) == 3
+    assert expression_value("visible + inflight", {"visible": None, "inflight": None}) is None
+    with pytest.raises(ValueError, match="only sums"):
+        expression_value("visible / inflight", {})
+
+
+def test_the_first_message_raises_the_scale_out_alarm_in_one_period():
+    assert alarm_state(SCALE_OUT, [None, None, 1], OK) == ALARM
+    assert alarm_state(SCALE_OUT, [5, 0], ALARM) == OK
+    assert alarm_state(SCALE_OUT, [None], ALARM) == OK  # no data: an asleep queue is empty
+
+
+def test_scale_in_needs_the_whole_idle_window_and_reads_missing_data_as_empty():
+    assert alarm_state(SCALE_IN, [0] * 14 + [1], OK) == OK
+    assert alarm_state(SCALE_IN, [0] * 15, OK) == ALARM
+    assert alarm_state(SCALE_IN, [None] * 15, OK) == ALARM
+    assert alarm_state(SCALE_IN, [0] * 10, OK) == ALARM  # periods before the first point are missing
+
+
+@pytest.mark.parametrize(("treat", "window", "previous", "state"), [
+    ("missing", [None, None, None], OK, INSUFFICIENT_DATA),
+    ("missing", [None, 5, 5], OK, ALARM),
+    ("ignore", [None, None, None], ALARM, ALARM),
+    ("ignore", [None, None, 0], ALARM, OK),
+    ("breaching", [None, None, 0], OK, ALARM),
+    ("notBreaching", [None, 5, None], ALARM, OK),
+])
+def test_treat_missing_data_modes(treat, window, previous, state):
+    alarm = {"ComparisonOperator": "GreaterThanThreshold", "Threshold": 1, "EvaluationPeriods": 3,
+             "DatapointsToAlarm": 2, "TreatMissingData": treat}
+    assert alarm_state(alarm, window, previous) == state
+
+
+def test_m_of_n():
+    alarm = {"ComparisonOperator": "GreaterThanThreshold", "Threshold": 10, "EvaluationPeriods": 5,
+             "DatapointsToAlarm": 3, "TreatMissingData": "notBreaching"}
+    assert alarm_state(alarm, [11, 0, 11, 0, 11], OK) == ALARM
+    assert alarm_state(alarm, [11, 0, 11, 0, 0], OK) == OK
+
+
+OUT_POLICY = {"AdjustmentType": "ExactCapacity", "StepAdjustments": [
+    {"MetricIntervalLowerBound": 0.0, "MetricIntervalUpperBound": 10.0, "ScalingAdjustment": 1},
+    {"MetricIntervalLowerBound": 10.0, "MetricIntervalUpperBound": 20.0, "ScalingAdjustment": 2},
+    {"MetricIntervalLowerBound": 20.0, "ScalingAdjustment": 3}]}
+
+
+@pytest.mark.parametrize(("backlog", "capacity"), [(1, 1), (10, 1), (11, 2), (21, 3), (500, 3)])
+def test_exact_capacity_steps_size_the_group_to_the_backlog(backlog, capacity):
+    assert new_capacity(OUT_POLICY, backlog - 1, current=0, min_size=0, max_size=4) == capacity
+
+
+def test_results_are_clamped_to_the_group_bounds():
+    assert new_capacity(OUT_POLICY, 500, current=0, min_size=0, max_size=2) == 2
+    scale_in = {"AdjustmentType": "ExactCapacity",
+                "StepAdjustments": [{"MetricIntervalUpperBound": 0.0, "ScalingAdjustment": 0}]}
+    assert new_capacity(scale_in, -1, current=3, min_size=1, max_size=4) == 1
+    assert new_capacity(scale_in, 0.5, current=3, min_size=0, max_size=4) is None  # no step covers it
+
+
+def test_change_and_percent_adjustments():
+    change = {"AdjustmentType": "ChangeInCapacity", "StepAdjustments": [
+        {"MetricIntervalUpperBound": 0.0, "ScalingAdjustment": -1},
+        {"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 2}]}
+    assert new_capacity(change, 3, current=1, min_size=0, max_size=4) == 3
+    assert new_capacity(change, -3, current=1, min_size=0, max_size=4) == 0
+    percent = {"AdjustmentType": "PercentChangeInCapacity", "MinAdjustmentMagnitude": 1,
+               "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 50}]}
+    assert new_capacity(percent, 1, current=1, min_size=0, max_size=10) == 2  # 0.5 rounds to 0, magnitude 1
+    assert new_capacity(percent, 1, current=4, min_size=0, max_size=10) == 6

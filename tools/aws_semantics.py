@@ -1,0 +1,84 @@
+"""How CloudWatch alarms and Auto Scaling step policies decide, as the AWS guides document it: the part
+of AWS the emulator does not play (it evaluates no alarm and applies no step policy correctly).
+
+The building blocks of the local scaling loop; each is a pure function, tested against the documented
+rules in tests/test_aws_semantics.py.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "module_utils"))
+from fleet import step_for  # noqa: E402
+
+OK, ALARM, INSUFFICIENT_DATA = "OK", "ALARM", "INSUFFICIENT_DATA"
+COMPARISONS = {
+    "GreaterThanOrEqualToThreshold": operator.ge,
+    "GreaterThanThreshold": operator.gt,
+    "LessThanThreshold": operator.lt,
+    "LessThanOrEqualToThreshold": operator.le,
+}
+Datapoint = Optional[float]
+
+
+def expression_value(expression: str, values: Mapping[str, Datapoint]) -> Datapoint:
+    """A sum of metric ids (`visible + inflight`), as metric math computes it: a missing value counts as 0,
+    but with every input missing there is no data point at all."""
+    names = [name.strip() for name in expression.split("+")]
+    if not all(re.fullmatch(r"[a-z][a-zA-Z0-9_]*", name) for name in names):
+        raise ValueError(f"only sums of metric ids are supported, not {expression!r}")
+    present = [values[name] for name in names if values.get(name) is not None]
+    return float(sum(value for value in present if value is not None)) if present else None
+
+
+def alarm_state(alarm: Mapping[str, Any], datapoints: Sequence[Datapoint], previous: str) -> str:
+    """The state after evaluating the last EvaluationPeriods datapoints (oldest first; None = missing)."""
+    periods = int(alarm["EvaluationPeriods"])
+    needed = int(alarm.get("DatapointsToAlarm", periods))
+    recent: list[Datapoint] = list(datapoints[-periods:])
+    window: list[Datapoint] = [None] * (periods - len(recent)) + recent  # before the first point: missing
+    compare = COMPARISONS[alarm["ComparisonOperator"]]
+    threshold = float(alarm["Threshold"])
+    treat = alarm.get("TreatMissingData", "missing")
+
+    if treat == "breaching":
+        breaches = [True if value is None else compare(value, threshold) for value in window]
+    elif treat == "notBreaching":
+        breaches = [False if value is None else compare(value, threshold) for value in window]
+    else:
+        present = [value for value in window if value is not None]
+        if not present:
+            return previous if treat == "ignore" else INSUFFICIENT_DATA
+        breaches = [compare(value, threshold) for value in present]
+    return ALARM if sum(breaches) >= needed else OK
+
+
+def new_capacity(policy: Mapping[str, Any], breach: float, current: int, min_size: int, max_size: int) -> int | None:
+    """The group's desired capacity after a step policy runs for `breach` = metric - threshold, clamped to
+    [min, max]; None when no step covers the breach."""
+    step = step_for(policy["StepAdjustments"], breach)
+    if step is None:
+        return None
+    adjustment = int(step["ScalingAdjustment"])
+    kind = policy["AdjustmentType"]
+    if kind == "ExactCapacity":
+        wanted = adjustment
+    elif kind == "ChangeInCapacity":
+        wanted = current + adjustment
+    elif kind == "PercentChangeInCapacity":
+        change = current * adjustment / 100
+        change = math.floor(change) if change > 0 else math.ceil(change)  # rounds toward zero
+        magnitude = int(policy.get("MinAdjustmentMagnitude") or 0)
+        if adjustment and abs(change) < magnitude:
+            change = magnitude if adjustment > 0 else -magnitude
+        wanted = current + int(change)
+    else:
+        raise ValueError(f"unknown adjustment type {kind}")
+    return max(min_size, min(max_size, wanted))
