@@ -43,7 +43,8 @@ def alarm_state(alarm: Mapping[str, Any], datapoints: Sequence[Datapoint], previ
     periods = int(alarm["EvaluationPeriods"])
     needed = int(alarm.get("DatapointsToAlarm", periods))
     recent: list[Datapoint] = list(datapoints[-periods:])
-    window: list[Datapoint] = [None] * (periods - len(recent)) + recent  # before the first point: missing
+    missing: list[Datapoint] = [None] * (periods - len(recent))  # periods before the first point
+    window = missing + recent
     compare = COMPARISONS[alarm["ComparisonOperator"]]
     threshold = float(alarm["Threshold"])
     treat = alarm.get("TreatMissingData", "missing")
