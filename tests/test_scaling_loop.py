@@ -1,0 +1,42 @@
+"""The scale-out / scale-in cycle end to end on the emulator, with the local loop playing CloudWatch and
+Auto Scaling and local consumer processes as the workers; one period is one second here."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from conftest import assert_ok
+from scaling_loop import ProcessWorkers, ScalingLoop
+
+PREFIX = "sqs-fleet-local"
+IDLE_PERIODS = 5
+
+
+def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle_window(
+        emulator, run_playbook, aws, tmp_path):
+    emulator.reset()
+    assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": IDLE_PERIODS * 60}), ["site.yml"])
+    sent = run_playbook("produce.yml", extra_vars={"count": 60, "seed": 11})
+    assert_ok(sent, ["produce.yml"])
+
+    workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=1, env={**os.environ, **emulator.environment()},
+                             logs=tmp_path / "workers")
+    loop = ScalingLoop(aws, PREFIX, workers, period_seconds=1.0)
+    timeline = loop.run(until=lambda t: len(t) > 3 and t[-1].desired == 0 and t[-1].workers == 0, max_periods=60)
+
+    desired = [p.desired for p in timeline]
+    assert desired[0] == 4  # 60 messages at 10 per instance: ceil(60 / 10) = 6, capped at the maximum
+    assert max(desired) == 4 and max(p.workers for p in timeline) <= 4
+    assert desired[-1] == 0
+    drained = next(i for i, p in enumerate(timeline) if p.visible + p.in_flight == 0)
+    scaled_in = next(i for i, p in enumerate(timeline) if i > drained and p.desired == 0)
+    assert scaled_in - drained >= IDLE_PERIODS - 1  # only after the whole idle window of empty periods
+    assert all(p.desired >= 1 for p in timeline[:drained])
+
+    processed = []
+    for log in (tmp_path / "workers").glob("*.log"):
+        processed += [json.loads(line)["vehicle"]["vehicleId"] for line in log.read_text().splitlines()
+                      if '"message_processed"' in line]
+    assert sorted(set(processed)) == sorted(f"VH{n}" for n in range(2001, 2061))  # lost = 0
+    assert timeline[-1].dead_letters == 0
