@@ -13,7 +13,7 @@ export ANSIBLE_HOME := $(CURDIR)/.run/ansible-home
 # Placeholder credentials for plain boto3 tools talking to the emulator (Ansible gets them from the inventory).
 EMULATOR_CLIENT := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 
-.PHONY: demo test lint venv emulator emulator-stop teardown bench clean
+.PHONY: demo test lint venv emulator emulator-stop teardown bench report clean
 
 ## demo: provision the whole stack on the embedded emulator, seed messages, show what was made
 demo: venv emulator
@@ -63,3 +63,8 @@ bench: venv
 
 clean: emulator-stop
 	rm -rf $(VENV) .venv-checkov .run
+
+## report: provision on the emulator, run the scale-out / scale-in plan, write REPORT.md and its plots
+report: venv emulator
+	$(BIN)/ansible-playbook site.yml
+	$(EMULATOR_CLIENT) $(BIN)/python tools/scale_test.py --messages 200 --period-seconds 2

@@ -40,3 +40,18 @@ def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle
                       if '"message_processed"' in line]
     assert sorted(set(processed)) == sorted(f"VH{n}" for n in range(2001, 2061))  # lost = 0
     assert timeline[-1].dead_letters == 0
+
+
+def test_report_generator_runs_a_short_plan(emulator, run_playbook, monkeypatch, tmp_path):
+    import scale_test
+
+    emulator.reset()
+    assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": 120}), ["site.yml"])
+    for name, value in emulator.environment().items():
+        monkeypatch.setenv(name, value)
+    assert scale_test.main(["--messages", "25", "--period-seconds", "1", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "| messages lost | 0 |" in report and "| messages processed | 25 |" in report
+    assert "not measured on AWS" in report
+    for plot in ("report-queue-and-instances.png", "report-processed-per-minute.png"):
+        assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
