@@ -15,11 +15,12 @@ EMULATOR_CLIENT := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_R
 
 .PHONY: demo test lint venv emulator emulator-stop teardown bench report clean
 
-## demo: provision the whole stack on the embedded emulator, seed messages, show what was made
+## demo: provision on the embedded emulator, send a burst, scale out, consume, scale in to zero, report
 demo: venv emulator
 	$(BIN)/ansible-playbook site.yml
-	$(BIN)/ansible-playbook produce.yml -e count=25
+	$(EMULATOR_CLIENT) $(BIN)/python tools/scale_test.py --messages 120 --period-seconds 1 --out .run/demo
 	$(EMULATOR_CLIENT) $(BIN)/python tools/stack_summary.py
+	@echo "Report and plots: .run/demo/REPORT.md, .run/demo/report-*.png"
 
 ## test: linters, then every test (playbooks on private emulators, booted nodes where root)
 test: venv lint

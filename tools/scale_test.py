@@ -226,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     (args.out / "report-data.json").write_text(json.dumps(result, indent=1, default=str))
     (args.out / "REPORT.md").write_text(report(result, loop.states))
+    for event in [e for e in events if e["event"] == "message_processed"][:3]:
+        print(f"{event['worker']}: processed {json.dumps(event['vehicle'])}")
     print(json.dumps(numbers, indent=1))
     return 0 if numbers["messages lost"] == 0 else 1
 
