@@ -8,12 +8,12 @@ EMULATOR_PORT ?= 4566
 EMULATOR_URL := http://127.0.0.1:$(EMULATOR_PORT)
 # The local inventory reads these; a user's own AWS_ENDPOINT_URL wins.
 export AWS_ENDPOINT_URL ?= $(EMULATOR_URL)
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(CURDIR)/$(BIN):$(PATH):/usr/sbin:/sbin
 export ANSIBLE_HOME := $(CURDIR)/.run/ansible-home
 # Placeholder credentials for plain boto3 tools talking to the emulator (Ansible gets them from the inventory).
 EMULATOR_CLIENT := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 
-.PHONY: demo test lint venv emulator emulator-stop teardown bench report clean
+.PHONY: demo test lint node-tools venv emulator emulator-stop teardown bench report clean
 
 ## demo: provision on the embedded emulator, send a burst, scale out, consume, scale in to zero, report
 demo: venv emulator
@@ -23,8 +23,14 @@ demo: venv emulator
 	@echo "Report and plots: .run/demo/REPORT.md, .run/demo/report-*.png"
 
 ## test: linters, then every test (playbooks on private emulators, booted nodes where root)
-test: venv lint
+test: venv lint node-tools
 	$(BIN)/pytest
+
+# What booted test nodes need (tools/node.py); installed only as root, elsewhere those tests skip.
+node-tools:
+	@if [ "$$(id -u)" -eq 0 ] && ! { command -v systemd-nspawn && command -v debootstrap && command -v zstd; } >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap systemd-container zstd; \
+	fi
 
 lint: venv $(CHECKOV)
 	$(BIN)/yamllint -s .

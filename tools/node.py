@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# debootstrap, ip and systemd-nspawn live in sbin, which a non-login root shell may not have on its PATH.
+os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 STATE = Path(os.environ.get("NODE_STATE_DIR", "/var/lib/sqs-fleet-nodes"))
 CACHE = Path(os.environ.get("NODE_CACHE_DIR", "/var/cache/sqs-fleet"))
 BRIDGE = "sqsfleet0"
