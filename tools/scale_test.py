@@ -116,6 +116,8 @@ def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
         f"| {p['minute']} | {p['visible']} | {p['in_flight']} | {p['desired']} | {p['workers']} | "
         f"{'; '.join(p['decisions']) or ''} |" for p in timeline)
     excerpt = "\n".join(json.dumps(e) for e in result["worker log excerpt"])
+    sizes = " -> ".join(str(d) for i, d in enumerate(p["desired"] for p in timeline)
+                        if i == 0 or d != timeline[i - 1]["desired"])
     return f"""# Scale-out / scale-in test report
 
 Produced by `make report` (`tools/scale_test.py`) on {datetime.date.today().isoformat()}: **{result["produced by"]}**.
@@ -150,10 +152,10 @@ Minutes are alarm periods. Alarm states at the end: {", ".join(f"{k} {v}" for k,
 ## Observations
 - Scale-out from zero happens in the first period that sees the backlog, straight to
   ceil(backlog / 10) instances capped at 4, not one instance at a time.
-- As the backlog shrinks the scale-out policy lowers the group step by step (ExactCapacity follows the
-  backlog while the alarm is in ALARM). Once the backlog is 0 that alarm returns to OK and the group keeps
-  its last size until the scale-in alarm has seen the whole idle window of empty periods: those idle
-  instance-minutes are the price of not scaling in on SQS's delayed or missing metrics.
+- The desired capacity went {sizes}: while the backlog lasts, ExactCapacity sets ceil(backlog / 10)
+  each period. Once the backlog is 0 the scale-out alarm returns to OK and the group keeps its last size
+  until the scale-in alarm has seen the whole idle window of empty periods: those idle instance-minutes
+  are the price of not scaling in on SQS's delayed or missing metrics.
 - No message was lost; none reached the dead-letter queue; the drained workers exited cleanly.
 
 ## Timeline (one row per period) and the loop's decisions
