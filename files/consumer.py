@@ -131,9 +131,10 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 class Consumer:
-    def __init__(self, client: Any, url: str, args: argparse.Namespace, log: Log, seen: SeenKeys) -> None:
+    def __init__(self, client: Any, url: str, args: argparse.Namespace, log: Log, seen: SeenKeys,
+                 stop: threading.Event | None = None) -> None:
         self.client, self.url, self.args, self.log, self.seen = client, url, args, log, seen
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.counts = collections.Counter({"processed": 0, "duplicate": 0, "invalid": 0})
         self.backoff = 1.0
         self.heartbeat = Heartbeat(client, url, args.visibility_timeout, log)
@@ -296,14 +297,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def resolve(client: Any, queue: str, log: Log, stop: threading.Event) -> str | None:
-    """The queue URL, waiting with backoff while the queue does not exist yet or AWS is unreachable."""
+def resolve(client: Any, queue: str, log: Log, stop: threading.Event) -> tuple[str, int] | None:
+    """The queue URL and its visibility timeout, waiting with backoff while the queue does not exist yet
+    or AWS is unreachable; None when asked to stop first."""
     backoff = 1.0
     while not stop.is_set():
         try:
             url = queue_url(client, queue)
-            client.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
-            return url
+            attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+            return url, int(attributes["Attributes"]["VisibilityTimeout"])
         except Exception as error:
             if type(error).__name__ in ("NoCredentialsError", "NoRegionError", "PartialCredentialsError"):
                 raise
@@ -331,17 +333,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        url = resolve(client, args.queue, log, stop)
-        if url is None:
-            return 0
-        if args.visibility_timeout is None:
-            attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
-            args.visibility_timeout = int(attributes["Attributes"]["VisibilityTimeout"])
+        found = resolve(client, args.queue, log, stop)
     except Exception as error:  # no credentials, no region: nothing a retry can fix
         return fail(f"cannot use queue {args.queue}: {error}")
-    consumer = Consumer(client, url, args, log, SeenKeys(args.dedupe_window, args.state_file))
-    consumer.stop = stop
-    consumer.run()
+    if found is None:
+        return 0
+    url, queue_visibility = found
+    if args.visibility_timeout is None:
+        args.visibility_timeout = queue_visibility
+    Consumer(client, url, args, log, SeenKeys(args.dedupe_window, args.state_file), stop).run()
     return 0
 
 
