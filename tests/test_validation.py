@@ -53,3 +53,12 @@ def test_environment_variables_load_from_inventory_and_playbook_group_vars(run_p
     shown = shown_configuration(prod)
     assert (shown["environment"], shown["endpoint"], shown["queue"]) == ("prod", "AWS", "sqs-fleet-prod-vehicles")
     assert shown["group"] == "sqs-fleet-prod-workers (0..4 x t3.small)"
+
+
+def test_numbers_given_as_key_value_extra_vars_are_checked_as_numbers(run_playbook):
+    """`-e name=value` makes strings: the checks compare them as numbers, in both directions."""
+    good = run_playbook("site.yml", "--tags", "validate", "-e", "scaling_idle_window=180", "-e", "fleet_max_size=3",
+                        "-e", "queue_receive_wait_time=5", env=UNREACHABLE)
+    assert good.returncode == 0, good.failure_messages()
+    bad = run_playbook("site.yml", "--tags", "validate", "-e", "scaling_idle_window=100", env=UNREACHABLE)
+    assert "scaling_idle_window 100: must be a multiple of scaling_period 60" in " ".join(bad.failure_messages())
