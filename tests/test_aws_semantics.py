@@ -5,7 +5,15 @@ adjustment types and clamping to the group's bounds)."""
 from __future__ import annotations
 
 import pytest
-from aws_semantics import ALARM, INSUFFICIENT_DATA, OK, alarm_state, expression_value, new_capacity
+from aws_semantics import (
+    ALARM,
+    INSUFFICIENT_DATA,
+    OK,
+    alarm_state,
+    expression_value,
+    instances_to_terminate,
+    new_capacity,
+)
 
 SCALE_OUT = {"ComparisonOperator": "GreaterThanOrEqualToThreshold", "Threshold": 1, "EvaluationPeriods": 1,
              "DatapointsToAlarm": 1, "TreatMissingData": "notBreaching"}
@@ -83,3 +91,22 @@ def test_change_and_percent_adjustments():
                "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 50}]}
     assert new_capacity(percent, 1, current=1, min_size=0, max_size=10) == 2  # 0.5 rounds to 0, magnitude 1
     assert new_capacity(percent, 1, current=4, min_size=0, max_size=10) == 6
+
+
+def instance(name: str, protected: bool = False, version: str = "2") -> dict:
+    return {"InstanceId": name, "LifecycleState": "InService", "ProtectedFromScaleIn": protected,
+            "LaunchTemplate": {"Version": version}}
+
+
+def test_scale_in_never_terminates_a_protected_instance():
+    group = [instance("i-1", protected=True), instance("i-2"), instance("i-3")]
+    assert instances_to_terminate(group, 1) == ["i-2", "i-3"]
+    assert instances_to_terminate(group, 0) == ["i-2", "i-3"]  # desired 0, the protected one keeps running
+    assert instances_to_terminate([instance("i-1", protected=True)], 0) == []
+
+
+def test_scale_in_terminates_only_the_excess_older_launch_template_versions_first():
+    group = [instance("i-1"), instance("i-2", version="1"), instance("i-3")]
+    assert instances_to_terminate(group, 3) == []
+    assert instances_to_terminate(group, 2) == ["i-2"]
+    assert instances_to_terminate(group, 1) == ["i-2", "i-1"]

@@ -22,12 +22,13 @@ def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle
 
     workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=1, env={**os.environ, **emulator.environment()},
                              logs=tmp_path / "workers")
-    loop = ScalingLoop(aws, PREFIX, workers, period_seconds=1.0)
-    timeline = loop.run(until=lambda t: len(t) > 3 and t[-1].desired == 0 and t[-1].workers == 0, max_periods=60)
+    loop = ScalingLoop(aws, PREFIX, workers)
+    timeline = loop.run(until=lambda t: len(t) > 3 and t[-1].desired == 0 and t[-1].instances == 0,
+                        max_periods=60, period_seconds=1.0)
 
     desired = [p.desired for p in timeline]
     assert desired[0] == 4  # 60 messages at 10 per instance: ceil(60 / 10) = 6, capped at the maximum
-    assert max(desired) == 4 and max(p.workers for p in timeline) <= 4
+    assert max(desired) == 4 and max(p.instances for p in timeline) <= 4
     assert desired[-1] == 0
     drained = next(i for i, p in enumerate(timeline) if p.visible + p.in_flight == 0)
     scaled_in = next(i for i, p in enumerate(timeline) if i > drained and p.desired == 0)
@@ -55,3 +56,34 @@ def test_report_generator_runs_a_short_plan(emulator, run_playbook, monkeypatch,
     assert "not measured on AWS" in report
     for plot in ("report-queue-and-instances.png", "report-processed-per-minute.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sqs_metrics(
+        emulator, run_playbook, aws, tmp_path):
+    emulator.reset()
+    assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": 120}), ["site.yml"])
+    assert_ok(run_playbook("produce.yml", extra_vars={"count": 15, "seed": 7}), ["produce.yml"])
+    workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=1, env={**os.environ, **emulator.environment()},
+                             logs=tmp_path / "workers")
+    loop = ScalingLoop(aws, PREFIX, workers)
+    try:
+        first = loop.step()
+        assert first.desired == 2 and first.instances == 2 and first.in_service == 2  # ceil(15 / 10)
+        protected = loop.group()["Instances"][0]["InstanceId"]
+        aws("autoscaling").set_instance_protection(AutoScalingGroupName=f"{PREFIX}-workers",
+                                                   InstanceIds=[protected], ProtectedFromScaleIn=True)
+        timeline = loop.run(until=lambda t: t[-1].desired == 0, max_periods=30, period_seconds=1.0)
+    finally:
+        workers.stop()
+
+    assert timeline[-1].desired == 0 and timeline[-1].instances == 1  # the desired capacity drops regardless
+    assert [i["InstanceId"] for i in loop.group()["Instances"]] == [protected]
+    assert any("1 instance(s) protected from scale-in kept running" in d for d in timeline[-1].decisions)
+
+    published = aws("cloudwatch").get_metric_data(
+        MetricDataQueries=[{"Id": "visible", "MetricStat": {"Metric": {
+            "Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": f"{PREFIX}-vehicles"}]}, "Period": 60, "Stat": "Maximum"}}],
+        StartTime=loop.stamp(0), EndTime=loop.stamp(len(timeline)))["MetricDataResults"][0]
+    assert len(published["Values"]) == len(timeline)  # one data point per period, one minute apart
+    assert max(published["Values"]) == 15

@@ -83,3 +83,20 @@ def new_capacity(policy: Mapping[str, Any], breach: float, current: int, min_siz
     else:
         raise ValueError(f"unknown adjustment type {kind}")
     return max(min_size, min(max_size, wanted))
+
+
+def instances_to_terminate(instances: Sequence[Mapping[str, Any]], desired: int) -> list[str]:
+    """The instances a scale-in to `desired` terminates: never one protected from scale-in; when too few are
+    unprotected the desired capacity still drops and the protected ones keep running. Among the rest, the
+    default termination policy's order: instances of an older launch template version first, then (where AWS
+    takes the one closest to its next billing hour, per-second billing makes that arbitrary) the oldest."""
+    candidates = [i for i in instances if not i.get("ProtectedFromScaleIn")
+                  and i.get("LifecycleState", "InService") in ("InService", "Pending")]
+    excess = max(0, len(instances) - desired)
+
+    def version(instance: Mapping[str, Any]) -> int:
+        value = str(instance.get("LaunchTemplate", {}).get("Version", "0"))
+        return int(value) if value.isdigit() else 0
+
+    ordered = sorted(enumerate(candidates), key=lambda pair: (version(pair[1]), pair[0]))
+    return [instance["InstanceId"] for _, instance in ordered[:excess]]

@@ -1,19 +1,22 @@
 """A local stand-in for the AWS side of the fleet: an emulator and a git daemon on the host end of the test
 nodes' network, serving this repository's HEAD, and booted nodes that run the launch template's user-data.
 
-Used by the boot tests, the boot benchmark and the local scaling loop. Needs root (see tools/node.py).
+Used by the boot tests, the boot benchmark and the local scaling loop (NodeWorkers: one booted node per
+instance of the group). Needs root (see tools/node.py).
 """
 
 from __future__ import annotations
 
 import base64
 import subprocess  # nosec B404 - runs git with fixed arguments
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from emulator import Emulator, free_port, start_emulator
-from node import HOST_ADDRESS, boot, destroy, network_up
+from node import HOST_ADDRESS, boot, destroy, exec_in, image, network_up
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,12 +57,16 @@ class Lab:
         if self.emulator:
             self.emulator.stop()
 
+    def environment(self) -> dict[str, str]:
+        """What a client on the host needs to talk to the lab's emulator."""
+        if self.emulator is None:
+            raise RuntimeError("the lab is not running: use it as `with Lab(...) as lab`")
+        return self.emulator.environment()
+
     def client(self, service: str) -> Any:
         import boto3
 
-        if self.emulator is None:
-            raise RuntimeError("the lab is not running: use it as `with Lab(...) as lab`")
-        env = self.emulator.environment()
+        env = self.environment()
         return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
                             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
@@ -81,3 +88,64 @@ class Lab:
         destroy(name)
         if name in self.nodes:
             self.nodes.remove(name)
+
+
+class NodeWorkers:
+    """One booted node per instance of the group, named after the instance: it runs the launch template's
+    user-data (cloud-init, ansible-pull, the consumer role) as an EC2 instance would. Boots and terminations
+    run in the background, as on EC2: an instance counts as in service once its consumer is active. A
+    terminated node's consumer is stopped as the shutdown stops it (SIGTERM: drain), its logs are kept in
+    `logs`, then the node is removed."""
+
+    def __init__(self, lab: Lab, user_data: str, logs: Path) -> None:
+        self.lab, self.user_data, self.logs = lab, user_data, logs
+        self.booting: dict[str, threading.Thread] = {}
+        self.active: set[str] = set()
+        self.stopping: list[threading.Thread] = []
+        self.failures: list[str] = []
+        logs.mkdir(parents=True, exist_ok=True)
+        image()  # built once here, not by parallel boots
+
+    def _boot(self, name: str) -> None:
+        try:
+            self.lab.boot_worker(name, self.user_data)
+        except RuntimeError as error:
+            self.failures.append(f"{name}: {error}")
+
+    def _terminate(self, name: str) -> None:
+        try:
+            exec_in(name, ["systemctl", "stop", "sqs-consumer"])
+            for source, kept in (("/var/log/sqs-consumer/consumer.log", f"{name}.log"),
+                                 ("/var/log/sqs-fleet-bootstrap.log", f"{name}.bootstrap.txt")):
+                (self.logs / kept).write_text(exec_in(name, ["cat", source]).stdout)
+        except (KeyError, FileNotFoundError):  # the node never finished booting: nothing to drain or keep
+            pass
+        finally:
+            self.lab.remove_worker(name)
+
+    def follow(self, instances: Sequence[str]) -> list[str]:
+        events = []
+        for name in [n for n in instances if n not in self.booting]:
+            self.booting[name] = threading.Thread(target=self._boot, args=(name,), name=f"boot-{name}")
+            self.booting[name].start()
+            events.append(f"node {name} booting")
+        for name in [n for n in self.booting if n not in instances]:
+            self.booting.pop(name).join()
+            self.active.discard(name)
+            self.stopping.append(threading.Thread(target=self._terminate, args=(name,), name=f"stop-{name}"))
+            self.stopping[-1].start()
+            events.append(f"node {name} terminating (consumer drains on SIGTERM)")
+        for name, thread in self.booting.items():
+            if name not in self.active and not thread.is_alive() and name in self.lab.nodes:
+                if exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active":
+                    self.active.add(name)
+                    events.append(f"node {name} in service (consumer active)")
+        return events
+
+    def in_service(self) -> int:
+        return len(self.active)
+
+    def stop(self) -> None:
+        self.follow([])
+        for thread in self.stopping:
+            thread.join()

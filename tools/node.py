@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess  # nosec B404 - runs fixed system tools
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ CACHE = Path(os.environ.get("NODE_CACHE_DIR", "/var/cache/sqs-fleet"))
 BRIDGE = "sqsfleet0"
 HOST_ADDRESS = "10.77.0.1"
 PREFIX = 24
+ADDRESS_LOCK = threading.Lock()
 # What the image holds: what ansible-pull, the consumer and cloud-init need, since nodes have no network.
 PACKAGES = ["ansible-core", "python3-apt", "python3-boto3", "cloud-init", "logrotate", "git", "procps", "iproute2",
             "ca-certificates"]
@@ -113,8 +115,16 @@ def node_dir(name: str) -> Path:
 
 
 def address_of(name: str) -> str:
-    """A stable address on the bridge for this node's name (10.77.0.2 - 10.77.0.250)."""
-    return f"10.77.0.{2 + int(hashlib.sha256(name.encode()).hexdigest(), 16) % 249}"
+    """A stable address on the bridge for this node's name (10.77.0.2 - 10.77.0.250), or the next one free
+    when another live node holds it."""
+    taken = {json.loads(path.read_text()).get("address") for path in STATE.glob("*/node.json")
+             if path.parent.name != name}
+    start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % 249
+    for offset in range(249):
+        address = f"10.77.0.{2 + (start + offset) % 249}"
+        if address not in taken:
+            return address
+    raise RuntimeError("no free address left on the nodes' bridge")
 
 
 def own_cgroup(name: str) -> list[Path]:
@@ -156,7 +166,9 @@ def boot(
         shutil.copy(source, target)
 
     namespace = f"sqsfleet-{name}"
-    address = address_of(name)
+    with ADDRESS_LOCK:  # nodes may boot in parallel threads: claim the address before the next one looks
+        address = address_of(name)
+        (directory / "node.json").write_text(json.dumps({"name": name, "address": address}))
     host_end = f"vf{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     run("ip", "netns", "add", namespace)
     run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace)

@@ -1,48 +1,107 @@
-"""The exercise's scale-out / scale-in test plan, on the stack site.yml made on the emulator, and REPORT.md.
+"""The exercise's scale-out / scale-in test plan and REPORT.md, on the emulator or on AWS.
 
-    python tools/scale_test.py [--messages 200] [--period-seconds 2] [--idle-minutes 15] [--out .]
+    python tools/scale_test.py [--workers processes|nodes] [--messages 200] [--period-seconds 2] [--out .]
+    python tools/scale_test.py --target aws --prefix sqs-fleet-prod --log-group /sqs-fleet/prod/consumer
 
-Produces a burst above the scale-out threshold, lets the local loop (tools/scaling_loop.py) play
-CloudWatch and Auto Scaling one period at a time, with local consumer processes as the workers, until the
-queue is drained and the group is back to zero; then writes the timeline, the figures, two plots and
-REPORT.md. A "minute" lasts --period-seconds; every figure is given in those minutes.
-Run `make demo` (or site.yml) first; `make report` does both.
+Produces a burst above the scale-out threshold, records a timeline each period (visible, in flight,
+desired, instances, in service, what was decided) until the queue is drained and the group is back to
+zero, collects the evidence (scaling decisions, the metric data CloudWatch holds, consumer log lines, the
+dead-letter queue) and writes REPORT.md, report-data.json and two plots.
+
+- `--target emulator` (the default; AWS_ENDPOINT_URL set): the local loop (tools/scaling_loop.py) plays
+  CloudWatch and Auto Scaling. Workers are local consumer processes on the stack site.yml made
+  (`make demo` first), or, with `--workers nodes` (root), booted nodes running the launch template's
+  user-data: then this tool starts its own lab (emulator and git daemon on the nodes' bridge) and runs
+  site.yml on it. A "minute" lasts --period-seconds; every figure is given in those minutes.
+- `--target aws`: real CloudWatch alarms and Auto Scaling act on the stack site.yml made in AWS; this tool
+  only produces, watches once a minute and collects the evidence (scaling activities, metric data,
+  CloudWatch Logs). `ansible-playbook scale_test.yml -i inventory/prod` runs it with the stack's names.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
+import subprocess  # nosec B404 - runs the project's own site.yml
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import boto3
-from scaling_loop import Period, ProcessWorkers, ScalingLoop
+from scaling_loop import FleetWatch, Period, ProcessWorkers, ScalingLoop
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "files"))
+AWS_PERIOD_SECONDS = 60.0
 
 
 def client(service: str) -> Any:
-    return boto3.client(service, region_name=os.environ.get("AWS_REGION", "us-east-1"))
+    return boto3.client(service, region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+
+
+def parse_log_line(line: str, worker: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        return dict(json.loads(line), worker=worker)
+    except json.JSONDecodeError:
+        return None  # a line cut by a crash: not an event
 
 
 def worker_events(logs: Path) -> list[dict[str, Any]]:
+    """The consumers' JSON log lines, from the workers' log files (processes, or kept from terminated nodes)."""
     events = []
     for log in sorted(logs.glob("*.log")):
-        for line in log.read_text().splitlines():
-            if line.startswith("{"):
-                events.append(dict(json.loads(line), worker=log.stem))
+        events += [e for e in (parse_log_line(line, log.stem) for line in log.read_text().splitlines()) if e]
     return events
 
 
-def first(timeline: list[Period], condition: Any) -> int | None:
+def cloudwatch_log_events(logs: Any, log_group: str, since: datetime.datetime) -> list[dict[str, Any]]:
+    """The consumers' JSON log lines as the CloudWatch agent shipped them (one stream per instance)."""
+    events: list[dict[str, Any]] = []
+    for page in logs.get_paginator("filter_log_events").paginate(
+            logGroupName=log_group, startTime=int(since.timestamp() * 1000)):
+        events += [e for e in (parse_log_line(item["message"], item["logStreamName"]) for item in page["events"])
+                   if e]
+    return sorted(events, key=lambda e: str(e.get("ts", "")))
+
+
+def metric_evidence(cloudwatch: Any, queue: str, dlq: str, group: str, start: datetime.datetime,
+                    end: datetime.datetime) -> dict[str, dict[str, Any]]:
+    """What CloudWatch holds for the run, one-minute maxima: points, peak and last value per metric."""
+    wanted = [("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue),
+              ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", queue),
+              ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq),
+              ("AWS/AutoScaling", "GroupDesiredCapacity", "AutoScalingGroupName", group),
+              ("AWS/AutoScaling", "GroupInServiceInstances", "AutoScalingGroupName", group)]
+    queries = [{"Id": f"m{n}", "MetricStat": {"Metric": {"Namespace": namespace, "MetricName": metric,
+                                                         "Dimensions": [{"Name": dimension, "Value": value}]},
+                                              "Period": 60, "Stat": "Maximum"}}
+               for n, (namespace, metric, dimension, value) in enumerate(wanted)]
+    results = cloudwatch.get_metric_data(MetricDataQueries=queries, StartTime=start, EndTime=end,
+                                         ScanBy="TimestampAscending")["MetricDataResults"]
+    evidence = {}
+    for (namespace, metric, _, value), result in zip(wanted, results):
+        values = result.get("Values", [])
+        evidence[f"{namespace} {metric} ({value})"] = {
+            "points": len(values), "peak": max(values, default=None), "last": values[-1] if values else None}
+    return evidence
+
+
+def dead_letter_sample(sqs: Any, queue_url: str) -> list[str]:
+    """Up to three dead letters, read without hiding them from anyone else."""
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=3, VisibilityTimeout=0,
+                                   WaitTimeSeconds=0).get("Messages", [])
+    return [m["Body"] for m in messages]
+
+
+def first(timeline: list[Period], condition: Callable[[Period], bool]) -> int | None:
     return next((p.minute for p in timeline if condition(p)), None)
 
 
@@ -53,25 +112,27 @@ def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
     first_processed = min((datetime.datetime.fromisoformat(e["ts"]).timestamp() for e in events
                            if e["event"] == "message_processed"), default=None)
     drained = first(timeline, lambda p: p.minute > 0 and p.visible + p.in_flight == 0)
+    dead_letters = timeline[-1].dead_letters if timeline else 0
     return {
         "messages produced": produced,
         "messages processed": len(processed),
         "duplicates recognised": duplicates,
-        "messages lost": produced - len(processed) - (timeline[-1].dead_letters if timeline else 0),
-        "dead letters": timeline[-1].dead_letters if timeline else 0,
+        "messages lost": produced - len(processed) - dead_letters,
+        "dead letters": dead_letters,
         "minutes to first scale-out": first(timeline, lambda p: p.desired > 0),
+        "minutes to first instance in service": first(timeline, lambda p: p.in_service > 0),
         "minutes to first message processed": None if first_processed is None
         else round((first_processed - started) / period_seconds, 1),
         "minutes to queue drained": drained,
         "minutes to zero instances": first(timeline, lambda p: drained is not None and p.minute > drained
-                                           and p.desired == 0 and p.workers == 0),
-        "peak instances": max((p.workers for p in timeline), default=0),
-        "instance-minutes": sum(p.workers for p in timeline),
+                                           and p.desired == 0 and p.instances == 0),
+        "peak instances": max((p.instances for p in timeline), default=0),
+        "instance-minutes": sum(p.instances for p in timeline),
     }
 
 
 def plots(timeline: list[Period], events: list[dict[str, Any]], started: float, period_seconds: float,
-          out: Path) -> list[str]:
+          label: str, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,12 +146,14 @@ def plots(timeline: list[Period], events: list[dict[str, Any]], started: float, 
     depth.set_ylabel("messages")
     instances = depth.twinx()
     instances.step(minutes, [p.desired for p in timeline], where="post", label="desired", color="tab:red")
-    instances.step(minutes, [p.workers for p in timeline], where="post", label="running", color="tab:orange",
+    instances.step(minutes, [p.instances for p in timeline], where="post", label="instances", color="tab:orange",
                    linestyle="--")
+    instances.step(minutes, [p.in_service for p in timeline], where="post", label="in service", color="tab:green",
+                   linestyle=":")
     instances.set_ylabel("instances")
-    instances.set_ylim(0, max([p.desired for p in timeline] + [1]) + 1)
+    instances.set_ylim(0, max([p.desired for p in timeline] + [p.instances for p in timeline] + [1]) + 1)
     figure.legend(loc="upper right")
-    depth.set_title("Queue depth and instances (emulator, local scaling loop)")
+    depth.set_title(f"Queue depth and instances ({label})")
     figure.tight_layout()
     figure.savefig(out / "report-queue-and-instances.png", dpi=100)
     plt.close(figure)
@@ -101,11 +164,35 @@ def plots(timeline: list[Period], events: list[dict[str, Any]], started: float, 
     axis.bar(minutes, [per_minute.get(m, 0) for m in minutes], color="tab:green")
     axis.set_xlabel("minute (one period)")
     axis.set_ylabel("messages processed")
-    axis.set_title("Messages processed per minute")
+    axis.set_title(f"Messages processed per minute ({label})")
     figure.tight_layout()
     figure.savefig(out / "report-processed-per-minute.png", dpi=100)
     plt.close(figure)
     return ["report-queue-and-instances.png", "report-processed-per-minute.png"]
+
+
+PROCESS = {
+    "emulator": """\
+1. `ansible-playbook site.yml` provisions the stack on the emulator ({workers_how}).
+2. The burst is produced with `files/producer.py` (what `produce.yml` runs).
+3. Each period the local loop (`tools/scaling_loop.py`) reads the queue's counts and publishes them as the
+   AWS/SQS metrics (one data point per minute), evaluates every alarm as CloudWatch does (M of N,
+   treat-missing-data, the backlog expression `visible + inflight`), runs the step policy of each alarm in
+   ALARM (re-invoked every period, as Auto Scaling does), sets the group's desired capacity on the
+   emulator (on scale-in terminating only unprotected instances), and gives every instance of the group a
+   worker; a terminated worker gets SIGTERM: it finishes the message in hand and releases the rest.
+4. The run ends when the queue is drained and the group is back to zero; the figures come from the
+   timeline and the workers' JSON logs, the metric evidence from the emulator's CloudWatch.""",
+    "aws": """\
+1. `ansible-playbook site.yml -i inventory/<env>` provisioned the stack in AWS.
+2. The burst is produced with `files/producer.py` (what `produce.yml` runs).
+3. CloudWatch evaluates the alarms and Auto Scaling runs the step policies; instances boot from the
+   launch template's user-data (ansible-pull). Once a minute the plan records the queue's counts, the
+   group's desired capacity, instances and in-service instances, the alarm states and the new scaling
+   activities.
+4. The run ends when the queue is drained and the group is back to zero; the figures come from the
+   timeline and the consumers' log lines in CloudWatch Logs, the metric evidence from CloudWatch.""",
+}
 
 
 def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
@@ -113,29 +200,28 @@ def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     conditions, numbers, timeline = result["conditions"], result["figures"], result["timeline"]
     rows = "\n".join(f"| {name} | {value} |" for name, value in numbers.items())
     periods = "\n".join(
-        f"| {p['minute']} | {p['visible']} | {p['in_flight']} | {p['desired']} | {p['workers']} | "
-        f"{'; '.join(p['decisions']) or ''} |" for p in timeline)
+        f"| {p['minute']} | {p['visible']} | {p['in_flight']} | {p['desired']} | {p['instances']} | "
+        f"{p['in_service']} | {'; '.join(p['decisions']) or ''} |" for p in timeline)
     excerpt = "\n".join(json.dumps(e) for e in result["worker log excerpt"])
+    metrics = "\n".join(f"| {name} | {m['points']} | {m['peak']} | {m['last']} |"
+                        for name, m in result["metric evidence"].items())
     sizes = " -> ".join(str(d) for i, d in enumerate(p["desired"] for p in timeline)
                         if i == 0 or d != timeline[i - 1]["desired"])
+    idle = sum(p["instances"] for p in timeline if p["minute"] > (numbers["minutes to queue drained"] or 0))
+    boot_lines = result.get("bootstrap log excerpt")
+    bootstrap = ("\n## Bootstrap log of one node (user-data, ansible-pull)\n\n```text\n"
+                 + "\n".join(boot_lines) + "\n```\n") if boot_lines else ""
+    dead = "\n".join(f"- `{body}`" for body in result["dead letters sample"]) or "- none"
     return f"""# Scale-out / scale-in test report
 
-Produced by `make report` (`tools/scale_test.py`) on {datetime.date.today().isoformat()}: **{result["produced by"]}**.
+Produced by `{conditions["command"]}` on {result["date"]}: **{result["produced by"]}**.
 Conditions: {conditions["messages"]} messages in one burst; one "minute" (an alarm period) lasted
-{conditions["seconds per minute"]} s; workers: {conditions["workers"]}. The stack is the one `site.yml` made
-(`inventory/local`: 10 messages per instance, 0..4 instances, 15-minute idle window); the loop read its
-alarms, policies and group bounds back from the emulator.
+{conditions["seconds per minute"]} s; workers: {conditions["workers"]}; machine: {conditions["machine"]}.
+The stack is the one `site.yml` made ({conditions["stack"]}); alarms, policies and group bounds were read
+back from it, not from the project's variables.
 
 ## Test process
-1. `make demo` (or `ansible-playbook site.yml`) provisions the stack on the emulator.
-2. The burst is produced with `files/producer.py` (what `produce.yml` runs).
-3. Each period the local loop (`tools/scaling_loop.py`) reads the queue's counts, evaluates every alarm
-   as CloudWatch does (M of N, treat-missing-data, the backlog expression `visible + inflight`), runs the
-   step policy of each alarm in ALARM (re-invoked every period, as Auto Scaling does), sets the group's
-   desired capacity on the emulator, and starts or stops workers to match (a stopped worker gets SIGTERM:
-   it finishes the message in hand and releases the rest).
-4. The run ends when the queue is drained and the group is back to zero; the figures come from the
-   loop's timeline and the workers' JSON logs.
+{PROCESS[result["target"]].format(workers_how=conditions["workers"])}
 
 ## Figures
 
@@ -151,35 +237,49 @@ Minutes are alarm periods. Alarm states at the end: {", ".join(f"{k} {v}" for k,
 
 ## Observations
 - Scale-out from zero happens in the first period that sees the backlog, straight to
-  ceil(backlog / 10) instances capped at 4, not one instance at a time.
-- The desired capacity went {sizes}: while the backlog lasts, ExactCapacity sets ceil(backlog / 10)
-  each period. Once the backlog is 0 the scale-out alarm returns to OK and the group keeps its last size
-  until the scale-in alarm has seen the whole idle window of empty periods: those idle instance-minutes
-  are the price of not scaling in on SQS's delayed or missing metrics.
-- No message was lost; none reached the dead-letter queue; the drained workers exited cleanly.
+  ceil(backlog / messages per instance) instances capped at the maximum, not one instance at a time;
+  instances are in service {numbers["minutes to first instance in service"]} minute(s) after the run began
+  (booting and configuring takes that long).
+- The desired capacity went {sizes}. Once the backlog is 0 the scale-out alarm returns to OK and the group
+  keeps its last size until the scale-in alarm has seen the whole idle window of empty periods: here
+  {idle} of the {numbers["instance-minutes"]} instance-minutes were spent after the queue was drained,
+  the price of not scaling in on SQS's delayed or missing metrics.
+- Messages lost: {numbers["messages lost"]}; dead letters: {numbers["dead letters"]}; duplicates
+  recognised: {numbers["duplicates recognised"]}.
 
-## Timeline (one row per period) and the loop's decisions
+## Timeline (one row per period) and the decisions
 
-| minute | visible | in flight | desired | running | decisions |
-| --- | --- | --- | --- | --- | --- |
+| minute | visible | in flight | desired | instances | in service | decisions |
+| --- | --- | --- | --- | --- | --- | --- |
 {periods}
 
-## Consumer log excerpt
+## Metric data in CloudWatch (one-minute maxima over the run)
+
+| metric | points | peak | last |
+| --- | --- | --- | --- |
+{metrics}
+
+## Consumer log excerpt ({result["log source"]})
 
 ```json
 {excerpt}
 ```
+{bootstrap}
+## Dead-letter queue
+{dead}
 
 ## Dashboards
-`sqs-fleet-local-sqs` graphs visible and in-flight messages, sent/received/deleted, empty receives, the
-age of the oldest message and the dead-letter depth, beside the four queue alarms; `sqs-fleet-local-ec2`
-graphs desired / in-service / terminating instances, CPU, the agent's memory and disk, network, and a Logs
-Insights table of the vehicles processed. The emulator publishes no metrics, so on it they stay empty.
+`<prefix>-sqs` graphs visible and in-flight messages, sent/received/deleted, empty receives, the age of
+the oldest message and the dead-letter depth, beside the four queue alarms; `<prefix>-ec2` graphs desired
+/ in-service / terminating instances, CPU, the agent's memory and disk, network, and a Logs Insights table
+of the vehicles processed. On the emulator only the metrics the loop publishes (AWS/SQS queue depths and
+AWS/AutoScaling group sizes) have data.
 
 ## Reproducing on AWS
-`ansible-playbook site.yml -i inventory/prod`, then `ansible-playbook produce.yml -i inventory/prod
--e count=2000`, and watch the two dashboards and `aws autoscaling describe-scaling-activities
---auto-scaling-group-name sqs-fleet-prod-workers`. This report holds no AWS measurement.
+`ansible-playbook site.yml -i inventory/prod`, then `ansible-playbook scale_test.yml -i inventory/prod`:
+the same plan with real CloudWatch and Auto Scaling (one minute per period), its evidence taken from the
+scaling activities, CloudWatch metric data and CloudWatch Logs; it rewrites this report and labels it
+as an AWS run. {result["aws note"]}
 
 ## Compared with the reference designs
 The public solutions of this exercise scale with simple +4/-4 policies, have no dead-letter queue and no
@@ -190,44 +290,129 @@ of those solutions.
 """
 
 
+def machine() -> str:
+    cores = os.cpu_count()
+    memory = next((int(line.split()[1]) // 1024 // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), 0) if Path("/proc/meminfo").exists() else 0
+    return f"{cores} cores, {memory} GiB, {sys.platform}"
+
+
+def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work: Path) -> None:
+    """site.yml on the lab's emulator, with workers that pull this commit and wait one scaled minute."""
+    variables = lab.site_variables(fleet_poll_interval=max(1, round(period_seconds)),
+                                   scaling_idle_window=idle_minutes * 60)
+    env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(work / "ansible-home")}
+    run = subprocess.run(["ansible-playbook", "site.yml", "-e", json.dumps(variables)],  # noqa: S603, S607  # nosec
+                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise SystemExit(f"site.yml failed on the lab's emulator:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
+
+
+def check_target(target: str) -> str | None:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if target == "aws" and endpoint:
+        return f"--target aws talks to real AWS, but AWS_ENDPOINT_URL is set ({endpoint}): unset it first"
+    if target == "emulator" and not endpoint:
+        return "--target emulator needs AWS_ENDPOINT_URL (start the emulator with `make emulator`)"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prefix", default="sqs-fleet-local")
+    parser.add_argument("--target", choices=("emulator", "aws"), default="emulator")
+    parser.add_argument("--workers", choices=("processes", "nodes"), default="processes",
+                        help="on the emulator: local consumer processes, or booted nodes (root)")
+    parser.add_argument("--prefix", default="sqs-fleet-local", help="the stack's name prefix")
+    parser.add_argument("--log-group", help="the consumers' log group (on AWS), default /<project>/<env>/consumer")
     parser.add_argument("--messages", type=int, default=200)
-    parser.add_argument("--period-seconds", type=float, default=2.0, help="how long a 'minute' lasts")
+    parser.add_argument("--period-seconds", type=float, default=2.0,
+                        help="how long a 'minute' lasts on the emulator (on AWS it is 60 s)")
+    parser.add_argument("--idle-minutes", type=int, default=15, help="the scale-in idle window (nodes: site.yml)")
     parser.add_argument("--max-minutes", type=int, default=120)
     parser.add_argument("--out", type=Path, default=REPO)
     args = parser.parse_args(argv)
+    problem = check_target(args.target) or (
+        "--messages must be at least 1" if args.messages < 1 else None)
+    if problem:
+        print(f"scale_test: {problem}", file=sys.stderr)
+        return 2
+    period = AWS_PERIOD_SECONDS if args.target == "aws" else args.period_seconds
+    project, _, environment = args.prefix.rpartition("-")
+    log_group = args.log_group or f"/{project}/{environment}/consumer"
 
     import producer
 
     work = args.out / ".run" / "scale-test"
     work.mkdir(parents=True, exist_ok=True)
-    for old in work.glob("*"):
+    logs = work / "workers"
+    for old in logs.glob("*"):
         old.unlink()
-    started = datetime.datetime.now(datetime.timezone.utc).timestamp()
-    if producer.main(["--queue", f"{args.prefix}-vehicles", "--count", str(args.messages), "--seed", "2001",
-                      "--json"]) != 0:
-        return 1
-    workers = ProcessWorkers(f"{args.prefix}-vehicles", poll_interval=args.period_seconds, env=dict(os.environ),
-                             logs=work)
-    loop = ScalingLoop(client, args.prefix, workers, args.period_seconds)
-    timeline = loop.run(until=lambda t: len(t) > 3 and t[-1].desired == 0 and t[-1].workers == 0,
-                        max_periods=args.max_minutes)
-    events = worker_events(work)
-    numbers = figures(timeline, events, args.messages, started, args.period_seconds)
+    with contextlib.ExitStack() as stack:
+        connect: Callable[[str], Any] = client
+        if args.target == "aws":
+            watch: FleetWatch = FleetWatch(connect, args.prefix)
+            workers = "EC2 instances booted by Auto Scaling from the launch template"
+        elif args.workers == "nodes":
+            from fleet_lab import Lab, NodeWorkers
+
+            lab = stack.enter_context(Lab(work / "lab"))
+            provision_lab_stack(lab, period, args.idle_minutes, work)
+            os.environ.update(lab.environment())  # the producer and the clients use the lab's emulator
+            connect = lab.client
+            watch = ScalingLoop(connect, args.prefix, NodeWorkers(
+                lab, lab.launch_template_user_data(f"{args.prefix}-workers"), logs))
+            workers = ("booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
+                       "cloud-init, ansible-pull of this commit, the consumer role")
+        else:
+            watch = ScalingLoop(connect, args.prefix, ProcessWorkers(
+                f"{args.prefix}-vehicles", poll_interval=period, env=dict(os.environ), logs=logs))
+            workers = "local consumer processes started with the node's configuration"
+
+        bounds = watch.group()
+        began = datetime.datetime.now(datetime.timezone.utc)
+        started = began.timestamp()
+        if producer.main(["--queue", f"{args.prefix}-vehicles", "--count", str(args.messages), "--seed", "2001",
+                          "--json"]) != 0:
+            return 1
+        timeline = watch.run(until=lambda t: len(t) > 3 and t[-1].visible + t[-1].in_flight == 0
+                             and t[-1].desired == 0 and t[-1].instances == 0,
+                             max_periods=args.max_minutes, period_seconds=period)
+        if isinstance(watch, ScalingLoop):
+            span = (watch.stamp(0), watch.stamp(len(timeline)))
+            events = worker_events(logs)
+        else:
+            span = (began.replace(second=0, microsecond=0), datetime.datetime.now(datetime.timezone.utc))
+            events = cloudwatch_log_events(connect("logs"), log_group, began)
+        evidence = metric_evidence(watch.cloudwatch, watch.queue_name, watch.dlq_name, watch.group_name, *span)
+        dead_letters = dead_letter_sample(watch.sqs, watch.queues[watch.dlq_name])
+
+    numbers = figures(timeline, events, args.messages, started, period)
+    bootstrap = sorted(logs.glob("*.bootstrap.txt"))
+    on_aws = args.target == "aws"
+    label = "AWS" if on_aws else "emulator, local scaling loop"
     result: dict[str, Any] = {
-        "produced by": "the embedded emulator (moto) with the local scaling loop; not measured on AWS",
-        "conditions": {"messages": args.messages, "seconds per minute": args.period_seconds,
-                       "workers": "local consumer processes started with the node's configuration"},
+        "target": args.target,
+        "date": datetime.date.today().isoformat(),
+        "produced by": (f"real AWS ({os.environ.get('AWS_REGION') or os.environ.get('AWS_DEFAULT_REGION')})"
+                        if on_aws else
+                        "the embedded emulator (moto) with the local scaling loop; not measured on AWS"),
+        "conditions": {"messages": args.messages, "seconds per minute": period, "workers": workers,
+                       "machine": "AWS" if on_aws else machine(),
+                       "stack": f"prefix {args.prefix}, {bounds['MinSize']} to {bounds['MaxSize']} instances",
+                       "command": " ".join(["tools/scale_test.py", *(argv if argv is not None else sys.argv[1:])])},
         "figures": numbers,
         "timeline": [asdict(p) for p in timeline],
-        "worker log excerpt": [e for e in events if e["event"] in ("message_processed", "consumer_stopped")][:3]
+        "metric evidence": evidence,
+        "log source": f"CloudWatch Logs {log_group}" if on_aws else "the workers' log files",
+        "worker log excerpt": [e for e in events if e["event"] == "message_processed"][:3]
         + [e for e in events if e["event"] == "consumer_stopped"][:4],
-        "plots": plots(timeline, events, started, args.period_seconds, args.out),
+        "bootstrap log excerpt": bootstrap[0].read_text().splitlines()[-6:] if bootstrap else [],
+        "dead letters sample": dead_letters,
+        "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
+        "plots": plots(timeline, events, started, period, label, args.out),
     }
     (args.out / "report-data.json").write_text(json.dumps(result, indent=1, default=str))
-    (args.out / "REPORT.md").write_text(report(result, loop.states))
+    (args.out / "REPORT.md").write_text(report(result, watch.states))
     for event in [e for e in events if e["event"] == "message_processed"][:3]:
         print(f"{event['worker']}: processed {json.dumps(event['vehicle'])}")
     print(json.dumps(numbers, indent=1))

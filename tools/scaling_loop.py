@@ -1,23 +1,29 @@
-"""Play AWS's part for a stack that site.yml made on the emulator: each period, read the queue's counts
-(as AWS/SQS would publish them), evaluate the stack's alarms as CloudWatch does, run the step policies of
-the alarms in ALARM as Auto Scaling does, set the group's desired capacity, and turn it into workers.
+"""Watch a fleet each period, and on the emulator play AWS's part for it.
 
-Everything is read back from the emulator (alarms, policies, group bounds), never from the project's
-variables. A time scale shrinks a period (60 s on AWS) to a few seconds; the logic is the same at any scale.
+`FleetWatch` records what a test run sees each period, on AWS or on the emulator: the queue's counts, the
+group's desired capacity and instances, the alarms' states. `ScalingLoop` adds what the emulator does not
+do (../shared/notes/aws-emulator.md): it publishes the AWS/SQS metrics from GetQueueAttributes, evaluates
+the stack's alarms as CloudWatch does, runs the step policies of the alarms in ALARM as Auto Scaling does
+(scale-in protection honoured), sets the group's desired capacity, and gives every instance of the group a
+worker: a local consumer process (ProcessWorkers) or a booted node (fleet_lab.NodeWorkers).
+
+Everything is read back from the emulator (alarms, policies, group bounds, instances), never from the
+project's variables. A time scale shrinks a period (60 s on AWS) to a few seconds; the logic is the same.
 """
 
 from __future__ import annotations
 
+import datetime
 import signal
 import subprocess  # nosec B404 - starts the project's own consumer
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from aws_semantics import ALARM, alarm_state, expression_value, new_capacity
+from aws_semantics import ALARM, alarm_state, expression_value, instances_to_terminate, new_capacity
 
 REPO = Path(__file__).resolve().parent.parent
 # GetQueueAttributes names of the AWS/SQS metrics the alarms use.
@@ -25,41 +31,48 @@ QUEUE_ATTRIBUTE = {
     "ApproximateNumberOfMessagesVisible": "ApproximateNumberOfMessages",
     "ApproximateNumberOfMessagesNotVisible": "ApproximateNumberOfMessagesNotVisible",
 }
+LIVE_STATES = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
+
+
+class Workers(Protocol):
+    def follow(self, instances: Sequence[str]) -> list[str]:
+        """Start a worker for each new instance id, stop the workers of instances gone; say what was done."""
+
+    def in_service(self) -> int:
+        """How many workers are consuming."""
+
+    def stop(self) -> None: ...
 
 
 class ProcessWorkers:
-    """Workers as local consumer processes, started with the node's configuration."""
+    """One local consumer process per instance, started with the node's configuration."""
 
     def __init__(self, queue: str, poll_interval: float, env: dict[str, str], logs: Path) -> None:
         self.queue, self.poll_interval, self.env, self.logs = queue, poll_interval, env, logs
-        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.started = 0
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
         logs.mkdir(parents=True, exist_ok=True)
 
-    def count(self) -> int:
+    def in_service(self) -> int:
         return len(self.running)
 
-    def scale_to(self, wanted: int) -> list[str]:
+    def follow(self, instances: Sequence[str]) -> list[str]:
         events = []
-        while len(self.running) < wanted:
-            self.started += 1
-            name = f"worker-{self.started}"
-            out = (self.logs / f"{name}.log").open("ab")
-            process = subprocess.Popen(  # noqa: S603  # nosec B603 - the project's consumer
-                [sys.executable, str(REPO / "files" / "consumer.py"), "--queue", self.queue, "--wait-time", "1",
-                 "--poll-interval", str(self.poll_interval), "--state-file", str(self.logs / f"{name}.seen")],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT)
-            self.running.append((name, process))
-            events.append(f"started {name}")
-        while len(self.running) > wanted:
-            name, process = self.running.pop()  # newest first, as the default termination policy leans
+        for name in [n for n in instances if n not in self.running]:
+            with (self.logs / f"{name}.log").open("ab") as out:
+                self.running[name] = subprocess.Popen(  # noqa: S603  # nosec B603 - the project's consumer
+                    [sys.executable, str(REPO / "files" / "consumer.py"), "--queue", self.queue, "--wait-time", "1",
+                     "--poll-interval", str(self.poll_interval), "--state-file", str(self.logs / f"{name}.seen")],
+                    env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            events.append(f"worker started on {name}")
+        for name in [n for n in self.running if n not in instances]:
+            process = self.running.pop(name)
             process.send_signal(signal.SIGTERM)  # what the instance's shutdown does: drain, then exit
             process.wait(60)
-            events.append(f"stopped {name}")
+            events.append(f"worker on {name} drained and stopped")
         return events
 
     def stop(self) -> None:
-        self.scale_to(0)
+        self.follow([])
 
 
 @dataclass
@@ -69,25 +82,25 @@ class Period:
     in_flight: int
     dead_letters: int
     desired: int
-    workers: int
+    instances: int
+    in_service: int
     alarms: dict[str, str]
     decisions: list[str] = field(default_factory=list)
 
 
-class ScalingLoop:
-    def __init__(self, client: Callable[[str], Any], prefix: str, workers: ProcessWorkers,
-                 period_seconds: float) -> None:
+class FleetWatch:
+    """The fleet as a test run sees it each period; acts on nothing."""
+
+    def __init__(self, client: Callable[[str], Any], prefix: str) -> None:
         self.sqs, self.cloudwatch, self.autoscaling = client("sqs"), client("cloudwatch"), client("autoscaling")
-        self.workers, self.period_seconds = workers, period_seconds
-        self.prefix, self.group = prefix, f"{prefix}-workers"
+        self.prefix, self.group_name = prefix, f"{prefix}-workers"
+        self.queue_name, self.dlq_name = f"{prefix}-vehicles", f"{prefix}-vehicles-dlq"
         self.queues = {name: self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-                       for name in (f"{prefix}-vehicles", f"{prefix}-vehicles-dlq")}
+                       for name in (self.queue_name, self.dlq_name)}
         self.alarms = self.cloudwatch.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]
-        self.policies = {p["PolicyARN"]: p for p in
-                         self.autoscaling.describe_policies(AutoScalingGroupName=self.group)["ScalingPolicies"]}
-        self.states = {a["AlarmName"]: "INSUFFICIENT_DATA" for a in self.alarms}
-        self.series: dict[str, list[float | None]] = {a["AlarmName"]: [] for a in self.alarms}
+        self.states = {a["AlarmName"]: a.get("StateValue", "INSUFFICIENT_DATA") for a in self.alarms}
         self.timeline: list[Period] = []
+        self.activities_seen: set[str] = set()
 
     def counts(self) -> dict[tuple[str, str], float]:
         """(queue name, AWS/SQS metric) -> value, as this period's one-minute data points."""
@@ -97,6 +110,90 @@ class ScalingLoop:
             for metric, attribute in QUEUE_ATTRIBUTE.items():
                 values[(name, metric)] = float(attributes["Attributes"][attribute])
         return values
+
+    def group(self) -> dict[str, Any]:
+        group: dict[str, Any] = self.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.group_name])["AutoScalingGroups"][0]
+        return group
+
+    def live_instances(self, group: dict[str, Any]) -> list[str]:
+        return [i["InstanceId"] for i in group.get("Instances", []) if i["LifecycleState"] in LIVE_STATES]
+
+    def record(self, counts: dict[tuple[str, str], float], group: dict[str, Any], in_service: int,
+               decisions: list[str]) -> Period:
+        period = Period(
+            minute=len(self.timeline),
+            visible=int(counts[(self.queue_name, "ApproximateNumberOfMessagesVisible")]),
+            in_flight=int(counts[(self.queue_name, "ApproximateNumberOfMessagesNotVisible")]),
+            dead_letters=int(counts[(self.dlq_name, "ApproximateNumberOfMessagesVisible")]),
+            desired=group["DesiredCapacity"], instances=len(self.live_instances(group)), in_service=in_service,
+            alarms={name.removeprefix(f"{self.prefix}-"): state for name, state in self.states.items()},
+            decisions=decisions,
+        )
+        self.timeline.append(period)
+        return period
+
+    def step(self) -> Period:
+        """On AWS: CloudWatch and Auto Scaling act; this reads their states and the new scaling activities."""
+        counts = self.counts()
+        self.states = {a["AlarmName"]: a["StateValue"] for a in
+                       self.cloudwatch.describe_alarms(AlarmNamePrefix=self.prefix)["MetricAlarms"]}
+        group = self.group()
+        in_service = sum(1 for i in group.get("Instances", []) if i["LifecycleState"] == "InService")
+        return self.record(counts, group, in_service, self.new_activities())
+
+    def new_activities(self) -> list[str]:
+        activities = self.autoscaling.describe_scaling_activities(AutoScalingGroupName=self.group_name,
+                                                                  MaxRecords=20)["Activities"]
+        fresh = [a for a in reversed(activities) if a["ActivityId"] not in self.activities_seen]
+        self.activities_seen |= {a["ActivityId"] for a in fresh}
+        return [f"{a['StatusCode']}: {a['Description']} ({a.get('Cause', '').split(' At ')[-1][:120]})"
+                for a in fresh]
+
+    def run(self, until: Callable[[list[Period]], bool], max_periods: int, period_seconds: float) -> list[Period]:
+        """One step per period until `until(timeline)` holds or max_periods have passed."""
+        for _ in range(max_periods):
+            started = time.monotonic()
+            self.step()
+            if until(self.timeline):
+                break
+            time.sleep(max(0.0, period_seconds - (time.monotonic() - started)))
+        return self.timeline
+
+
+class ScalingLoop(FleetWatch):
+    """On the emulator: CloudWatch's and Auto Scaling's part, one period at a time, and workers for the group."""
+
+    def __init__(self, client: Callable[[str], Any], prefix: str, workers: Workers) -> None:
+        super().__init__(client, prefix)
+        self.workers = workers
+        self.policies = {p["PolicyARN"]: p for p in
+                         self.autoscaling.describe_policies(AutoScalingGroupName=self.group_name)["ScalingPolicies"]}
+        self.states = {a["AlarmName"]: "INSUFFICIENT_DATA" for a in self.alarms}
+        self.series: dict[str, list[float | None]] = {a["AlarmName"]: [] for a in self.alarms}
+        # The loop's clock: minute m of the run is stamped clock + m minutes on the metrics it publishes, so
+        # CloudWatch holds one data point per minute, as AWS would, at any time scale.
+        self.clock = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
+
+    def stamp(self, minute: int) -> datetime.datetime:
+        return self.clock + datetime.timedelta(minutes=minute)
+
+    def publish_queue_metrics(self, counts: dict[tuple[str, str], float]) -> None:
+        """This period's AWS/SQS data points, as SQS publishes them once a minute: what the alarms read."""
+        when = self.stamp(len(self.timeline))
+        self.cloudwatch.put_metric_data(Namespace="AWS/SQS", MetricData=[
+            {"MetricName": metric, "Dimensions": [{"Name": "QueueName", "Value": queue}], "Value": value,
+             "Timestamp": when} for (queue, metric), value in counts.items()])
+
+    def publish_group_metrics(self, group: dict[str, Any]) -> None:
+        """The group's size at the end of this period (AWS/AutoScaling group metrics, one-minute granularity)."""
+        when = self.stamp(len(self.timeline))
+        self.cloudwatch.put_metric_data(Namespace="AWS/AutoScaling", MetricData=[
+            {"MetricName": metric, "Dimensions": [{"Name": "AutoScalingGroupName", "Value": self.group_name}],
+             "Value": value, "Timestamp": when} for metric, value in (
+                ("GroupDesiredCapacity", group["DesiredCapacity"]),
+                ("GroupInServiceInstances", self.workers.in_service()),
+                ("GroupTotalInstances", len(self.live_instances(group))))])
 
     def alarm_value(self, alarm: dict[str, Any], counts: dict[tuple[str, str], float]) -> float | None:
         def metric(stat: dict[str, Any]) -> float | None:
@@ -109,11 +206,10 @@ class ScalingLoop:
             return expression_value(expression, values)
         return metric(alarm)
 
-    def step(self) -> Period:
-        counts = self.counts()
-        group = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])[
-            "AutoScalingGroups"][0]
-        desired, decisions = group["DesiredCapacity"], []
+    def evaluate(self, counts: dict[tuple[str, str], float], group: dict[str, Any],
+                 decisions: list[str]) -> int:
+        """Every alarm, as CloudWatch does; the step policies of those in ALARM, as Auto Scaling does."""
+        desired: int = group["DesiredCapacity"]
         for alarm in self.alarms:
             name = alarm["AlarmName"]
             value = self.alarm_value(alarm, counts)
@@ -132,35 +228,38 @@ class ScalingLoop:
                 breach = (value if value is not None else 0.0) - float(alarm["Threshold"])
                 capacity = new_capacity(policy, breach, desired, group["MinSize"], group["MaxSize"])
                 if capacity is not None and capacity != desired:
-                    decisions.append(f"{policy['PolicyName']}: desired {desired} -> {capacity} "
-                                     f"(breach {breach:+g})")
+                    decisions.append(f"{policy['PolicyName']}: desired {desired} -> {capacity} (breach {breach:+g})")
                     desired = capacity
-        if desired != group["DesiredCapacity"]:
-            self.autoscaling.set_desired_capacity(AutoScalingGroupName=self.group, DesiredCapacity=desired,
-                                                  HonorCooldown=False)
-        decisions += self.workers.scale_to(desired)
-        names = list(self.queues)
-        period = Period(
-            minute=len(self.timeline),
-            visible=int(counts[(names[0], "ApproximateNumberOfMessagesVisible")]),
-            in_flight=int(counts[(names[0], "ApproximateNumberOfMessagesNotVisible")]),
-            dead_letters=int(counts[(names[1], "ApproximateNumberOfMessagesVisible")]),
-            desired=desired, workers=self.workers.count(),
-            alarms={name.removeprefix(f"{self.prefix}-"): state for name, state in self.states.items()},
-            decisions=decisions,
-        )
-        self.timeline.append(period)
-        return period
+        return desired
 
-    def run(self, until: Callable[[list[Period]], bool], max_periods: int) -> list[Period]:
-        """One step per period until `until(timeline)` holds or max_periods have passed."""
+    def resize(self, group: dict[str, Any], desired: int, decisions: list[str]) -> None:
+        """Set the desired capacity; on scale-in terminate only what AWS would (never a protected instance)."""
+        live = [i for i in group.get("Instances", []) if i["LifecycleState"] in LIVE_STATES]
+        victims = instances_to_terminate(live, desired) if desired < len(live) else []
+        for instance in victims:
+            self.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance,
+                                                                      ShouldDecrementDesiredCapacity=True)
+            decisions.append(f"terminate {instance}")
+        kept = len(live) - len(victims) - desired
+        if kept > 0:
+            decisions.append(f"{kept} instance(s) protected from scale-in kept running")
+        self.autoscaling.set_desired_capacity(AutoScalingGroupName=self.group_name, DesiredCapacity=desired,
+                                              HonorCooldown=False)
+
+    def step(self) -> Period:
+        counts, group = self.counts(), self.group()
+        decisions: list[str] = []
+        self.publish_queue_metrics(counts)
+        desired = self.evaluate(counts, group, decisions)
+        if desired != group["DesiredCapacity"]:
+            self.resize(group, desired, decisions)
+            group = self.group()
+        decisions += self.workers.follow(self.live_instances(group))
+        self.publish_group_metrics(group)
+        return self.record(counts, group, self.workers.in_service(), decisions)
+
+    def run(self, until: Callable[[list[Period]], bool], max_periods: int, period_seconds: float) -> list[Period]:
         try:
-            for _ in range(max_periods):
-                started = time.monotonic()
-                self.step()
-                if until(self.timeline):
-                    break
-                time.sleep(max(0.0, self.period_seconds - (time.monotonic() - started)))
+            return super().run(until, max_periods, period_seconds)
         finally:
             self.workers.stop()
-        return self.timeline
