@@ -37,7 +37,6 @@ import boto3
 from scaling_loop import FleetWatch, Period, ProcessWorkers, ScalingLoop
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "files"))
 AWS_PERIOD_SECONDS = 60.0
 
 
@@ -302,7 +301,9 @@ def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work
     variables = lab.site_variables(fleet_poll_interval=max(1, round(period_seconds)),
                                    scaling_idle_window=idle_minutes * 60)
     env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(work / "ansible-home")}
-    run = subprocess.run(["ansible-playbook", "site.yml", "-e", json.dumps(variables)],  # noqa: S603, S607  # nosec
+    beside = Path(sys.executable).parent / "ansible-playbook"  # this venv's, when PATH does not have it
+    playbook = str(beside) if beside.exists() else "ansible-playbook"
+    run = subprocess.run([playbook, "site.yml", "-e", json.dumps(variables)],  # noqa: S603  # nosec B603
                          cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if run.returncode != 0:
         raise SystemExit(f"site.yml failed on the lab's emulator:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
@@ -340,8 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     project, _, environment = args.prefix.rpartition("-")
     log_group = args.log_group or f"/{project}/{environment}/consumer"
 
-    import producer
-
     work = args.out / ".run" / "scale-test"
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "workers"
@@ -349,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         old.unlink()
     with contextlib.ExitStack() as stack:
         connect: Callable[[str], Any] = client
+        target_env: dict[str, str] = {}  # what the producer needs beyond this process's environment
         if args.target == "aws":
             watch: FleetWatch = FleetWatch(connect, args.prefix)
             workers = "EC2 instances booted by Auto Scaling from the launch template"
@@ -357,8 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             lab = stack.enter_context(Lab(work / "lab"))
             provision_lab_stack(lab, period, args.idle_minutes, work)
-            os.environ.update(lab.environment())  # the producer and the clients use the lab's emulator
-            connect = lab.client
+            target_env, connect = lab.environment(), lab.client
             watch = ScalingLoop(connect, args.prefix, NodeWorkers(
                 lab, lab.launch_template_user_data(f"{args.prefix}-workers"), logs))
             workers = ("booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
@@ -371,8 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         bounds = watch.group()
         began = datetime.datetime.now(datetime.timezone.utc)
         started = began.timestamp()
-        if producer.main(["--queue", f"{args.prefix}-vehicles", "--count", str(args.messages), "--seed", "2001",
-                          "--json"]) != 0:
+        burst = subprocess.run(  # noqa: S603  # nosec B603 - the project's producer
+            [sys.executable, str(REPO / "files" / "producer.py"), "--queue", f"{args.prefix}-vehicles",
+             "--count", str(args.messages), "--seed", "2001", "--json"],
+            env={**os.environ, **target_env}, capture_output=True, text=True, check=False)
+        print(burst.stdout.strip())
+        if burst.returncode != 0:
+            print(f"scale_test: the producer failed: {burst.stderr[-2000:]}", file=sys.stderr)
             return 1
         timeline = watch.run(until=lambda t: len(t) > 3 and t[-1].visible + t[-1].in_flight == 0
                              and t[-1].desired == 0 and t[-1].instances == 0,
