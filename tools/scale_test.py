@@ -27,6 +27,7 @@ import json
 import os
 import subprocess  # nosec B404 - runs the project's own site.yml
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -34,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from scaling_loop import FleetWatch, Period, ProcessWorkers, ScalingLoop
+from scaling_loop import FleetWatch, Period, ProcessWorkers, ScalingLoop, StackNotFound
 
 REPO = Path(__file__).resolve().parent.parent
 AWS_PERIOD_SECONDS = 60.0
+LOG_SHIPPING_CHECKS = 5  # the agent ships every few seconds; half a minute apart, this waits at most 2.5 minutes
 
 
 def client(service: str) -> Any:
@@ -194,6 +196,30 @@ PROCESS = {
 }
 
 
+def observations(numbers: dict[str, Any], timeline: list[dict[str, Any]]) -> str:
+    """What this run shows, in words drawn from its own timeline."""
+    out = next((p for p in timeline if p["desired"] > 0), None)
+    sizes = " -> ".join(str(d) for i, d in enumerate(p["desired"] for p in timeline)
+                        if i == 0 or d != timeline[i - 1]["desired"])
+    drained = numbers["minutes to queue drained"]
+    idle = sum(p["instances"] for p in timeline if drained is not None and p["minute"] > drained)
+    lines = []
+    if out is None:
+        lines.append("The group never scaled out: check the scale-out alarm and its policy.")
+    else:
+        lines.append(f"The first scale-out came in minute {out['minute']}, for a backlog of "
+                     f"{out['visible'] + out['in_flight']} messages, to {out['desired']} instance(s) at once; "
+                     f"the first instance was in service in minute {numbers['minutes to first instance in service']} "
+                     "(booting and configuring takes that long).")
+    lines.append(f"The desired capacity went {sizes}. Once the backlog is 0 the scale-out alarm returns to OK and "
+                 "the group keeps its last size until the scale-in alarm has seen the whole idle window of empty "
+                 f"periods: {idle} of the {numbers['instance-minutes']} instance-minutes came after the queue was "
+                 "drained, the price of not scaling in on SQS's delayed or missing metrics.")
+    lines.append(f"Messages lost: {numbers['messages lost']}; dead letters: {numbers['dead letters']}; duplicates "
+                 f"recognised: {numbers['duplicates recognised']}.")
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     """REPORT.md: the test process, what was observed, the figures and the evidence, from one run."""
     conditions, numbers, timeline = result["conditions"], result["figures"], result["timeline"]
@@ -204,9 +230,6 @@ def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     excerpt = "\n".join(json.dumps(e) for e in result["worker log excerpt"])
     metrics = "\n".join(f"| {name} | {m['points']} | {m['peak']} | {m['last']} |"
                         for name, m in result["metric evidence"].items())
-    sizes = " -> ".join(str(d) for i, d in enumerate(p["desired"] for p in timeline)
-                        if i == 0 or d != timeline[i - 1]["desired"])
-    idle = sum(p["instances"] for p in timeline if p["minute"] > (numbers["minutes to queue drained"] or 0))
     boot_lines = result.get("bootstrap log excerpt")
     bootstrap = ("\n## Bootstrap log of one node (user-data, ansible-pull)\n\n```text\n"
                  + "\n".join(boot_lines) + "\n```\n") if boot_lines else ""
@@ -235,16 +258,7 @@ Minutes are alarm periods. Alarm states at the end: {", ".join(f"{k} {v}" for k,
 ![Messages processed per minute](report-processed-per-minute.png)
 
 ## Observations
-- Scale-out from zero happens in the first period that sees the backlog, straight to
-  ceil(backlog / messages per instance) instances capped at the maximum, not one instance at a time;
-  instances are in service {numbers["minutes to first instance in service"]} minute(s) after the run began
-  (booting and configuring takes that long).
-- The desired capacity went {sizes}. Once the backlog is 0 the scale-out alarm returns to OK and the group
-  keeps its last size until the scale-in alarm has seen the whole idle window of empty periods: here
-  {idle} of the {numbers["instance-minutes"]} instance-minutes were spent after the queue was drained,
-  the price of not scaling in on SQS's delayed or missing metrics.
-- Messages lost: {numbers["messages lost"]}; dead letters: {numbers["dead letters"]}; duplicates
-  recognised: {numbers["duplicates recognised"]}.
+{observations(numbers, timeline)}
 
 ## Timeline (one row per period) and the decisions
 
@@ -341,54 +355,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     project, _, environment = args.prefix.rpartition("-")
     log_group = args.log_group or f"/{project}/{environment}/consumer"
 
+    try:
+        return run_plan(args, period, log_group, argv)
+    except StackNotFound as error:
+        print(f"scale_test: {error}", file=sys.stderr)
+        return 2
+
+
+def open_watch(args: argparse.Namespace, stack: contextlib.ExitStack, work: Path, period: float
+               ) -> tuple[FleetWatch, dict[str, str], str]:
+    """What watches (on AWS) or plays AWS (on the emulator), the environment the producer needs to reach the
+    queue, and what the workers are."""
+    logs = work / "workers"
+    if args.target == "aws":
+        return FleetWatch(client, args.prefix), {}, "EC2 instances booted by Auto Scaling from the launch template"
+    if args.workers == "nodes":
+        from fleet_lab import Lab, NodeWorkers
+
+        lab = stack.enter_context(Lab(work / "lab"))
+        provision_lab_stack(lab, period, args.idle_minutes, work)
+        nodes = NodeWorkers(lab, lab.launch_template_user_data(f"{args.prefix}-workers"), logs)
+        return (ScalingLoop(lab.client, args.prefix, nodes), lab.environment(),
+                "booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
+                "cloud-init, ansible-pull of this commit, the consumer role")
+    processes = ProcessWorkers(f"{args.prefix}-vehicles", poll_interval=period, env=dict(os.environ), logs=logs)
+    return (ScalingLoop(client, args.prefix, processes), {},
+            "local consumer processes started with the node's configuration")
+
+
+def produce(prefix: str, messages: int, env: dict[str, str]) -> bool:
+    burst = subprocess.run(  # noqa: S603  # nosec B603 - the project's producer
+        [sys.executable, str(REPO / "files" / "producer.py"), "--queue", f"{prefix}-vehicles",
+         "--count", str(messages), "--seed", "2001", "--json"],
+        env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    print(burst.stdout.strip())
+    if burst.returncode != 0:
+        print(f"scale_test: the producer failed: {burst.stderr[-2000:]}", file=sys.stderr)
+    return burst.returncode == 0
+
+
+def shipped_log_events(log_group: str, since: datetime.datetime, expected: int
+                       ) -> list[dict[str, Any]]:
+    """On AWS: the consumers' lines from CloudWatch Logs, waiting a little for the agent's last batches."""
+    for _ in range(LOG_SHIPPING_CHECKS):
+        events = cloudwatch_log_events(client("logs"), log_group, since)
+        if len({e.get("idempotency_key") for e in events if e["event"] == "message_processed"}) >= expected:
+            break
+        time.sleep(AWS_PERIOD_SECONDS / 2)
+    return events
+
+
+def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequence[str] | None) -> int:
     work = args.out / ".run" / "scale-test"
-    work.mkdir(parents=True, exist_ok=True)
     logs = work / "workers"
     for old in logs.glob("*"):
         old.unlink()
     with contextlib.ExitStack() as stack:
-        connect: Callable[[str], Any] = client
-        target_env: dict[str, str] = {}  # what the producer needs beyond this process's environment
-        if args.target == "aws":
-            watch: FleetWatch = FleetWatch(connect, args.prefix)
-            workers = "EC2 instances booted by Auto Scaling from the launch template"
-        elif args.workers == "nodes":
-            from fleet_lab import Lab, NodeWorkers
-
-            lab = stack.enter_context(Lab(work / "lab"))
-            provision_lab_stack(lab, period, args.idle_minutes, work)
-            target_env, connect = lab.environment(), lab.client
-            watch = ScalingLoop(connect, args.prefix, NodeWorkers(
-                lab, lab.launch_template_user_data(f"{args.prefix}-workers"), logs))
-            workers = ("booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
-                       "cloud-init, ansible-pull of this commit, the consumer role")
-        else:
-            watch = ScalingLoop(connect, args.prefix, ProcessWorkers(
-                f"{args.prefix}-vehicles", poll_interval=period, env=dict(os.environ), logs=logs))
-            workers = "local consumer processes started with the node's configuration"
-
-        bounds = watch.group()
+        watch, target_env, workers = open_watch(args, stack, work, period)
+        group = watch.group()
+        idle_minutes = next((int(a["EvaluationPeriods"]) for a in watch.alarms
+                             if a["AlarmName"] == f"{args.prefix}-scale-in"), None)
         began = datetime.datetime.now(datetime.timezone.utc)
         started = began.timestamp()
-        burst = subprocess.run(  # noqa: S603  # nosec B603 - the project's producer
-            [sys.executable, str(REPO / "files" / "producer.py"), "--queue", f"{args.prefix}-vehicles",
-             "--count", str(args.messages), "--seed", "2001", "--json"],
-            env={**os.environ, **target_env}, capture_output=True, text=True, check=False)
-        print(burst.stdout.strip())
-        if burst.returncode != 0:
-            print(f"scale_test: the producer failed: {burst.stderr[-2000:]}", file=sys.stderr)
+        if not produce(args.prefix, args.messages, target_env):
             return 1
         timeline = watch.run(until=lambda t: len(t) > 3 and t[-1].visible + t[-1].in_flight == 0
                              and t[-1].desired == 0 and t[-1].instances == 0,
                              max_periods=args.max_minutes, period_seconds=period)
+        dead_letters = dead_letter_sample(watch.sqs, watch.queues[watch.dlq_name])
         if isinstance(watch, ScalingLoop):
             span = (watch.stamp(0), watch.stamp(len(timeline)))
             events = worker_events(logs)
         else:
             span = (began.replace(second=0, microsecond=0), datetime.datetime.now(datetime.timezone.utc))
-            events = cloudwatch_log_events(connect("logs"), log_group, began)
+            events = shipped_log_events(log_group, began, args.messages - timeline[-1].dead_letters)
         evidence = metric_evidence(watch.cloudwatch, watch.queue_name, watch.dlq_name, watch.group_name, *span)
-        dead_letters = dead_letter_sample(watch.sqs, watch.queues[watch.dlq_name])
 
     numbers = figures(timeline, events, args.messages, started, period)
     bootstrap = sorted(logs.glob("*.bootstrap.txt"))
@@ -402,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the embedded emulator (moto) with the local scaling loop; not measured on AWS"),
         "conditions": {"messages": args.messages, "seconds per minute": period, "workers": workers,
                        "machine": "AWS" if on_aws else machine(),
-                       "stack": f"prefix {args.prefix}, {bounds['MinSize']} to {bounds['MaxSize']} instances",
+                       "stack": f"prefix {args.prefix}, {group['MinSize']} to {group['MaxSize']} instances, "
+                                f"scale-in after {idle_minutes} idle minutes",
                        "command": " ".join(["tools/scale_test.py", *(argv if argv is not None else sys.argv[1:])])},
         "figures": numbers,
         "timeline": [asdict(p) for p in timeline],

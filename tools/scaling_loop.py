@@ -34,6 +34,10 @@ QUEUE_ATTRIBUTE = {
 LIVE_STATES = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
 
 
+class StackNotFound(RuntimeError):
+    """The stack to watch is not there (or not all of it)."""
+
+
 class Workers(Protocol):
     def follow(self, instances: Sequence[str]) -> list[str]:
         """Start a worker for each new instance id, stop the workers of instances gone; say what was done."""
@@ -95,8 +99,15 @@ class FleetWatch:
         self.sqs, self.cloudwatch, self.autoscaling = client("sqs"), client("cloudwatch"), client("autoscaling")
         self.prefix, self.group_name = prefix, f"{prefix}-workers"
         self.queue_name, self.dlq_name = f"{prefix}-vehicles", f"{prefix}-vehicles-dlq"
-        self.queues = {name: self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-                       for name in (self.queue_name, self.dlq_name)}
+        self.queues = {}
+        for name in (self.queue_name, self.dlq_name):
+            try:
+                self.queues[name] = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            except self.sqs.exceptions.QueueDoesNotExist:
+                raise StackNotFound(f"queue {name} does not exist: run site.yml for this stack first") from None
+        if not self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group_name])[
+                "AutoScalingGroups"]:
+            raise StackNotFound(f"Auto Scaling group {self.group_name} does not exist: run site.yml first")
         self.alarms = self.cloudwatch.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]
         self.states = {a["AlarmName"]: a.get("StateValue", "INSUFFICIENT_DATA") for a in self.alarms}
         self.timeline: list[Period] = []

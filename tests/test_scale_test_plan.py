@@ -1,0 +1,77 @@
+"""The scale test plan's own behaviour: which target it talks to, a missing stack named, and what its AWS
+mode reads, exercised through the same APIs on the emulator (the AWS mode acts on nothing itself)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+import pytest
+import scale_test
+from conftest import assert_ok
+from scaling_loop import FleetWatch, ProcessWorkers
+
+PREFIX = "sqs-fleet-local"
+LOG_GROUP = "/sqs-fleet/local/consumer"
+
+
+@pytest.fixture
+def on_emulator(emulator, monkeypatch):
+    for name, value in emulator.environment().items():
+        monkeypatch.setenv(name, value)
+    return emulator
+
+
+def test_the_aws_plan_refuses_an_emulator_endpoint_and_the_emulator_plan_needs_one(monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert scale_test.main(["--target", "aws"]) == 2
+    assert "--target aws talks to real AWS, but AWS_ENDPOINT_URL is set" in capsys.readouterr().err
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert scale_test.main(["--target", "emulator"]) == 2
+    assert "--target emulator needs AWS_ENDPOINT_URL" in capsys.readouterr().err
+
+
+def test_a_missing_stack_is_named_before_anything_is_sent(on_emulator, capsys, tmp_path):
+    on_emulator.reset()
+    assert scale_test.main(["--messages", "5", "--out", str(tmp_path)]) == 2
+    assert "queue sqs-fleet-local-vehicles does not exist: run site.yml" in capsys.readouterr().err
+    assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_the_aws_mode_reads_the_group_alarms_activities_and_shipped_consumer_lines(
+        on_emulator, run_playbook, aws, tmp_path):
+    on_emulator.reset()
+    assert_ok(run_playbook("site.yml"), ["site.yml"])
+    assert_ok(run_playbook("produce.yml", extra_vars={"count": 5, "seed": 3}), ["produce.yml"])
+    since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
+
+    watch = FleetWatch(aws, PREFIX)
+    before = watch.step()
+    assert (before.visible, before.desired, before.instances) == (5, 0, 0)
+    assert set(before.alarms) == {"scale-out", "scale-in", "dead-letters", "oldest-message"}
+    aws("autoscaling").set_desired_capacity(AutoScalingGroupName=f"{PREFIX}-workers", DesiredCapacity=1)
+    after = watch.step()  # here it is Auto Scaling, not the plan, that set the group's size
+    assert (after.desired, after.instances) == (1, 1)
+
+    # A real consumer's lines, shipped to the log group as the agent ships its file: one stream per instance.
+    instance = watch.live_instances(watch.group())[0]
+    workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=1, env=dict(os.environ), logs=tmp_path)
+    workers.follow([instance])
+    deadline = time.monotonic() + 30
+    while (tmp_path / f"{instance}.log").read_text().count('"message_processed"') < 5 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    workers.stop()
+    lines = (tmp_path / f"{instance}.log").read_text().splitlines()
+    logs = aws("logs")
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=instance)
+    now = int(time.time() * 1000)
+    logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=instance,
+                        logEvents=[{"timestamp": now, "message": line} for line in lines])
+
+    events = scale_test.shipped_log_events(LOG_GROUP, since, expected=5)
+    processed = [e for e in events if e["event"] == "message_processed"]
+    assert sorted(e["vehicle"]["vehicleId"] for e in processed) == [f"VH{n}" for n in range(2001, 2006)]
+    assert {e["worker"] for e in events} == {instance}
+    figures = scale_test.figures(watch.timeline, events, 5, since.timestamp(), 60)
+    assert figures["messages lost"] == 0 and figures["peak instances"] == 1
