@@ -71,7 +71,9 @@ bench: venv
 clean: emulator-stop
 	rm -rf $(VENV) .venv-checkov .run
 
-## report: provision on the emulator, run the scale-out / scale-in plan, write REPORT.md and its plots
-report: venv emulator
+## report: the scale-out / scale-in plan on the emulator, workers as booted nodes where they can boot (root),
+## else as local processes; writes REPORT.md, report-data.json and the plots
+report: venv emulator node-tools
 	$(BIN)/ansible-playbook site.yml
-	$(EMULATOR_CLIENT) $(BIN)/python tools/scale_test.py --messages 200 --period-seconds 2
+	$(EMULATOR_CLIENT) $(BIN)/python tools/scale_test.py --messages 200 --period-seconds 10 \
+	  --workers $$($(BIN)/python tools/node.py check >/dev/null && echo nodes || echo processes)

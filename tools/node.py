@@ -1,5 +1,6 @@
 """Booted test nodes: Debian 12 with real systemd and cloud-init, in systemd-nspawn, on a private network.
 
+    python tools/node.py check                  # can nodes boot here? (root, systemd-nspawn, debootstrap)
     python tools/node.py image                  # build (or reuse) the cached node image
     python tools/node.py boot NAME [--user-data FILE] [--file SRC:DEST ...]   # prints the node as JSON
     python tools/node.py exec NAME -- CMD ...   # run a command inside the node
@@ -252,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("image")
+    sub.add_parser("check", help="exit 0 if nodes can boot here, else say why")
     sub.add_parser("network", help=f"create the nodes' bridge with the host address {HOST_ADDRESS}")
     boot_parser = sub.add_parser("boot")
     boot_parser.add_argument("name")
@@ -263,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     destroy_parser = sub.add_parser("destroy")
     destroy_parser.add_argument("name")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        problem = missing_requirements()
+        print(problem or "nodes can boot here")
+        return 1 if problem else 0
     if args.command == "image":
         problem = missing_requirements()
         if problem:
