@@ -75,5 +75,5 @@ clean: emulator-stop
 ## else as local processes; writes REPORT.md, report-data.json and the plots
 report: venv emulator node-tools
 	$(BIN)/ansible-playbook site.yml
-	$(EMULATOR_CLIENT) $(BIN)/python tools/scale_test.py --messages 200 --period-seconds 10 \
-	  --workers $$($(BIN)/python tools/node.py check >/dev/null && echo nodes || echo processes)
+	$(BIN)/ansible-playbook scale_test.yml -e messages=200 -e period_seconds=10 \
+	  -e workers=$$($(BIN)/python tools/node.py check >/dev/null && echo nodes || echo processes)
