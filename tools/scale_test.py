@@ -456,7 +456,8 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
                        "machine": "AWS" if on_aws else machine(),
                        "stack": f"prefix {args.prefix}, {group['MinSize']} to {group['MaxSize']} instances, "
                                 f"scale-in after {idle_minutes} idle minutes",
-                       "command": " ".join(["tools/scale_test.py", *(argv if argv is not None else sys.argv[1:])])},
+                       "command": " ".join(["tools/scale_test.py", *(argv if argv is not None else sys.argv[1:])])
+                       .replace(f"{REPO}/", "").replace(str(REPO), ".")},
         "figures": numbers,
         "timeline": [asdict(p) for p in timeline],
         "metric evidence": evidence,
