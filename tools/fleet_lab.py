@@ -8,6 +8,7 @@ instance of the group). Needs root (see tools/node.py).
 from __future__ import annotations
 
 import base64
+import shutil
 import subprocess  # nosec B404 - runs git with fixed arguments
 import threading
 from collections.abc import Sequence
@@ -30,8 +31,8 @@ class Lab:
 
     def __enter__(self) -> Lab:
         network_up()
-        self.emulator = start_emulator(free_port(), self.workdir / "moto.log", host=HOST_ADDRESS)
         git = self.workdir / "git"
+        shutil.rmtree(git, ignore_errors=True)  # a lab serves this run's HEAD, never a previous run's
         subprocess.run(["git", "clone", "-q", "--bare", str(REPO), str(git / "sqs-fleet.git")],  # noqa: S603, S607  # nosec
                        check=True)
         self.commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,  # noqa: S603, S607  # nosec
@@ -41,6 +42,7 @@ class Lab:
             ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={git}", f"--listen={HOST_ADDRESS}",  # noqa: S607
              f"--port={port}", str(git)])
         self.repo_url = f"git://{HOST_ADDRESS}:{port}/sqs-fleet.git"
+        self.emulator = start_emulator(free_port(), self.workdir / "moto.log", host=HOST_ADDRESS)
         # What an instance role gives an EC2 node; here the emulator's address and placeholder credentials.
         self.aws_env = self.workdir / "aws.env"
         self.aws_env.write_text(f"AWS_ENDPOINT_URL={self.emulator.url}\n"

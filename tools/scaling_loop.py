@@ -111,7 +111,7 @@ class FleetWatch:
         self.alarms = self.cloudwatch.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]
         self.states = {a["AlarmName"]: a.get("StateValue", "INSUFFICIENT_DATA") for a in self.alarms}
         self.timeline: list[Period] = []
-        self.activities_seen: set[str] = set()
+        self.activities_seen = {a["ActivityId"] for a in self.scaling_activities()}  # only the run's own count
 
     def counts(self) -> dict[tuple[str, str], float]:
         """(queue name, AWS/SQS metric) -> value, as this period's one-minute data points."""
@@ -153,10 +153,14 @@ class FleetWatch:
         in_service = sum(1 for i in group.get("Instances", []) if i["LifecycleState"] == "InService")
         return self.record(counts, group, in_service, self.new_activities())
 
+    def scaling_activities(self) -> list[dict[str, Any]]:
+        activities: list[dict[str, Any]] = self.autoscaling.describe_scaling_activities(
+            AutoScalingGroupName=self.group_name, MaxRecords=20)["Activities"]
+        return activities
+
     def new_activities(self) -> list[str]:
-        activities = self.autoscaling.describe_scaling_activities(AutoScalingGroupName=self.group_name,
-                                                                  MaxRecords=20)["Activities"]
-        fresh = [a for a in reversed(activities) if a["ActivityId"] not in self.activities_seen]
+        """The scaling activities begun since the last look, oldest first, as the timeline's decisions."""
+        fresh = [a for a in reversed(self.scaling_activities()) if a["ActivityId"] not in self.activities_seen]
         self.activities_seen |= {a["ActivityId"] for a in fresh}
         return [f"{a['StatusCode']}: {a['Description']} ({a.get('Cause', '').split(' At ')[-1][:120]})"
                 for a in fresh]
