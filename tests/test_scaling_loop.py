@@ -54,6 +54,7 @@ def test_report_generator_runs_a_short_plan(emulator, run_playbook, monkeypatch,
     report = (tmp_path / "REPORT.md").read_text()
     assert "| messages lost | 0 |" in report and "| messages processed | 25 |" in report
     assert "not measured on AWS" in report
+    assert "- Backlog: visible and in flight (metric: " in report  # the dashboards, read back from CloudWatch
     for plot in ("report-queue-and-instances.png", "report-processed-per-minute.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
 

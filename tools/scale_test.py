@@ -95,6 +95,22 @@ def metric_evidence(cloudwatch: Any, queue: str, dlq: str, group: str, start: da
     return evidence
 
 
+def dashboards(cloudwatch: Any, prefix: str) -> dict[str, list[str]]:
+    """The stack's dashboards as CloudWatch holds them: each widget's title and what it shows."""
+    described = {}
+    for name in (f"{prefix}-sqs", f"{prefix}-ec2"):
+        body = json.loads(cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"])
+        widgets = []
+        for widget in body["widgets"]:
+            properties = widget.get("properties", {})
+            shows = (", ".join(sorted({m[1] for m in properties.get("metrics", []) if len(m) > 1
+                                       and isinstance(m[1], str)})) or properties.get("query", "")[:60]
+                     or f"{len(properties.get('alarms', []))} alarms")
+            widgets.append(f"{properties.get('title', widget['type'])} ({widget['type']}: {shows})")
+        described[name] = widgets
+    return described
+
+
 def dead_letter_sample(sqs: Any, queue_url: str) -> list[str]:
     """Up to three dead letters, read without hiding them from anyone else."""
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=3, VisibilityTimeout=0,
@@ -237,6 +253,8 @@ def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     bootstrap = ("\n## Bootstrap log of one node (user-data, ansible-pull)\n\n```text\n"
                  + "\n".join(boot_lines) + "\n```\n") if boot_lines else ""
     dead = "\n".join(f"- `{body}`" for body in result["dead letters sample"]) or "- none"
+    boards = "\n\n".join(f"`{name}`:\n" + "\n".join(f"- {widget}" for widget in widgets)
+                           for name, widgets in result["dashboards"].items())
     drained = numbers["minutes to queue drained"]
     busy = sum(p["instances"] for p in timeline if drained is None or p["minute"] <= drained)
     return f"""# Scale-out / scale-in test report
@@ -287,11 +305,11 @@ Minutes are alarm periods. Alarm states at the end: {", ".join(f"{k} {v}" for k,
 {dead}
 
 ## Dashboards
-`<prefix>-sqs` graphs visible and in-flight messages, sent/received/deleted, empty receives, the age of
-the oldest message and the dead-letter depth, beside the four queue alarms; `<prefix>-ec2` graphs desired
-/ in-service / terminating instances, CPU, the agent's memory and disk, network, and a Logs Insights table
-of the vehicles processed. On the emulator only the metrics the loop publishes (AWS/SQS queue depths and
-AWS/AutoScaling group sizes) have data.
+The dashboards' JSON as CloudWatch holds it, widget by widget (title, type, what it shows). On the
+emulator only the metrics the loop publishes (AWS/SQS queue depths, AWS/AutoScaling group sizes) have
+data; share them as the README says.
+
+{boards}
 
 ## Reproducing on AWS
 `ansible-playbook site.yml -i inventory/prod`, then `ansible-playbook scale_test.yml -i inventory/prod`:
@@ -434,6 +452,7 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
                              and t[-1].desired == 0 and t[-1].instances == 0,
                              max_periods=args.max_minutes, period_seconds=period)
         dead_letters = dead_letter_sample(watch.sqs, watch.queues[watch.dlq_name])
+        boards = dashboards(watch.cloudwatch, args.prefix)
         if isinstance(watch, ScalingLoop):
             span = (watch.stamp(0), watch.stamp(len(timeline)))
             events = worker_events(logs)
@@ -466,6 +485,7 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
         + [e for e in events if e["event"] == "consumer_stopped"][:4],
         "bootstrap log excerpt": bootstrap[0].read_text().splitlines()[-6:] if bootstrap else [],
         "dead letters sample": dead_letters,
+        "dashboards": boards,
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
         "plots": plots(timeline, events, started, period, label, args.out),
     }
