@@ -9,6 +9,7 @@ from aws_semantics import (
     ALARM,
     INSUFFICIENT_DATA,
     OK,
+    aggregate,
     alarm_state,
     expression_value,
     instances_to_terminate,
@@ -110,3 +111,13 @@ def test_scale_in_terminates_only_the_excess_older_launch_template_versions_firs
     assert instances_to_terminate(group, 3) == []
     assert instances_to_terminate(group, 2) == ["i-2"]
     assert instances_to_terminate(group, 1) == ["i-2", "i-1"]
+
+
+def test_a_longer_alarm_period_aggregates_the_one_minute_points_with_the_alarm_statistic():
+    minutes = [3, None, 7, 1, None]
+    assert aggregate(minutes, "Maximum") == 7 and aggregate(minutes, "Minimum") == 1
+    assert aggregate(minutes, "Sum") == 11 and aggregate(minutes, "SampleCount") == 3
+    assert aggregate(minutes, "Average") == pytest.approx(11 / 3)
+    assert aggregate([None, None], "Maximum") is None  # no point in the whole period: missing data
+    with pytest.raises(ValueError, match="p99"):
+        aggregate([1], "p99")

@@ -88,3 +88,19 @@ def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sq
         StartTime=loop.stamp(0), EndTime=loop.stamp(len(timeline)))["MetricDataResults"][0]
     assert len(published["Values"]) == len(timeline)  # one data point per period, one minute apart
     assert max(published["Values"]) == 15
+
+
+def test_an_alarm_period_of_two_minutes_is_evaluated_every_second_minute_on_its_maximum(
+        emulator, run_playbook, aws, tmp_path):
+    emulator.reset()
+    assert_ok(run_playbook("site.yml", extra_vars={"scaling_period": 120, "scaling_idle_window": 240}), ["site.yml"])
+    assert_ok(run_playbook("produce.yml", extra_vars={"count": 25, "seed": 5}), ["produce.yml"])
+    workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=60, env={**os.environ, **emulator.environment()},
+                             logs=tmp_path / "workers")
+    loop = ScalingLoop(aws, PREFIX, workers)
+    try:
+        first, second = loop.step(), loop.step()
+    finally:
+        workers.stop()
+    assert first.desired == 0 and first.alarms["scale-out"] == "INSUFFICIENT_DATA"  # its period has not ended
+    assert second.desired == 3 and second.alarms["scale-out"] == "ALARM"  # max of the two minutes: 25 -> 3

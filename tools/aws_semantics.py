@@ -38,6 +38,24 @@ def expression_value(expression: str, values: Mapping[str, Datapoint]) -> Datapo
     return float(sum(value for value in present if value is not None)) if present else None
 
 
+def aggregate(values: Sequence[Datapoint], statistic: str) -> Datapoint:
+    """One alarm-period data point from the one-minute points inside it (None: no point in the period)."""
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    if statistic == "Maximum":
+        return max(present)
+    if statistic == "Minimum":
+        return min(present)
+    if statistic == "Sum":
+        return float(sum(present))
+    if statistic == "Average":
+        return sum(present) / len(present)
+    if statistic == "SampleCount":
+        return float(len(present))
+    raise ValueError(f"unsupported statistic {statistic!r}")
+
+
 def alarm_state(alarm: Mapping[str, Any], datapoints: Sequence[Datapoint], previous: str) -> str:
     """The state after evaluating the last EvaluationPeriods datapoints (oldest first; None = missing)."""
     periods = int(alarm["EvaluationPeriods"])

@@ -20,7 +20,8 @@ def first(timeline: list[Period], condition: Callable[[Period], bool]) -> int | 
 def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int, started: float,
             period_seconds: float) -> dict[str, Any]:
     processed = Counter(e["idempotency_key"] for e in events if e["event"] == "message_processed")
-    duplicates = sum(1 for e in events if e["event"] == "message_duplicate") + sum(n - 1 for n in processed.values())
+    repeats = sum(n - 1 for n in processed.values())
+    skipped = sum(1 for e in events if e["event"] == "message_duplicate")
     first_processed = min((datetime.datetime.fromisoformat(e["ts"]).timestamp() for e in events
                            if e["event"] == "message_processed"), default=None)
     drained = first(timeline, lambda p: p.minute > 0 and p.visible + p.in_flight == 0)
@@ -28,7 +29,8 @@ def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
     return {
         "messages produced": produced,
         "messages processed": len(processed),
-        "duplicates recognised": duplicates,
+        "messages processed more than once": repeats,
+        "redeliveries recognised and skipped": skipped,
         "messages lost": produced - len(processed) - dead_letters,
         "dead letters": dead_letters,
         "minutes to first scale-out": first(timeline, lambda p: p.desired > 0),
@@ -129,8 +131,12 @@ def observations(numbers: dict[str, Any], timeline: list[dict[str, Any]]) -> str
                  "the group keeps its last size until the scale-in alarm has seen the whole idle window of empty "
                  f"periods: {idle} of the {numbers['instance-minutes']} instance-minutes came after the queue was "
                  "drained, the price of not scaling in on SQS's delayed or missing metrics.")
-    lines.append(f"Messages lost: {numbers['messages lost']}; dead letters: {numbers['dead letters']}; duplicates "
-                 f"recognised: {numbers['duplicates recognised']}.")
+    lines.append(f"Messages lost: {numbers['messages lost']}; dead letters: {numbers['dead letters']}.")
+    if numbers["messages processed more than once"]:
+        lines.append(f"{numbers['messages processed more than once']} message(s) were processed more than once, "
+                     "by different workers: SQS standard queues deliver at least once, and a worker recognises "
+                     "a redelivery only of what it has seen itself, so processing must be idempotent (the "
+                     "idempotency key in each log line lets a downstream store drop the repeat).")
     return "\n".join(f"- {line}" for line in lines)
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import boto3
 from scale_report import figures, plots, report
-from scaling_loop import FleetWatch, ProcessWorkers, ScalingLoop, StackNotFound
+from scaling_loop import CannotPlay, FleetWatch, ProcessWorkers, ScalingLoop, StackNotFound
 
 REPO = Path(__file__).resolve().parent.parent
 AWS_PERIOD_SECONDS = 60.0
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run_plan(args, period, log_group, argv)
-    except StackNotFound as error:
+    except (StackNotFound, CannotPlay) as error:
         print(f"scale_test: {error}", file=sys.stderr)
         return 2
 

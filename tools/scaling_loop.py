@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aws_semantics import ALARM, alarm_state, expression_value, instances_to_terminate, new_capacity
+from aws_semantics import ALARM, aggregate, alarm_state, expression_value, instances_to_terminate, new_capacity
 
 REPO = Path(__file__).resolve().parent.parent
 # GetQueueAttributes names of the AWS/SQS metrics the alarms use.
@@ -36,6 +36,10 @@ LIVE_STATES = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
 
 class StackNotFound(RuntimeError):
     """The stack to watch is not there (or not all of it)."""
+
+
+class CannotPlay(RuntimeError):
+    """The stack uses something the local loop cannot play faithfully."""
 
 
 class Workers(Protocol):
@@ -186,6 +190,9 @@ class ScalingLoop(FleetWatch):
                          self.autoscaling.describe_policies(AutoScalingGroupName=self.group_name)["ScalingPolicies"]}
         self.states = {a["AlarmName"]: "INSUFFICIENT_DATA" for a in self.alarms}
         self.series: dict[str, list[float | None]] = {a["AlarmName"]: [] for a in self.alarms}
+        self.history: dict[tuple[str, str], list[float | None]] = {}  # one-minute points per (queue, metric)
+        for alarm in self.alarms:
+            self.alarm_minutes(alarm)  # a period the loop cannot play fails here, before anything is sent
         # The loop's clock: minute m of the run is stamped clock + m minutes on the metrics it publishes, so
         # CloudWatch holds one data point per minute, as AWS would, at any time scale.
         self.clock = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
@@ -210,24 +217,41 @@ class ScalingLoop(FleetWatch):
                 ("GroupInServiceInstances", self.workers.in_service()),
                 ("GroupTotalInstances", len(self.live_instances(group))))])
 
-    def alarm_value(self, alarm: dict[str, Any], counts: dict[tuple[str, str], float]) -> float | None:
-        def metric(stat: dict[str, Any]) -> float | None:
-            queue = next((d["Value"] for d in stat.get("Dimensions", []) if d["Name"] == "QueueName"), "")
-            return counts.get((queue, stat.get("MetricName", "")))
+    def alarm_minutes(self, alarm: dict[str, Any]) -> int:
+        """How many one-minute SQS points one period of this alarm spans."""
+        periods = {int(q["MetricStat"]["Period"]) for q in alarm.get("Metrics", []) if "MetricStat" in q}
+        period = max(periods or {int(alarm.get("Period", 60))})
+        if period % 60:
+            raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s: SQS publishes one data point "
+                             "a minute, and the local loop evaluates periods of whole minutes only")
+        return period // 60
+
+    def alarm_value(self, alarm: dict[str, Any]) -> float | None:
+        """The alarm's data point for the period that just ended, from the one-minute points in it."""
+        minutes = self.alarm_minutes(alarm)
+
+        def metric(definition: dict[str, Any], statistic: str) -> float | None:
+            queue = next((d["Value"] for d in definition.get("Dimensions", []) if d["Name"] == "QueueName"), "")
+            return aggregate(self.history.get((queue, definition.get("MetricName", "")), [])[-minutes:], statistic)
 
         if alarm.get("Metrics"):
-            values = {q["Id"]: metric(q["MetricStat"]["Metric"]) for q in alarm["Metrics"] if "MetricStat" in q}
+            values = {q["Id"]: metric(q["MetricStat"]["Metric"], q["MetricStat"]["Stat"])
+                      for q in alarm["Metrics"] if "MetricStat" in q}
             expression = next(q["Expression"] for q in alarm["Metrics"] if q.get("ReturnData", True))
             return expression_value(expression, values)
-        return metric(alarm)
+        return metric(alarm, alarm.get("Statistic", "Maximum"))
 
-    def evaluate(self, counts: dict[tuple[str, str], float], group: dict[str, Any],
-                 decisions: list[str]) -> int:
-        """Every alarm, as CloudWatch does; the step policies of those in ALARM, as Auto Scaling does."""
-        desired: int = group["DesiredCapacity"]
+    def evaluate(self, group: dict[str, Any], decisions: list[str]) -> int:
+        """Every alarm whose period ends this minute, as CloudWatch does; then the step policies of the alarms
+        in ALARM, as Auto Scaling does: each is run again every period while its alarm stays in ALARM, and when
+        several run at once the one giving the largest capacity wins."""
+        current: int = group["DesiredCapacity"]
+        capacities = []
         for alarm in self.alarms:
-            name = alarm["AlarmName"]
-            value = self.alarm_value(alarm, counts)
+            name, minutes = alarm["AlarmName"], self.alarm_minutes(alarm)
+            if (len(self.timeline) + 1) % minutes:
+                continue  # this alarm's period has not ended yet
+            value = self.alarm_value(alarm)
             self.series[name].append(value)
             state = alarm_state(alarm, self.series[name], self.states[name])
             if state != self.states[name]:
@@ -235,16 +259,16 @@ class ScalingLoop(FleetWatch):
             self.states[name] = state
             if state != ALARM or (value is None and alarm.get("TreatMissingData") != "breaching"):
                 continue
-            # Auto Scaling actions run again every period while the alarm stays in ALARM.
-            for action in alarm.get("AlarmActions", []):
-                policy = self.policies.get(action)
-                if policy is None:
-                    continue
+            for policy in [self.policies[a] for a in alarm.get("AlarmActions", []) if a in self.policies]:
                 breach = (value if value is not None else 0.0) - float(alarm["Threshold"])
-                capacity = new_capacity(policy, breach, desired, group["MinSize"], group["MaxSize"])
-                if capacity is not None and capacity != desired:
-                    decisions.append(f"{policy['PolicyName']}: desired {desired} -> {capacity} (breach {breach:+g})")
-                    desired = capacity
+                capacity = new_capacity(policy, breach, current, group["MinSize"], group["MaxSize"])
+                if capacity is not None:
+                    capacities.append((capacity, f"{policy['PolicyName']} (breach {breach:+g})"))
+        if not capacities:
+            return current
+        desired, reason = max(capacities)
+        if desired != current:
+            decisions.append(f"{reason}: desired {current} -> {desired}")
         return desired
 
     def resize(self, group: dict[str, Any], desired: int, decisions: list[str]) -> None:
@@ -265,7 +289,9 @@ class ScalingLoop(FleetWatch):
         counts, group = self.counts(), self.group()
         decisions: list[str] = []
         self.publish_queue_metrics(counts)
-        desired = self.evaluate(counts, group, decisions)
+        for key, value in counts.items():
+            self.history.setdefault(key, []).append(value)
+        desired = self.evaluate(group, decisions)
         if desired != group["DesiredCapacity"]:
             self.resize(group, desired, decisions)
             group = self.group()
