@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     image()  # build or unpack the cached image outside the measurement
     with TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
-        env = {**os.environ, **lab.emulator.environment(), "ANSIBLE_HOME": str(Path(tmp) / "ansible"),
+        env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(Path(tmp) / "ansible"),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         subprocess.run(["ansible-playbook", "site.yml", "-e", json.dumps(lab.site_variables())], cwd=REPO, env=env,
                        check=True, capture_output=True)

@@ -44,7 +44,7 @@ def cloud_init_status(name: str) -> dict:
 @pytest.fixture(scope="module")
 def stack_user_data(lab, run_playbook) -> str:
     """site.yml on the lab's emulator, pinned to this commit; the user-data it put in the launch template."""
-    site = run_playbook("site.yml", env=lab.emulator.environment(),
+    site = run_playbook("site.yml", env=lab.environment(),
                         extra_vars=lab.site_variables(fleet_poll_interval=2))
     assert_ok(site, ["site.yml"])
     return lab.launch_template_user_data(GROUP)
@@ -66,7 +66,7 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
         produce = subprocess.run(
             [sys.executable, str(REPO / "files" / "producer.py"), "--queue", "sqs-fleet-local-vehicles", "--file", "-"],
             input='{"vehicleId":"VH-BOOT","make":"Honda","model":"Civic","year":2020,"color":"Blue","mileage":15000}',
-            env={**lab.emulator.environment(), "PATH": "/usr/bin:/bin"},
+            env={**lab.environment(), "PATH": "/usr/bin:/bin"},
             capture_output=True, text=True, check=False)
         assert produce.returncode == 0, produce.stderr
         wait_until(lambda: '"vehicleId": "VH-BOOT"' in exec_in(
