@@ -104,15 +104,16 @@ class NodeWorkers:
         self.booting: dict[str, threading.Thread] = {}
         self.active: set[str] = set()
         self.stopping: list[threading.Thread] = []
-        self.failures: list[str] = []
+        self.failed: dict[str, str] = {}  # instance -> why its node did not boot
+        self.failure_told: set[str] = set()
         logs.mkdir(parents=True, exist_ok=True)
         image()  # built once here, not by parallel boots
 
     def _boot(self, name: str) -> None:
         try:
             self.lab.boot_worker(name, self.user_data)
-        except RuntimeError as error:
-            self.failures.append(f"{name}: {error}")
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            self.failed[name] = str(error)
 
     def _terminate(self, name: str) -> None:
         try:
@@ -138,10 +139,15 @@ class NodeWorkers:
             self.stopping[-1].start()
             events.append(f"node {name} terminating (consumer drains on SIGTERM)")
         for name, thread in self.booting.items():
-            if name not in self.active and not thread.is_alive() and name in self.lab.nodes:
-                if exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active":
-                    self.active.add(name)
-                    events.append(f"node {name} in service (consumer active)")
+            if name in self.active or thread.is_alive():
+                continue
+            if name in self.failed:
+                if name not in self.failure_told:
+                    self.failure_told.add(name)
+                    events.append(f"node {name} failed to boot: {self.failed[name]}")
+            elif exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active":
+                self.active.add(name)
+                events.append(f"node {name} in service (consumer active)")
         return events
 
     def in_service(self) -> int:

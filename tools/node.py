@@ -115,6 +115,13 @@ def node_dir(name: str) -> Path:
     return STATE / "nodes" / name
 
 
+def save(directory: Path, node: dict[str, Any]) -> None:
+    """node.json, replaced whole: another thread may be reading the addresses taken."""
+    partial = directory / "node.json.partial"
+    partial.write_text(json.dumps(node))
+    partial.replace(directory / "node.json")
+
+
 def address_of(name: str) -> str:
     """A stable address on the bridge for this node's name (10.77.0.2 - 10.77.0.250), or the next one free
     when another live node holds it."""
@@ -169,7 +176,7 @@ def boot(
     namespace = f"sqsfleet-{name}"
     with ADDRESS_LOCK:  # nodes may boot in parallel threads: claim the address before the next one looks
         address = address_of(name)
-        (directory / "node.json").write_text(json.dumps({"name": name, "address": address}))
+        save(directory, {"name": name, "address": address})
     host_end = f"vf{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     run("ip", "netns", "add", namespace)
     run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace)
@@ -193,7 +200,7 @@ def boot(
     )
     node: dict[str, Any] = {"name": name, "address": address, "host_address": HOST_ADDRESS, "nspawn_pid": process.pid,
             "namespace": namespace, "host_end": host_end, "merged": str(merged)}
-    (directory / "node.json").write_text(json.dumps(node))
+    save(directory, node)
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         leader = run("pgrep", "-P", str(process.pid), "-x", "systemd", check=False).stdout.split()
@@ -202,7 +209,7 @@ def boot(
             state = run("nsenter", "-t", leader[0], "-a", "systemctl", "is-system-running", check=False).stdout.strip()
             if state in ("running", "degraded"):
                 node["boot_state"] = state
-                (directory / "node.json").write_text(json.dumps(node))
+                save(directory, node)
                 return node
         if process.poll() is not None:
             break
