@@ -14,6 +14,7 @@ from aws_semantics import (
     expression_value,
     instances_to_terminate,
     new_capacity,
+    termination_wait_minutes,
 )
 
 SCALE_OUT = {"ComparisonOperator": "GreaterThanOrEqualToThreshold", "Threshold": 1, "EvaluationPeriods": 1,
@@ -121,3 +122,13 @@ def test_a_longer_alarm_period_aggregates_the_one_minute_points_with_the_alarm_s
     assert aggregate([None, None], "Maximum") is None  # no point in the whole period: missing data
     with pytest.raises(ValueError, match="p99"):
         aggregate([1], "p99")
+
+
+def test_a_terminating_instance_waits_the_longest_termination_hook_heartbeat_when_nothing_completes_it():
+    drain = {"LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING", "HeartbeatTimeout": 300}
+    launch = {"LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING", "HeartbeatTimeout": 900}
+    assert termination_wait_minutes([drain]) == 5
+    assert termination_wait_minutes([drain, {**drain, "HeartbeatTimeout": 90}]) == 5
+    assert termination_wait_minutes([{**drain, "HeartbeatTimeout": 90}]) == 2  # whole periods
+    assert termination_wait_minutes([launch]) == 0 and termination_wait_minutes([]) == 0
+    assert termination_wait_minutes([{"LifecycleTransition": drain["LifecycleTransition"]}]) == 60  # default 3600 s

@@ -73,13 +73,19 @@ def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sq
         protected = loop.group()["Instances"][0]["InstanceId"]
         aws("autoscaling").set_instance_protection(AutoScalingGroupName=f"{PREFIX}-workers",
                                                    InstanceIds=[protected], ProtectedFromScaleIn=True)
-        timeline = loop.run(until=lambda t: t[-1].desired == 0, max_periods=30, period_seconds=1.0)
+        timeline = loop.run(until=lambda t: t[-1].desired == 0 and t[-1].terminating == 0, max_periods=30,
+                            period_seconds=1.0)
     finally:
         workers.stop()
 
     assert timeline[-1].desired == 0 and timeline[-1].instances == 1  # the desired capacity drops regardless
     assert [i["InstanceId"] for i in loop.group()["Instances"]] == [protected]
-    assert any("1 instance(s) protected from scale-in kept running" in d for d in timeline[-1].decisions)
+    scale_in = next(p for p in timeline if p.desired == 0)
+    assert "1 instance(s) protected from scale-in kept running" in scale_in.decisions
+    # The other one waits out the drain hook's 300 s heartbeat (5 periods), still running, then goes.
+    assert (scale_in.instances, scale_in.terminating) == (2, 1)
+    assert [p.terminating for p in timeline[scale_in.minute:]] == [1, 1, 1, 1, 1, 0]
+    assert any("lifecycle heartbeat timed out" in d for d in timeline[-1].decisions)
 
     published = aws("cloudwatch").get_metric_data(
         MetricDataQueries=[{"Id": "visible", "MetricStat": {"Metric": {

@@ -118,3 +118,12 @@ def instances_to_terminate(instances: Sequence[Mapping[str, Any]], desired: int)
 
     ordered = sorted(enumerate(candidates), key=lambda pair: (version(pair[1]), pair[0]))
     return [instance["InstanceId"] for _, instance in ordered[:excess]]
+
+
+def termination_wait_minutes(hooks: Sequence[Mapping[str, Any]]) -> int:
+    """Whole minutes a terminating instance spends in Terminating:Wait when nothing completes its lifecycle
+    actions: each termination hook waits its heartbeat timeout, and they run side by side. Either default
+    result, CONTINUE or ABANDON, then lets a terminating instance go."""
+    timeouts = [int(h.get("HeartbeatTimeout", 3600)) for h in hooks
+                if h.get("LifecycleTransition") == "autoscaling:EC2_INSTANCE_TERMINATING"]
+    return math.ceil(max(timeouts, default=0) / 60)

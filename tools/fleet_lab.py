@@ -150,8 +150,8 @@ class NodeWorkers:
                 events.append(f"node {name} in service (consumer active)")
         return events
 
-    def in_service(self) -> int:
-        return len(self.active)
+    def in_service(self) -> set[str]:
+        return set(self.active)
 
     def stop(self) -> None:
         self.follow([])

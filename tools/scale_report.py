@@ -94,7 +94,9 @@ PROCESS = {
    treat-missing-data, the backlog expression `visible + inflight`), runs the step policy of each alarm in
    ALARM (re-invoked every period, as Auto Scaling does), sets the group's desired capacity on the
    emulator (on scale-in terminating only unprotected instances), and gives every instance of the group a
-   worker; a terminated worker gets SIGTERM: it finishes the message in hand and releases the rest.
+   worker. A terminated instance stays in Terminating:Wait, still running, until the drain hook's heartbeat
+   times out, as on AWS when nothing completes the action; then its worker gets SIGTERM: it finishes the
+   message in hand and releases the rest.
 4. The run ends when the queue is drained and the group is back to zero; the figures come from the
    timeline and the workers' JSON logs, the metric evidence from the emulator's CloudWatch.""",
     "aws": """\
@@ -131,6 +133,11 @@ def observations(numbers: dict[str, Any], timeline: list[dict[str, Any]]) -> str
                  "the group keeps its last size until the scale-in alarm has seen the whole idle window of empty "
                  f"periods: {idle} of the {numbers['instance-minutes']} instance-minutes came after the queue was "
                  "drained, the price of not scaling in on SQS's delayed or missing metrics.")
+    waiting = sum(p.get("terminating", 0) for p in timeline)
+    if waiting:
+        lines.append(f"Terminated instances spent {waiting} instance-minutes in Terminating:Wait, held by the drain "
+                     "lifecycle hook until its heartbeat timed out (nothing on the node completes the action yet), "
+                     "still consuming; their workers drained on SIGTERM when they went.")
     lines.append(f"Messages lost: {numbers['messages lost']}; dead letters: {numbers['dead letters']}.")
     if numbers["messages processed more than once"]:
         lines.append(f"{numbers['messages processed more than once']} message(s) were processed more than once, "
@@ -146,7 +153,7 @@ def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     rows = "\n".join(f"| {name} | {value} |" for name, value in numbers.items())
     periods = "\n".join(
         f"| {p['minute']} | {p['visible']} | {p['in_flight']} | {p['desired']} | {p['instances']} | "
-        f"{p['in_service']} | {'; '.join(p['decisions']) or ''} |" for p in timeline)
+        f"{p['in_service']} | {p['terminating']} | {'; '.join(p['decisions']) or ''} |" for p in timeline)
     excerpt = "\n".join(json.dumps(e) for e in result["worker log excerpt"])
     metrics = "\n".join(f"| {name} | {m['points']} | {m['peak']} | {m['last']} |"
                         for name, m in result["metric evidence"].items())
@@ -186,8 +193,8 @@ Minutes are alarm periods. Alarm states at the end: {", ".join(f"{k} {v}" for k,
 
 ## Timeline (one row per period) and the decisions
 
-| minute | visible | in flight | desired | instances | in service | decisions |
-| --- | --- | --- | --- | --- | --- | --- |
+| minute | visible | in flight | desired | instances | in service | terminating | decisions |
+| --- | --- | --- | --- | --- | --- | --- | --- |
 {periods}
 
 ## Metric data in CloudWatch (one-minute maxima over the run)

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aws_semantics import ALARM, aggregate, alarm_state, expression_value, instances_to_terminate, new_capacity
+from aws_semantics import (
+    ALARM,
+    aggregate,
+    alarm_state,
+    expression_value,
+    instances_to_terminate,
+    new_capacity,
+    termination_wait_minutes,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 # GetQueueAttributes names of the AWS/SQS metrics the alarms use.
@@ -46,8 +54,8 @@ class Workers(Protocol):
     def follow(self, instances: Sequence[str]) -> list[str]:
         """Start a worker for each new instance id, stop the workers of instances gone; say what was done."""
 
-    def in_service(self) -> int:
-        """How many workers are consuming."""
+    def in_service(self) -> set[str]:
+        """The instances whose worker is consuming."""
 
     def stop(self) -> None: ...
 
@@ -60,8 +68,8 @@ class ProcessWorkers:
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         logs.mkdir(parents=True, exist_ok=True)
 
-    def in_service(self) -> int:
-        return len(self.running)
+    def in_service(self) -> set[str]:
+        return set(self.running)
 
     def follow(self, instances: Sequence[str]) -> list[str]:
         events = []
@@ -92,6 +100,7 @@ class Period:
     desired: int
     instances: int
     in_service: int
+    terminating: int
     alarms: dict[str, str]
     decisions: list[str] = field(default_factory=list)
 
@@ -134,14 +143,14 @@ class FleetWatch:
     def live_instances(self, group: dict[str, Any]) -> list[str]:
         return [i["InstanceId"] for i in group.get("Instances", []) if i["LifecycleState"] in LIVE_STATES]
 
-    def record(self, counts: dict[tuple[str, str], float], group: dict[str, Any], in_service: int,
-               decisions: list[str]) -> Period:
+    def record(self, counts: dict[tuple[str, str], float], group: dict[str, Any], instances: int, in_service: int,
+               terminating: int, decisions: list[str]) -> Period:
         period = Period(
             minute=len(self.timeline),
             visible=int(counts[(self.queue_name, "ApproximateNumberOfMessagesVisible")]),
             in_flight=int(counts[(self.queue_name, "ApproximateNumberOfMessagesNotVisible")]),
             dead_letters=int(counts[(self.dlq_name, "ApproximateNumberOfMessagesVisible")]),
-            desired=group["DesiredCapacity"], instances=len(self.live_instances(group)), in_service=in_service,
+            desired=group["DesiredCapacity"], instances=instances, in_service=in_service, terminating=terminating,
             alarms={name.removeprefix(f"{self.prefix}-"): state for name, state in self.states.items()},
             decisions=decisions,
         )
@@ -154,8 +163,10 @@ class FleetWatch:
         self.states = {a["AlarmName"]: a["StateValue"] for a in
                        self.cloudwatch.describe_alarms(AlarmNamePrefix=self.prefix)["MetricAlarms"]}
         group = self.group()
-        in_service = sum(1 for i in group.get("Instances", []) if i["LifecycleState"] == "InService")
-        return self.record(counts, group, in_service, self.new_activities())
+        states = [i["LifecycleState"] for i in group.get("Instances", [])]
+        running = sum(1 for state in states if state != "Terminated")  # Terminating:Wait is billed too
+        return self.record(counts, group, running, states.count("InService"),
+                           sum(1 for state in states if state.startswith("Terminating")), self.new_activities())
 
     def scaling_activities(self) -> list[dict[str, Any]]:
         activities: list[dict[str, Any]] = self.autoscaling.describe_scaling_activities(
@@ -191,6 +202,9 @@ class ScalingLoop(FleetWatch):
         self.states = {a["AlarmName"]: "INSUFFICIENT_DATA" for a in self.alarms}
         self.series: dict[str, list[float | None]] = {a["AlarmName"]: [] for a in self.alarms}
         self.history: dict[tuple[str, str], list[float | None]] = {}  # one-minute points per (queue, metric)
+        self.termination_wait = termination_wait_minutes(
+            self.autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=self.group_name)["LifecycleHooks"])
+        self.terminating: dict[str, int] = {}  # instance in Terminating:Wait -> the minute it goes
         for alarm in self.alarms:
             self.alarm_minutes(alarm)  # a period the loop cannot play fails here, before anything is sent
         # The loop's clock: minute m of the run is stamped clock + m minutes on the metrics it publishes, so
@@ -214,8 +228,12 @@ class ScalingLoop(FleetWatch):
             {"MetricName": metric, "Dimensions": [{"Name": "AutoScalingGroupName", "Value": self.group_name}],
              "Value": value, "Timestamp": when} for metric, value in (
                 ("GroupDesiredCapacity", group["DesiredCapacity"]),
-                ("GroupInServiceInstances", self.workers.in_service()),
-                ("GroupTotalInstances", len(self.live_instances(group))))])
+                ("GroupInServiceInstances", len(self.serving(group))),
+                ("GroupTotalInstances", len(self.live_instances(group)) + len(self.terminating)))])
+
+    def serving(self, group: dict[str, Any]) -> set[str]:
+        """Instances in service: live in the group, their worker consuming (Terminating:Wait is not)."""
+        return self.workers.in_service() & set(self.live_instances(group))
 
     def alarm_minutes(self, alarm: dict[str, Any]) -> int:
         """How many one-minute SQS points one period of this alarm spans."""
@@ -278,7 +296,12 @@ class ScalingLoop(FleetWatch):
         for instance in victims:
             self.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance,
                                                                       ShouldDecrementDesiredCapacity=True)
-            decisions.append(f"terminate {instance}")
+            if self.termination_wait:
+                # The drain hook holds it, still running, until its heartbeat times out (nothing completes it).
+                self.terminating[instance] = len(self.timeline) + self.termination_wait
+                decisions.append(f"terminate {instance}: Terminating:Wait for up to {self.termination_wait} minutes")
+            else:
+                decisions.append(f"terminate {instance}")
         kept = len(live) - len(victims) - desired
         if kept > 0:
             decisions.append(f"{kept} instance(s) protected from scale-in kept running")
@@ -295,9 +318,13 @@ class ScalingLoop(FleetWatch):
         if desired != group["DesiredCapacity"]:
             self.resize(group, desired, decisions)
             group = self.group()
-        decisions += self.workers.follow(self.live_instances(group))
+        for instance in [i for i, until in self.terminating.items() if until <= len(self.timeline)]:
+            del self.terminating[instance]
+            decisions.append(f"{instance}: lifecycle heartbeat timed out, default result: terminated")
+        decisions += self.workers.follow(self.live_instances(group) + list(self.terminating))
         self.publish_group_metrics(group)
-        return self.record(counts, group, self.workers.in_service(), decisions)
+        return self.record(counts, group, len(self.live_instances(group)) + len(self.terminating),
+                           len(self.serving(group)), len(self.terminating), decisions)
 
     def run(self, until: Callable[[list[Period]], bool], max_periods: int, period_seconds: float) -> list[Period]:
         try:
