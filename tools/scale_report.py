@@ -87,7 +87,7 @@ def plots(timeline: list[Period], events: list[dict[str, Any]], started: float, 
 
 PROCESS = {
     "emulator": """\
-1. `ansible-playbook site.yml` provisions the stack on the emulator ({workers_how}).
+1. `ansible-playbook site.yml` provisions the stack on the emulator.
 2. The burst is produced with `files/producer.py` (what `produce.yml` runs).
 3. Each period the local loop (`tools/scaling_loop.py`) reads the queue's counts and publishes them as the
    AWS/SQS metrics (one data point per minute), evaluates every alarm as CloudWatch does (M of N,
@@ -174,7 +174,7 @@ The stack is the one `site.yml` made ({conditions["stack"]}); alarms, policies a
 back from it, not from the project's variables.
 
 ## Test process
-{PROCESS[result["target"]].format(workers_how=conditions["workers"])}
+{PROCESS[result["target"]]}
 
 ## Figures
 
