@@ -76,3 +76,12 @@ def test_the_aws_mode_reads_the_group_alarms_activities_and_shipped_consumer_lin
     assert {e["worker"] for e in events} == {instance}
     figures = scale_report.figures(watch.timeline, events, 5, since.timestamp(), 60)
     assert figures["messages lost"] == 0 and figures["peak instances"] == 1
+
+
+def test_a_plan_that_does_not_finish_in_time_fails_and_says_so(on_emulator, run_playbook, capsys, tmp_path):
+    on_emulator.reset()
+    assert_ok(run_playbook("site.yml"), ["site.yml"])
+    assert scale_test.main(["--messages", "30", "--period-seconds", "1", "--max-minutes", "2",
+                            "--out", str(tmp_path)]) == 1
+    assert "not back to zero within 2 minutes" in capsys.readouterr().err
+    assert "| minutes to zero instances | None |" in (tmp_path / "REPORT.md").read_text()

@@ -280,6 +280,10 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
     for event in [e for e in events if e["event"] == "message_processed"][:3]:
         print(f"{event['worker']}: processed {json.dumps(event['vehicle'])}")
     print(json.dumps(numbers, indent=1))
+    if numbers["minutes to zero instances"] is None:
+        print(f"scale_test: the queue was not drained and the group not back to zero within {args.max_minutes} "
+              "minutes; the report shows how far it got", file=sys.stderr)
+        return 1
     return 0 if numbers["messages lost"] == 0 else 1
 
 
