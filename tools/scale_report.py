@@ -111,13 +111,17 @@ PROCESS = {
 }
 
 
+def instance_minutes_after_drain(numbers: dict[str, Any], timeline: list[dict[str, Any]]) -> int:
+    drained = numbers["minutes to queue drained"]
+    return sum(p["instances"] for p in timeline if drained is not None and p["minute"] > drained)
+
+
 def observations(numbers: dict[str, Any], timeline: list[dict[str, Any]]) -> str:
     """What this run shows, in words drawn from its own timeline."""
     out = next((p for p in timeline if p["desired"] > 0), None)
     sizes = " -> ".join(str(d) for i, d in enumerate(p["desired"] for p in timeline)
                         if i == 0 or d != timeline[i - 1]["desired"])
-    drained = numbers["minutes to queue drained"]
-    idle = sum(p["instances"] for p in timeline if drained is not None and p["minute"] > drained)
+    idle = instance_minutes_after_drain(numbers, timeline)
     lines = []
     if out is None:
         lines.append("The group never scaled out: check the scale-out alarm and its policy.")
@@ -163,8 +167,7 @@ def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     dead = "\n".join(f"- `{body}`" for body in result["dead letters sample"]) or "- none"
     boards = "\n\n".join(f"`{name}`:\n" + "\n".join(f"- {widget}" for widget in widgets)
                            for name, widgets in result["dashboards"].items())
-    drained = numbers["minutes to queue drained"]
-    busy = sum(p["instances"] for p in timeline if drained is None or p["minute"] <= drained)
+    busy = numbers["instance-minutes"] - instance_minutes_after_drain(numbers, timeline)
     return f"""# Scale-out / scale-in test report
 
 Produced by `{conditions["command"]}` on {result["date"]}: **{result["produced by"]}**.

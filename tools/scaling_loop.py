@@ -140,8 +140,12 @@ class FleetWatch:
             AutoScalingGroupNames=[self.group_name])["AutoScalingGroups"][0]
         return group
 
+    def live(self, group: dict[str, Any]) -> list[dict[str, Any]]:
+        """The group's instances that are launching or in service (not terminating)."""
+        return [i for i in group.get("Instances", []) if i["LifecycleState"] in LIVE_STATES]
+
     def live_instances(self, group: dict[str, Any]) -> list[str]:
-        return [i["InstanceId"] for i in group.get("Instances", []) if i["LifecycleState"] in LIVE_STATES]
+        return [i["InstanceId"] for i in self.live(group)]
 
     def record(self, counts: dict[tuple[str, str], float], group: dict[str, Any], instances: int, in_service: int,
                terminating: int, decisions: list[str]) -> Period:
@@ -205,8 +209,8 @@ class ScalingLoop(FleetWatch):
         self.termination_wait = termination_wait_minutes(
             self.autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=self.group_name)["LifecycleHooks"])
         self.terminating: dict[str, int] = {}  # instance in Terminating:Wait -> the minute it goes
-        for alarm in self.alarms:
-            self.alarm_minutes(alarm)  # a period the loop cannot play fails here, before anything is sent
+        # A period the loop cannot play fails here, before anything is sent.
+        self.minutes = {a["AlarmName"]: self.alarm_minutes(a) for a in self.alarms}
         # The loop's clock: minute m of the run is stamped clock + m minutes on the metrics it publishes, so
         # CloudWatch holds one data point per minute, as AWS would, at any time scale.
         self.clock = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
@@ -246,7 +250,7 @@ class ScalingLoop(FleetWatch):
 
     def alarm_value(self, alarm: dict[str, Any]) -> float | None:
         """The alarm's data point for the period that just ended, from the one-minute points in it."""
-        minutes = self.alarm_minutes(alarm)
+        minutes = self.minutes[alarm["AlarmName"]]
 
         def metric(definition: dict[str, Any], statistic: str) -> float | None:
             queue = next((d["Value"] for d in definition.get("Dimensions", []) if d["Name"] == "QueueName"), "")
@@ -266,8 +270,8 @@ class ScalingLoop(FleetWatch):
         current: int = group["DesiredCapacity"]
         capacities = []
         for alarm in self.alarms:
-            name, minutes = alarm["AlarmName"], self.alarm_minutes(alarm)
-            if (len(self.timeline) + 1) % minutes:
+            name = alarm["AlarmName"]
+            if (len(self.timeline) + 1) % self.minutes[name]:
                 continue  # this alarm's period has not ended yet
             value = self.alarm_value(alarm)
             self.series[name].append(value)
@@ -291,7 +295,7 @@ class ScalingLoop(FleetWatch):
 
     def resize(self, group: dict[str, Any], desired: int, decisions: list[str]) -> None:
         """Set the desired capacity; on scale-in terminate only what AWS would (never a protected instance)."""
-        live = [i for i in group.get("Instances", []) if i["LifecycleState"] in LIVE_STATES]
+        live = self.live(group)
         victims = instances_to_terminate(live, desired) if desired < len(live) else []
         for instance in victims:
             self.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance,
@@ -321,10 +325,11 @@ class ScalingLoop(FleetWatch):
         for instance in [i for i, until in self.terminating.items() if until <= len(self.timeline)]:
             del self.terminating[instance]
             decisions.append(f"{instance}: lifecycle heartbeat timed out, default result: terminated")
-        decisions += self.workers.follow(self.live_instances(group) + list(self.terminating))
+        live = self.live_instances(group)
+        decisions += self.workers.follow(live + list(self.terminating))
         self.publish_group_metrics(group)
-        return self.record(counts, group, len(self.live_instances(group)) + len(self.terminating),
-                           len(self.serving(group)), len(self.terminating), decisions)
+        return self.record(counts, group, len(live) + len(self.terminating), len(self.serving(group)),
+                           len(self.terminating), decisions)
 
     def run(self, until: Callable[[list[Period]], bool], max_periods: int, period_seconds: float) -> list[Period]:
         try:
