@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +103,14 @@ def aws(emulator: Emulator):
 
 def assert_ok(run: PlaybookRun, what: Sequence[str] = ()) -> None:
     assert run.returncode == 0, f"{' '.join(what)} failed: {run.failure_messages() or run.stderr[-3000:]}"
+
+
+def wait_until(check: Any, timeout: float, what: str) -> Any:
+    """check()'s first truthy result, polled each second; an assertion error naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import REPO, assert_ok
+from conftest import REPO, assert_ok, wait_until
 
 sys.path.insert(0, str(REPO / "tools"))
 from fleet_lab import Lab  # noqa: E402
@@ -25,16 +24,6 @@ GROUP = "sqs-fleet-local-workers"
 def lab(tmp_path_factory):
     with Lab(tmp_path_factory.mktemp("lab")) as running:
         yield running
-
-
-def wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def cloud_init_status(name: str) -> dict:

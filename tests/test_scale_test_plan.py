@@ -10,7 +10,7 @@ import time
 import pytest
 import scale_report
 import scale_test
-from conftest import assert_ok
+from conftest import assert_ok, wait_until
 from scaling_loop import FleetWatch, ProcessWorkers
 
 PREFIX = "sqs-fleet-local"
@@ -59,10 +59,11 @@ def test_the_aws_mode_reads_the_group_alarms_activities_and_shipped_consumer_lin
     instance = watch.live_instances(watch.group())[0]
     workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=1, env=dict(os.environ), logs=tmp_path)
     workers.follow([instance])
-    deadline = time.monotonic() + 30
-    while (tmp_path / f"{instance}.log").read_text().count('"message_processed"') < 5 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    workers.stop()
+    try:
+        wait_until(lambda: (tmp_path / f"{instance}.log").read_text().count('"message_processed"') >= 5, 30,
+                   "the consumer to process the 5 messages")
+    finally:
+        workers.stop()
     lines = (tmp_path / f"{instance}.log").read_text().splitlines()
     logs = aws("logs")
     logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=instance)
