@@ -139,16 +139,25 @@ class NodeWorkers:
             self.stopping[-1].start()
             events.append(f"node {name} terminating (consumer drains on SIGTERM)")
         for name, thread in self.booting.items():
-            if name in self.active or thread.is_alive():
+            if name in self.active:
                 continue
-            if name in self.failed:
+            if name in self.failed and not thread.is_alive():
                 if name not in self.failure_told:
                     self.failure_told.add(name)
                     events.append(f"node {name} failed to boot: {self.failed[name]}")
-            elif exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active":
+            elif self.consumer_active(name):
                 self.active.add(name)
                 events.append(f"node {name} in service (consumer active)")
         return events
+
+    @staticmethod
+    def consumer_active(name: str) -> bool:
+        """Whether the node's consumer runs, asked while the node may still be booting: the consumer starts
+        during ansible-pull, before the node's boot has finished."""
+        try:
+            return exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active"
+        except (KeyError, FileNotFoundError):  # not started far enough to be entered yet
+            return False
 
     def in_service(self) -> set[str]:
         return set(self.active)
