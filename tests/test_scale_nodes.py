@@ -30,6 +30,7 @@ def test_a_burst_boots_nodes_that_consume_it_all_and_the_group_returns_to_zero(m
     assert numbers["minutes to first scale-out"] == 0
     assert 0 < numbers["minutes to first instance in service"] <= numbers["minutes to queue drained"]
     assert timeline[-1]["desired"] == 0 and timeline[-1]["instances"] == 0
+    assert not [d for p in timeline for d in p["decisions"] if "failed to boot" in d]
     workers = {e["worker"] for e in result["worker log excerpt"]}
     assert all(w.startswith("i-") for w in workers)  # the log lines came from the nodes named after instances
     report = (tmp_path / "REPORT.md").read_text()

@@ -3,6 +3,7 @@ Auto Scaling and local consumer processes as the workers; one period is one seco
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 
@@ -41,6 +42,23 @@ def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle
                       if '"message_processed"' in line]
     assert sorted(set(processed)) == sorted(f"VH{n}" for n in range(2001, 2061))  # lost = 0
     assert timeline[-1].dead_letters == 0
+
+
+def test_messages_processed_are_counted_in_the_period_they_fell_in():
+    from scale_report import processed_per_period
+    from scaling_loop import Period
+
+    timeline = [Period(minute=m, at=1000.0 + 10 * m, visible=0, in_flight=0, dead_letters=0, desired=0,
+                       instances=0, in_service=0, terminating=0, alarms={}) for m in range(3)]
+
+    def processed(at: float) -> dict[str, str]:
+        return {"event": "message_processed", "ts": datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+                .isoformat()}
+
+    events = [processed(999.5), processed(1000.0), processed(1009.9), processed(1010.0), processed(1030.0),
+              {"event": "consumer_stopped", "ts": processed(1015.0)["ts"]}]
+    # Before the first record counts in minute 0; after the last record, in the last minute.
+    assert processed_per_period(timeline, events) == [3, 1, 1]
 
 
 def test_report_generator_runs_a_short_plan(emulator, run_playbook, monkeypatch, tmp_path):

@@ -42,7 +42,11 @@ class Lab:
             ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={git}", f"--listen={HOST_ADDRESS}",  # noqa: S607
              f"--port={port}", str(git)])
         self.repo_url = f"git://{HOST_ADDRESS}:{port}/sqs-fleet.git"
-        self.emulator = start_emulator(free_port(), self.workdir / "moto.log", host=HOST_ADDRESS)
+        try:
+            self.emulator = start_emulator(free_port(), self.workdir / "moto.log", host=HOST_ADDRESS)
+        except BaseException:
+            self.__exit__(None, None, None)  # no git daemon left serving when the lab does not start
+            raise
         # What an instance role gives an EC2 node; here the emulator's address and placeholder credentials.
         self.aws_env = self.workdir / "aws.env"
         self.aws_env.write_text(f"AWS_ENDPOINT_URL={self.emulator.url}\n"

@@ -204,9 +204,10 @@ def boot(
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         leader = run("pgrep", "-P", str(process.pid), "-x", "systemd", check=False).stdout.split()
-        if leader and "leader_pid" not in node:
-            node["leader_pid"] = int(leader[0])
-            save(directory, node)  # commands can enter the node while it is still starting
+        if leader:
+            if "leader_pid" not in node:
+                node["leader_pid"] = int(leader[0])
+                save(directory, node)  # commands can enter the node while it is still starting
             state = run("nsenter", "-t", leader[0], "-a", "systemctl", "is-system-running", check=False).stdout.strip()
             if state in ("running", "degraded"):
                 node["boot_state"] = state

@@ -3,6 +3,7 @@ everything is drawn from the run's timeline, its workers' log lines and the evid
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import json
 from collections import Counter
@@ -45,8 +46,15 @@ def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
     }
 
 
-def plots(timeline: list[Period], events: list[dict[str, Any]], started: float, period_seconds: float,
-          label: str, out: Path) -> list[str]:
+def processed_per_period(timeline: list[Period], events: list[dict[str, Any]]) -> list[int]:
+    """Messages processed in each period, from the consumers' log lines: between its record and the next."""
+    starts = [p.at for p in timeline]
+    counts = Counter(max(0, bisect.bisect_right(starts, datetime.datetime.fromisoformat(e["ts"]).timestamp()) - 1)
+                     for e in events if e["event"] == "message_processed")
+    return [counts.get(minute, 0) for minute in range(len(timeline))]
+
+
+def plots(timeline: list[Period], processed: list[int], label: str, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,10 +80,8 @@ def plots(timeline: list[Period], events: list[dict[str, Any]], started: float, 
     figure.savefig(out / "report-queue-and-instances.png", dpi=100)
     plt.close(figure)
 
-    per_minute = Counter(int((datetime.datetime.fromisoformat(e["ts"]).timestamp() - started) // period_seconds)
-                         for e in events if e["event"] == "message_processed")
     figure, axis = plt.subplots(figsize=(9, 3))
-    axis.bar(minutes, [per_minute.get(m, 0) for m in minutes], color="tab:green")
+    axis.bar(minutes, processed, color="tab:green")
     axis.set_xlabel("minute (one period)")
     axis.set_ylabel("messages processed")
     axis.set_title(f"Messages processed per minute ({label})")
@@ -156,8 +162,9 @@ def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     conditions, numbers, timeline = result["conditions"], result["figures"], result["timeline"]
     rows = "\n".join(f"| {name} | {value} |" for name, value in numbers.items())
     periods = "\n".join(
-        f"| {p['minute']} | {p['visible']} | {p['in_flight']} | {p['desired']} | {p['instances']} | "
-        f"{p['in_service']} | {p['terminating']} | {'; '.join(p['decisions']) or ''} |" for p in timeline)
+        f"| {p['minute']} | {p['visible']} | {p['in_flight']} | {p['processed']} | {p['desired']} | "
+        f"{p['instances']} | {p['in_service']} | {p['terminating']} | {'; '.join(p['decisions']) or ''} |"
+        for p in timeline)
     excerpt = "\n".join(json.dumps(e) for e in result["worker log excerpt"])
     metrics = "\n".join(f"| {name} | {m['points']} | {m['peak']} | {m['last']} |"
                         for name, m in result["metric evidence"].items())
@@ -196,8 +203,8 @@ Minutes are alarm periods. Alarm states at the end: {", ".join(f"{k} {v}" for k,
 
 ## Timeline (one row per period) and the decisions
 
-| minute | visible | in flight | desired | instances | in service | terminating | decisions |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+| minute | visible | in flight | processed | desired | instances | in service | terminating | decisions |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {periods}
 
 ## Metric data in CloudWatch (one-minute maxima over the run)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from scale_report import figures, plots, report
+from scale_report import figures, plots, processed_per_period, report
 from scaling_loop import CannotPlay, FleetWatch, ProcessWorkers, ScalingLoop, StackNotFound
 
 REPO = Path(__file__).resolve().parent.parent
@@ -248,6 +248,7 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
         evidence = metric_evidence(watch.cloudwatch, watch.queue_name, watch.dlq_name, watch.group_name, *span)
 
     numbers = figures(timeline, events, args.messages, started, period)
+    processed = processed_per_period(timeline, events)
     bootstrap = sorted(logs.glob("*.bootstrap.txt"))
     on_aws = args.target == "aws"
     label = "AWS" if on_aws else f"emulator, local scaling loop, {args.workers}"
@@ -264,7 +265,7 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
                        "command": " ".join(["tools/scale_test.py", *(argv if argv is not None else sys.argv[1:])])
                        .replace(f"{REPO}/", "").replace(str(REPO), ".")},
         "figures": numbers,
-        "timeline": [asdict(p) for p in timeline],
+        "timeline": [{**asdict(p), "processed": n} for p, n in zip(timeline, processed, strict=True)],
         "metric evidence": evidence,
         "log source": f"CloudWatch Logs {log_group}" if on_aws else "the workers' log files",
         "worker log excerpt": [e for e in events if e["event"] == "message_processed"][:3]
@@ -273,7 +274,7 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
         "dead letters sample": dead_letters,
         "dashboards": boards,
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
-        "plots": plots(timeline, events, started, period, label, args.out),
+        "plots": plots(timeline, processed, label, args.out),
     }
     (args.out / "report-data.json").write_text(json.dumps(result, indent=1, default=str))
     (args.out / "REPORT.md").write_text(report(result, watch.states))

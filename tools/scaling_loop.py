@@ -94,6 +94,7 @@ class ProcessWorkers:
 @dataclass
 class Period:
     minute: int
+    at: float  # when it was recorded (epoch seconds): what happened until the next period's `at` belongs to it
     visible: int
     in_flight: int
     dead_letters: int
@@ -150,7 +151,7 @@ class FleetWatch:
     def record(self, counts: dict[tuple[str, str], float], group: dict[str, Any], instances: int, in_service: int,
                terminating: int, decisions: list[str]) -> Period:
         period = Period(
-            minute=len(self.timeline),
+            minute=len(self.timeline), at=time.time(),
             visible=int(counts[(self.queue_name, "ApproximateNumberOfMessagesVisible")]),
             in_flight=int(counts[(self.queue_name, "ApproximateNumberOfMessagesNotVisible")]),
             dead_letters=int(counts[(self.dlq_name, "ApproximateNumberOfMessagesVisible")]),
