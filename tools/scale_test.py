@@ -4,9 +4,9 @@
     python tools/scale_test.py --target aws --prefix sqs-fleet-prod --log-group /sqs-fleet/prod/consumer
 
 Produces a burst above the scale-out threshold, records a timeline each period (visible, in flight,
-desired, instances, in service, what was decided) until the queue is drained and the group is back to
-zero, collects the evidence (scaling decisions, the metric data CloudWatch holds, consumer log lines, the
-dead-letter queue) and writes REPORT.md, report-data.json and two plots.
+processed, desired, instances, in service, what was decided) until the queue is drained and the group is
+back to zero, collects the evidence (scaling decisions, the metric data CloudWatch holds, consumer log
+lines, the dead-letter queue) and writes REPORT.md, report-data.json and two plots.
 
 - `--target emulator` (the default; AWS_ENDPOINT_URL set): the local loop (tools/scaling_loop.py) plays
   CloudWatch and Auto Scaling. Workers are local consumer processes on the stack site.yml made
