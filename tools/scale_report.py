@@ -18,13 +18,31 @@ def first(timeline: list[Period], condition: Callable[[Period], bool]) -> int | 
     return next((p.minute for p in timeline if condition(p)), None)
 
 
-def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int, started: float,
+def minute_of(timeline: list[Period], event: dict[str, Any], period_seconds: float) -> float:
+    """Where a log line falls on the timeline's minutes: period i runs from its record to the next one."""
+    starts = [p.at for p in timeline]
+    at = datetime.datetime.fromisoformat(event["ts"]).timestamp()
+    i = max(0, bisect.bisect_right(starts, at) - 1)
+    length = starts[i + 1] - starts[i] if i + 1 < len(starts) else period_seconds
+    return i + min(max(0.0, at - starts[i]) / length, 0.99)
+
+
+def processed_minutes(timeline: list[Period], events: list[dict[str, Any]], period_seconds: float) -> list[float]:
+    return sorted(minute_of(timeline, e, period_seconds) for e in events if e["event"] == "message_processed")
+
+
+def processed_per_period(timeline: list[Period], events: list[dict[str, Any]], period_seconds: float) -> list[int]:
+    """Messages processed in each period, from the consumers' log lines."""
+    counts = Counter(int(minute) for minute in processed_minutes(timeline, events, period_seconds))
+    return [counts.get(minute, 0) for minute in range(len(timeline))]
+
+
+def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
             period_seconds: float) -> dict[str, Any]:
     processed = Counter(e["idempotency_key"] for e in events if e["event"] == "message_processed")
     repeats = sum(n - 1 for n in processed.values())
     skipped = sum(1 for e in events if e["event"] == "message_duplicate")
-    first_processed = min((datetime.datetime.fromisoformat(e["ts"]).timestamp() for e in events
-                           if e["event"] == "message_processed"), default=None)
+    first_processed = next(iter(processed_minutes(timeline, events, period_seconds)), None)
     drained = first(timeline, lambda p: p.minute > 0 and p.visible + p.in_flight == 0)
     dead_letters = timeline[-1].dead_letters if timeline else 0
     return {
@@ -36,22 +54,13 @@ def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
         "dead letters": dead_letters,
         "minutes to first scale-out": first(timeline, lambda p: p.desired > 0),
         "minutes to first instance in service": first(timeline, lambda p: p.in_service > 0),
-        "minutes to first message processed": None if first_processed is None
-        else round((first_processed - started) / period_seconds, 1),
+        "minutes to first message processed": None if first_processed is None else round(first_processed, 1),
         "minutes to queue drained": drained,
         "minutes to zero instances": first(timeline, lambda p: drained is not None and p.minute > drained
                                            and p.desired == 0 and p.instances == 0),
         "peak instances": max((p.instances for p in timeline), default=0),
         "instance-minutes": sum(p.instances for p in timeline),
     }
-
-
-def processed_per_period(timeline: list[Period], events: list[dict[str, Any]]) -> list[int]:
-    """Messages processed in each period, from the consumers' log lines: between its record and the next."""
-    starts = [p.at for p in timeline]
-    counts = Counter(max(0, bisect.bisect_right(starts, datetime.datetime.fromisoformat(e["ts"]).timestamp()) - 1)
-                     for e in events if e["event"] == "message_processed")
-    return [counts.get(minute, 0) for minute in range(len(timeline))]
 
 
 def plots(timeline: list[Period], processed: list[int], label: str, out: Path) -> list[str]:
@@ -192,7 +201,8 @@ back from it, not from the project's variables.
 | --- | --- |
 {rows}
 
-Minutes are alarm periods. Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())}.
+Minutes are alarm periods, counted from the first period, which began as soon as the burst was sent; a
+message processed between two periods' records counts in the earlier one. Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())}.
 
 ![Queue depth and instances](report-queue-and-instances.png)
 

@@ -231,7 +231,6 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
         idle_minutes = next((int(a["EvaluationPeriods"]) for a in watch.alarms
                              if a["AlarmName"] == f"{args.prefix}-scale-in"), None)
         began = datetime.datetime.now(datetime.timezone.utc)
-        started = began.timestamp()
         if not produce(args.prefix, args.messages, target_env):
             return 1
         timeline = watch.run(until=lambda t: len(t) > 3 and t[-1].visible + t[-1].in_flight == 0
@@ -247,8 +246,8 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
             events = shipped_log_events(log_group, began, args.messages - timeline[-1].dead_letters)
         evidence = metric_evidence(watch.cloudwatch, watch.queue_name, watch.dlq_name, watch.group_name, *span)
 
-    numbers = figures(timeline, events, args.messages, started, period)
-    processed = processed_per_period(timeline, events)
+    numbers = figures(timeline, events, args.messages, period)
+    processed = processed_per_period(timeline, events, period)
     bootstrap = sorted(logs.glob("*.bootstrap.txt"))
     on_aws = args.target == "aws"
     label = "AWS" if on_aws else f"emulator, local scaling loop, {args.workers}"
