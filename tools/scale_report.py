@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import datetime
 import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +55,9 @@ def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
         "dead letters": dead_letters,
         "minutes to first scale-out": first(timeline, lambda p: p.desired > 0),
         "minutes to first instance in service": first(timeline, lambda p: p.in_service > 0),
-        "minutes to first message processed": None if first_processed is None else round(first_processed, 1),
+        # Rounded down: a message processed in minute 1 is never reported as minute 2.
+        "minutes to first message processed": None if first_processed is None
+        else math.floor(first_processed * 10) / 10,
         "minutes to queue drained": drained,
         "minutes to zero instances": first(timeline, lambda p: drained is not None and p.minute > drained
                                            and p.desired == 0 and p.instances == 0),
@@ -202,7 +205,8 @@ back from it, not from the project's variables.
 {rows}
 
 Minutes are alarm periods, counted from the first period, which began as soon as the burst was sent; a
-message processed between two periods' records counts in the earlier one. Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())}.
+message processed between two periods' records counts in the earlier one.
+Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())}.
 
 ![Queue depth and instances](report-queue-and-instances.png)
 
