@@ -75,7 +75,8 @@ def test_the_aws_mode_reads_the_group_alarms_activities_and_shipped_consumer_lin
     processed = [e for e in events if e["event"] == "message_processed"]
     assert sorted(e["vehicle"]["vehicleId"] for e in processed) == [f"VH{n}" for n in range(2001, 2006)]
     assert {e["worker"] for e in events} == {instance}
-    figures = scale_report.figures(watch.timeline, events, 5, 60)
+    processed_at = scale_report.processed_minutes(watch.timeline, events, 60)
+    figures = scale_report.figures(watch.timeline, events, 5, processed_at)
     assert figures["messages lost"] == 0 and figures["peak instances"] == 1
 
 

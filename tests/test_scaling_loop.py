@@ -45,7 +45,7 @@ def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle
 
 
 def test_messages_processed_are_counted_in_the_period_they_fell_in():
-    from scale_report import minute_of, processed_per_period
+    from scale_report import processed_minutes, processed_per_period
     from scaling_loop import Period
 
     timeline = [Period(minute=m, at=1000.0 + 10 * m, visible=0, in_flight=0, dead_letters=0, desired=0,
@@ -58,8 +58,8 @@ def test_messages_processed_are_counted_in_the_period_they_fell_in():
     events = [processed(999.5), processed(1000.0), processed(1009.9), processed(1010.0), processed(1030.0),
               {"event": "consumer_stopped", "ts": processed(1015.0)["ts"]}]
     # Before the first record counts in minute 0; after the last record, in the last minute.
-    assert processed_per_period(timeline, events, 10) == [3, 1, 1]
-    assert [minute_of(timeline, processed(at), 10) for at in (999.5, 1015.0, 1024.0)] == [0.0, 1.5, 2.4]
+    assert processed_per_period(processed_minutes(timeline, events, 10), len(timeline)) == [3, 1, 1]
+    assert processed_minutes(timeline, [processed(at) for at in (999.5, 1015.0, 1024.0)], 10) == [0.0, 1.5, 2.4]
 
 
 def test_report_generator_runs_a_short_plan(emulator, run_playbook, monkeypatch, tmp_path):

@@ -19,31 +19,34 @@ def first(timeline: list[Period], condition: Callable[[Period], bool]) -> int | 
     return next((p.minute for p in timeline if condition(p)), None)
 
 
-def minute_of(timeline: list[Period], event: dict[str, Any], period_seconds: float) -> float:
-    """Where a log line falls on the timeline's minutes: period i runs from its record to the next one."""
-    starts = [p.at for p in timeline]
-    at = datetime.datetime.fromisoformat(event["ts"]).timestamp()
+def minute_of(starts: list[float], at: float, period_seconds: float) -> float:
+    """Where a moment falls on the timeline's minutes: period i runs from its record (starts[i]) to the next
+    one; before the first record is minute 0, and nothing counts past the last period."""
     i = max(0, bisect.bisect_right(starts, at) - 1)
     length = starts[i + 1] - starts[i] if i + 1 < len(starts) else period_seconds
     return i + min(max(0.0, at - starts[i]) / length, 0.99)
 
 
 def processed_minutes(timeline: list[Period], events: list[dict[str, Any]], period_seconds: float) -> list[float]:
-    return sorted(minute_of(timeline, e, period_seconds) for e in events if e["event"] == "message_processed")
+    """When each message was processed, in the timeline's minutes, earliest first."""
+    starts = [p.at for p in timeline]
+    return sorted(minute_of(starts, datetime.datetime.fromisoformat(e["ts"]).timestamp(), period_seconds)
+                  for e in events if e["event"] == "message_processed")
 
 
-def processed_per_period(timeline: list[Period], events: list[dict[str, Any]], period_seconds: float) -> list[int]:
-    """Messages processed in each period, from the consumers' log lines."""
-    counts = Counter(int(minute) for minute in processed_minutes(timeline, events, period_seconds))
-    return [counts.get(minute, 0) for minute in range(len(timeline))]
+def processed_per_period(minutes: list[float], periods: int) -> list[int]:
+    """Messages processed in each period, from the moments processed_minutes placed on the timeline."""
+    counts = Counter(int(minute) for minute in minutes)
+    return [counts.get(period, 0) for period in range(periods)]
 
 
 def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
-            period_seconds: float) -> dict[str, Any]:
+            processed_at: list[float]) -> dict[str, Any]:
+    """The run's figures; processed_at: processed_minutes() of the same events."""
     processed = Counter(e["idempotency_key"] for e in events if e["event"] == "message_processed")
     repeats = sum(n - 1 for n in processed.values())
     skipped = sum(1 for e in events if e["event"] == "message_duplicate")
-    first_processed = next(iter(processed_minutes(timeline, events, period_seconds)), None)
+    first_processed = next(iter(processed_at), None)
     drained = first(timeline, lambda p: p.minute > 0 and p.visible + p.in_flight == 0)
     dead_letters = timeline[-1].dead_letters if timeline else 0
     return {

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from scale_report import figures, plots, processed_per_period, report
+from scale_report import figures, plots, processed_minutes, processed_per_period, report
 from scaling_loop import CannotPlay, FleetWatch, ProcessWorkers, ScalingLoop, StackNotFound
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,8 +246,9 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
             events = shipped_log_events(log_group, began, args.messages - timeline[-1].dead_letters)
         evidence = metric_evidence(watch.cloudwatch, watch.queue_name, watch.dlq_name, watch.group_name, *span)
 
-    numbers = figures(timeline, events, args.messages, period)
-    processed = processed_per_period(timeline, events, period)
+    processed_at = processed_minutes(timeline, events, period)
+    numbers = figures(timeline, events, args.messages, processed_at)
+    processed = processed_per_period(processed_at, len(timeline))
     bootstrap = sorted(logs.glob("*.bootstrap.txt"))
     on_aws = args.target == "aws"
     label = "AWS" if on_aws else f"emulator, local scaling loop, {args.workers}"
