@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO / "files"))
-
-from emulator import Emulator, free_port, start_emulator  # noqa: E402
+from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
 
 
 def machine() -> str:
@@ -29,6 +25,11 @@ def private_emulator(tmp: Path) -> Emulator:
     server = start_emulator(free_port(), tmp / "moto.log")
     os.environ.update(server.environment())
     return server
+
+
+def smoke_option(parser: argparse.ArgumentParser) -> None:
+    """--smoke: run once, small, to prove the benchmark works (the test command does); its figures mean nothing."""
+    parser.add_argument("--smoke", action="store_true", help="one short run to check the benchmark works")
 
 
 def table(title: str, header: list[str], rows: list[list[object]]) -> None:

@@ -1,7 +1,7 @@
 """Seconds from a worker's boot to its consumer being active, and ansible-pull's share, on booted test
 nodes (systemd-nspawn, cached image) running the launch template's user-data. Needs root.
 
-    python bench/node_boot.py [--nodes 3]
+    python -m bench.node_boot [--nodes 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from common import REPO, machine, table
-
-sys.path.insert(0, str(REPO / "tools"))
-from fleet_lab import Lab  # noqa: E402
-from node import exec_in, image, missing_requirements  # noqa: E402
+from bench.common import machine, smoke_option, table
+from sqs_fleet import REPO
+from sqs_fleet.lab.fleet import Lab
+from sqs_fleet.lab.node import exec_in, image, missing_requirements
+from sqs_fleet.stack import Stack
 
 
 def stamp(log: str, label: str) -> float:
@@ -51,7 +51,10 @@ def measure(lab: Lab, name: str, user_data: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=3, help="boots to measure, one after another")
+    smoke_option(parser)
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.nodes = 1
     problem = missing_requirements()
     if problem:
         print(f"skipped: {problem}")
@@ -60,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     with TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
         env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(Path(tmp) / "ansible"),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        subprocess.run(["ansible-playbook", "site.yml", "-e", json.dumps(lab.site_variables())], cwd=REPO, env=env,
-                       check=True, capture_output=True)
-        user_data = lab.launch_template_user_data("sqs-fleet-local-workers")
+        record = Path(tmp) / "stack.json"
+        variables = lab.site_variables(stack_output_file=str(record))
+        subprocess.run(["ansible-playbook", "site.yml", "-e", json.dumps(variables)], cwd=REPO, env=env, check=True,
+                       capture_output=True)
+        user_data = lab.launch_template_user_data(Stack.load(record).launch_template)
         runs = [measure(lab, f"bench-{n}", user_data) for n in range(args.nodes)]
     print(f"machine: {machine()}")
     print("node: Debian 12 in systemd-nspawn, cached image, no package installs; repository from a local git daemon")

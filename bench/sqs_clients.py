@@ -1,6 +1,6 @@
 """Benchmark producer.py and consumer.py against the naive baseline, on a private emulator.
 
-    python bench/sqs_clients.py [--depth 500]
+    python -m bench.sqs_clients [--depth 500] [--smoke]
 
 Prints API requests per message and messages per second for each, with the queue depth and machine.
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 import consumer
 import producer
-from common import machine, private_emulator, table
-from naive import naive_consume, naive_produce
+from bench.common import machine, private_emulator, smoke_option, table
+from bench.naive import naive_consume, naive_produce
 from vehicles import generate, sqs_client
 
 LATENCY = {"seconds": 0.0}  # a modelled network round trip added to every request
@@ -119,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=170, help="how long to watch an idle consumer")
     parser.add_argument("--latency-ms", type=float, default=15,
                         help="modelled round trip per request for the second run (in-region AWS: ~10-20 ms)")
+    smoke_option(parser)
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.depth, args.idle_seconds = 20, 2
     with TemporaryDirectory() as tmp:
         server = private_emulator(Path(tmp))
         try:

@@ -1,4 +1,7 @@
-"""Shared fixtures: a private emulator per test session and a way to run the project's playbooks on it."""
+"""Shared fixtures: a private emulator per test session, the project's playbooks run on it, and the stack's
+names read as the tools read them (sqs_fleet.stack).
+
+The tiers are folders, each marked for `pytest -m`: unit (nothing needed), lint, emulator, nodes (root)."""
 
 from __future__ import annotations
 
@@ -12,14 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
+from sqs_fleet import REPO
+from sqs_fleet.aws import clients
+from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
+from sqs_fleet.stack import Stack
 
-from emulator import Emulator, free_port, start_emulator  # noqa: E402
+TIERS = ("unit", "lint", "emulator", "nodes")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier, the folder it lives in."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @dataclass
@@ -66,15 +77,32 @@ def ansible_env(emulator: Emulator, home: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def run_playbook(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory):
+def stack_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where site.yml records the stack in this test session (stack_output_file)."""
+    return tmp_path_factory.mktemp("stack") / "local.json"
+
+
+@pytest.fixture(scope="session")
+def names() -> Stack:
+    """The local environment's names, rendered from the inventory: known before anything is deployed."""
+    return Stack.from_inventory("local")
+
+
+@pytest.fixture
+def stack(stack_file: Path) -> Stack:
+    """The stack the last site.yml of this session recorded."""
+    return Stack.load(stack_file)
+
+
+@pytest.fixture(scope="session")
+def run_playbook(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory, stack_file: Path):
     home = tmp_path_factory.mktemp("ansible-home")
 
     def run(
         playbook: str, *args: str, extra_vars: dict[str, Any] | None = None, env: dict[str, str] | None = None
     ) -> PlaybookRun:
-        command: list[str] = ["ansible-playbook", playbook, *args]
-        if extra_vars:
-            command += ["-e", json.dumps(extra_vars)]
+        command: list[str] = ["ansible-playbook", playbook, *args,
+                              "-e", json.dumps({"stack_output_file": str(stack_file), **(extra_vars or {})})]
         result = subprocess.run(  # noqa: S603 - the project's own playbooks
             command, cwd=REPO, env={**ansible_env(emulator, home), **(env or {})},
             capture_output=True, text=True, check=False, timeout=900,
@@ -86,19 +114,8 @@ def run_playbook(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def aws(emulator: Emulator):
-    """boto3 clients on the emulator: aws('sqs')."""
-    env = emulator.environment()
-
-    def client(service: str):
-        return boto3.client(
-            service,
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name=env["AWS_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
-
-    return client
+    """boto3 clients on the emulator, made as the tools make them: aws('sqs')."""
+    return clients(emulator.environment())
 
 
 def assert_ok(run: PlaybookRun, what: Sequence[str] = ()) -> None:

@@ -4,17 +4,17 @@ mode reads, exercised through the same APIs on the emulator (the AWS mode acts o
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import time
 
 import pytest
-import scale_report
-import scale_test
 from conftest import assert_ok, wait_until
-from scaling_loop import FleetWatch, ProcessWorkers
 
-PREFIX = "sqs-fleet-local"
-LOG_GROUP = "/sqs-fleet/local/consumer"
+from sqs_fleet.lab.workers import ProcessWorkers
+from sqs_fleet.scaletest import plan, report
+from sqs_fleet.sim.loop import AwsScaling, Fleet, FleetWatch, live_ids
+from sqs_fleet.stack import Stack
 
 
 @pytest.fixture
@@ -26,38 +26,45 @@ def on_emulator(emulator, monkeypatch):
 
 def test_the_aws_plan_refuses_an_emulator_endpoint_and_the_emulator_plan_needs_one(monkeypatch, capsys):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    assert scale_test.main(["--target", "aws"]) == 2
+    assert plan.main(["--target", "aws"]) == 2
     assert "--target aws talks to real AWS, but AWS_ENDPOINT_URL is set" in capsys.readouterr().err
     monkeypatch.delenv("AWS_ENDPOINT_URL")
-    assert scale_test.main(["--target", "emulator"]) == 2
+    assert plan.main(["--target", "emulator"]) == 2
     assert "--target emulator needs AWS_ENDPOINT_URL" in capsys.readouterr().err
 
 
-def test_a_missing_stack_is_named_before_anything_is_sent(on_emulator, capsys, tmp_path):
+def test_a_missing_stack_is_named_before_anything_is_sent(on_emulator, names, capsys, tmp_path):
+    record = tmp_path / "stack.json"
+    assert plan.main(["--messages", "5", "--stack", str(record), "--out", str(tmp_path)]) == 2
+    assert f"no stack recorded at {record}: run site.yml" in capsys.readouterr().err
+    # A record whose stack is gone (reset emulator) is named too.
+    record.write_text(json.dumps(names.data))
     on_emulator.reset()
-    assert scale_test.main(["--messages", "5", "--out", str(tmp_path)]) == 2
-    assert "queue sqs-fleet-local-vehicles does not exist: run site.yml" in capsys.readouterr().err
+    assert plan.main(["--messages", "5", "--stack", str(record), "--out", str(tmp_path)]) == 2
+    assert f"queue {names.queue_name} does not exist: run site.yml" in capsys.readouterr().err
     assert not (tmp_path / "REPORT.md").exists()
 
 
 def test_the_aws_mode_reads_the_group_alarms_activities_and_shipped_consumer_lines(
-        on_emulator, run_playbook, aws, tmp_path):
+        on_emulator, run_playbook, aws, stack_file, tmp_path):
     on_emulator.reset()
     assert_ok(run_playbook("site.yml"), ["site.yml"])
     assert_ok(run_playbook("produce.yml", extra_vars={"count": 5, "seed": 3}), ["produce.yml"])
     since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
 
-    watch = FleetWatch(aws, PREFIX)
+    stack = Stack.load(stack_file)
+    fleet = Fleet(stack, aws)
+    watch = FleetWatch(fleet, AwsScaling(fleet))
     before = watch.step()
     assert (before.visible, before.desired, before.instances) == (5, 0, 0)
-    assert set(before.alarms) == {"scale-out", "scale-in", "dead-letters", "oldest-message"}
-    aws("autoscaling").set_desired_capacity(AutoScalingGroupName=f"{PREFIX}-workers", DesiredCapacity=1)
+    assert set(before.alarms) == set(stack.alarms) and len(stack.alarms) >= 4
+    aws("autoscaling").set_desired_capacity(AutoScalingGroupName=stack.group_name, DesiredCapacity=1)
     after = watch.step()  # here it is Auto Scaling, not the plan, that set the group's size
     assert (after.desired, after.instances) == (1, 1)
 
     # A real consumer's lines, shipped to the log group as the agent ships its file: one stream per instance.
-    instance = watch.live_instances(watch.group())[0]
-    workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=1, env=dict(os.environ), logs=tmp_path)
+    instance = live_ids(fleet.group())[0]
+    workers = ProcessWorkers(stack.queue_name, poll_interval=1, env=os.environ, logs=tmp_path)
     workers.follow([instance])
     try:
         wait_until(lambda: (tmp_path / f"{instance}.log").read_text().count('"message_processed"') >= 5, 30,
@@ -66,24 +73,25 @@ def test_the_aws_mode_reads_the_group_alarms_activities_and_shipped_consumer_lin
         workers.stop()
     lines = (tmp_path / f"{instance}.log").read_text().splitlines()
     logs = aws("logs")
-    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=instance)
+    logs.create_log_stream(logGroupName=stack.log_group, logStreamName=instance)
     now = int(time.time() * 1000)
-    logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=instance,
+    logs.put_log_events(logGroupName=stack.log_group, logStreamName=instance,
                         logEvents=[{"timestamp": now, "message": line} for line in lines])
 
-    events = scale_test.shipped_log_events(LOG_GROUP, since, expected=5)
+    events = plan.shipped_log_events(stack.log_group, since, expected=5)
     processed = [e for e in events if e["event"] == "message_processed"]
     assert sorted(e["vehicle"]["vehicleId"] for e in processed) == [f"VH{n}" for n in range(2001, 2006)]
     assert {e["worker"] for e in events} == {instance}
-    processed_at = scale_report.processed_minutes(watch.timeline, events, 60)
-    figures = scale_report.figures(watch.timeline, events, 5, processed_at)
+    processed_at = report.processed_minutes(watch.timeline, events, 60)
+    figures = report.figures(watch.timeline, events, 5, processed_at)
     assert figures["messages lost"] == 0 and figures["peak instances"] == 1
 
 
-def test_a_plan_that_does_not_finish_in_time_fails_and_says_so(on_emulator, run_playbook, capsys, tmp_path):
+def test_a_plan_that_does_not_finish_in_time_fails_and_says_so(
+        on_emulator, run_playbook, stack_file, capsys, tmp_path):
     on_emulator.reset()
     assert_ok(run_playbook("site.yml"), ["site.yml"])
-    assert scale_test.main(["--messages", "30", "--period-seconds", "1", "--max-minutes", "2",
-                            "--out", str(tmp_path)]) == 1
+    assert plan.main(["--messages", "30", "--period-seconds", "1", "--max-minutes", "2", "--stack", str(stack_file),
+                      "--out", str(tmp_path)]) == 1
     assert "not back to zero within 2 minutes" in capsys.readouterr().err
     assert "| minutes to zero instances | None |" in (tmp_path / "REPORT.md").read_text()

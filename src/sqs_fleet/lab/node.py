@@ -1,10 +1,10 @@
 """Booted test nodes: Debian 12 with real systemd and cloud-init, in systemd-nspawn, on a private network.
 
-    python tools/node.py check                  # can nodes boot here? (root, systemd-nspawn, debootstrap)
-    python tools/node.py image                  # build (or reuse) the cached node image
-    python tools/node.py boot NAME [--user-data FILE] [--file SRC:DEST ...]   # prints the node as JSON
-    python tools/node.py exec NAME -- CMD ...   # run a command inside the node
-    python tools/node.py destroy NAME           # power off and remove every trace
+    sqs-fleet-node check                  # can nodes boot here? (root, systemd-nspawn, debootstrap)
+    sqs-fleet-node image                  # build (or reuse) the cached node image
+    sqs-fleet-node boot NAME [--user-data FILE] [--file SRC:DEST ...]   # prints the node as JSON
+    sqs-fleet-node exec NAME -- CMD ...   # run a command inside the node
+    sqs-fleet-node destroy NAME           # power off and remove every trace
 
 Every node is an overlay on one read-only image, in its own network namespace, attached to a host bridge
 (10.77.0.1/24) where the emulator and a git daemon can listen; nodes reach nothing else. Needs root,

@@ -8,24 +8,33 @@ import json
 import os
 
 from conftest import assert_ok
-from scaling_loop import ProcessWorkers, ScalingLoop
 
-PREFIX = "sqs-fleet-local"
+from sqs_fleet.lab.workers import ProcessWorkers
+from sqs_fleet.scaletest import plan
+from sqs_fleet.scaletest.report import DATA_FILE, PROCESSED_PLOT, QUEUE_PLOT, processed_minutes, processed_per_period
+from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch, Period
+from sqs_fleet.stack import Stack
+
 IDLE_PERIODS = 5
 
 
+def emulated(stack, aws, workers) -> FleetWatch:
+    fleet = Fleet(stack, aws)
+    return FleetWatch(fleet, EmulatedScaling(fleet, workers))
+
+
 def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle_window(
-        emulator, run_playbook, aws, tmp_path):
+        emulator, run_playbook, aws, stack_file, tmp_path):
     emulator.reset()
     assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": IDLE_PERIODS * 60}), ["site.yml"])
     sent = run_playbook("produce.yml", extra_vars={"count": 60, "seed": 11})
     assert_ok(sent, ["produce.yml"])
 
-    workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=1, env={**os.environ, **emulator.environment()},
+    stack = Stack.load(stack_file)
+    workers = ProcessWorkers(stack.queue_name, poll_interval=1, env={**os.environ, **emulator.environment()},
                              logs=tmp_path / "workers")
-    loop = ScalingLoop(aws, PREFIX, workers)
-    timeline = loop.run(until=lambda t: len(t) > 3 and t[-1].desired == 0 and t[-1].instances == 0,
-                        max_periods=60, period_seconds=1.0)
+    timeline = emulated(stack, aws, workers).run(
+        until=lambda t: len(t) > 3 and t[-1].desired == 0 and t[-1].instances == 0, max_periods=60, period_seconds=1.0)
 
     desired = [p.desired for p in timeline]
     assert desired[0] == 4  # 60 messages at 10 per instance: ceil(60 / 10) = 6, capped at the maximum
@@ -45,9 +54,6 @@ def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle
 
 
 def test_messages_processed_are_counted_in_the_period_they_fell_in():
-    from scale_report import processed_minutes, processed_per_period
-    from scaling_loop import Period
-
     timeline = [Period(minute=m, at=1000.0 + 10 * m, visible=0, in_flight=0, dead_letters=0, desired=0,
                        instances=0, in_service=0, terminating=0, alarms={}) for m in range(3)]
 
@@ -62,35 +68,42 @@ def test_messages_processed_are_counted_in_the_period_they_fell_in():
     assert processed_minutes(timeline, [processed(at) for at in (999.5, 1015.0, 1024.0)], 10) == [0.0, 1.5, 2.4]
 
 
-def test_report_generator_runs_a_short_plan(emulator, run_playbook, monkeypatch, tmp_path):
-    import scale_test
-
+def test_report_generator_runs_a_short_plan(emulator, run_playbook, stack_file, monkeypatch, capsys, tmp_path):
     emulator.reset()
     assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": 120}), ["site.yml"])
     for name, value in emulator.environment().items():
         monkeypatch.setenv(name, value)
-    assert scale_test.main(["--messages", "25", "--period-seconds", "1", "--out", str(tmp_path)]) == 0
+    assert plan.main(["--messages", "25", "--period-seconds", "1", "--stack", str(stack_file),
+                      "--out", str(tmp_path)]) == 0
     report = (tmp_path / "REPORT.md").read_text()
     assert "| messages lost | 0 |" in report and "| messages processed | 25 |" in report
     assert "not measured on AWS" in report
     assert "- Backlog: visible and in flight (metric: " in report  # the dashboards, read back from CloudWatch
-    for plot in ("report-queue-and-instances.png", "report-processed-per-minute.png"):
+    for plot in (QUEUE_PLOT, PROCESSED_PLOT):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+        assert f"]({plot})" in report
+    assert json.loads((tmp_path / DATA_FILE).read_text())["figures"]["messages processed"] == 25
+    # What a user sees as it runs: a header, one line per period, then the figures as a table; no JSON.
+    shown = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(shown) if line.split()[:2] == ["minute", "visible"])
+    assert shown[header + 1].split()[0] == "0" and "{" not in "".join(shown)
+    assert any(line.startswith("messages lost") and line.split()[-1] == "0" for line in shown)
 
 
 def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sqs_metrics(
-        emulator, run_playbook, aws, tmp_path):
+        emulator, run_playbook, aws, stack_file, tmp_path):
     emulator.reset()
     assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": 120}), ["site.yml"])
     assert_ok(run_playbook("produce.yml", extra_vars={"count": 15, "seed": 7}), ["produce.yml"])
-    workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=1, env={**os.environ, **emulator.environment()},
+    stack = Stack.load(stack_file)
+    workers = ProcessWorkers(stack.queue_name, poll_interval=1, env={**os.environ, **emulator.environment()},
                              logs=tmp_path / "workers")
-    loop = ScalingLoop(aws, PREFIX, workers)
+    loop = emulated(stack, aws, workers)
     try:
         first = loop.step()
         assert first.desired == 2 and first.instances == 2 and first.in_service == 2  # ceil(15 / 10)
-        protected = loop.group()["Instances"][0]["InstanceId"]
-        aws("autoscaling").set_instance_protection(AutoScalingGroupName=f"{PREFIX}-workers",
+        protected = loop.fleet.group()["Instances"][0]["InstanceId"]
+        aws("autoscaling").set_instance_protection(AutoScalingGroupName=stack.group_name,
                                                    InstanceIds=[protected], ProtectedFromScaleIn=True)
         timeline = loop.run(until=lambda t: t[-1].desired == 0 and t[-1].terminating == 0, max_periods=30,
                             period_seconds=1.0)
@@ -98,7 +111,7 @@ def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sq
         workers.stop()
 
     assert timeline[-1].desired == 0 and timeline[-1].instances == 1  # the desired capacity drops regardless
-    assert [i["InstanceId"] for i in loop.group()["Instances"]] == [protected]
+    assert [i["InstanceId"] for i in loop.fleet.group()["Instances"]] == [protected]
     scale_in = next(p for p in timeline if p.desired == 0)
     assert "1 instance(s) protected from scale-in kept running" in scale_in.decisions
     # The other one waits out the drain hook's 300 s heartbeat (5 periods), still running, then goes.
@@ -109,23 +122,24 @@ def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sq
     published = aws("cloudwatch").get_metric_data(
         MetricDataQueries=[{"Id": "visible", "MetricStat": {"Metric": {
             "Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
-            "Dimensions": [{"Name": "QueueName", "Value": f"{PREFIX}-vehicles"}]}, "Period": 60, "Stat": "Maximum"}}],
-        StartTime=loop.stamp(0), EndTime=loop.stamp(len(timeline)))["MetricDataResults"][0]
+            "Dimensions": [{"Name": "QueueName", "Value": stack.queue_name}]}, "Period": 60, "Stat": "Maximum"}}],
+        StartTime=loop.scaling.stamp(0), EndTime=loop.scaling.stamp(len(timeline)))["MetricDataResults"][0]
     assert len(published["Values"]) == len(timeline)  # one data point per period, one minute apart
     assert max(published["Values"]) == 15
 
 
 def test_an_alarm_period_of_two_minutes_is_evaluated_every_second_minute_on_its_maximum(
-        emulator, run_playbook, aws, tmp_path):
+        emulator, run_playbook, aws, stack_file, tmp_path):
     emulator.reset()
     assert_ok(run_playbook("site.yml", extra_vars={"scaling_period": 120, "scaling_idle_window": 240}), ["site.yml"])
     assert_ok(run_playbook("produce.yml", extra_vars={"count": 25, "seed": 5}), ["produce.yml"])
-    workers = ProcessWorkers(f"{PREFIX}-vehicles", poll_interval=60, env={**os.environ, **emulator.environment()},
+    stack = Stack.load(stack_file)
+    workers = ProcessWorkers(stack.queue_name, poll_interval=60, env={**os.environ, **emulator.environment()},
                              logs=tmp_path / "workers")
-    loop = ScalingLoop(aws, PREFIX, workers)
+    loop = emulated(stack, aws, workers)
     try:
         first, second = loop.step(), loop.step()
     finally:
         workers.stop()
-    assert first.desired == 0 and first.alarms["scale-out"] == "INSUFFICIENT_DATA"  # its period has not ended
-    assert second.desired == 3 and second.alarms["scale-out"] == "ALARM"  # max of the two minutes: 25 -> 3
+    assert first.desired == 0 and first.alarms["scale_out"] == "INSUFFICIENT_DATA"  # its period has not ended
+    assert second.desired == 3 and second.alarms["scale_out"] == "ALARM"  # max of the two minutes: 25 -> 3

@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from conftest import REPO
+import consumer
 
-FILES = REPO / "files"
+FILES = Path(consumer.__file__).parent
 
 
 class Queues:

@@ -5,25 +5,22 @@ role), consumes, and on scale-in drains and goes. Needs root and systemd-nspawn.
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-from conftest import REPO
 
-sys.path.insert(0, str(REPO / "tools"))
-from node import missing_requirements  # noqa: E402
+from sqs_fleet.lab.node import missing_requirements
+from sqs_fleet.scaletest import plan
+from sqs_fleet.scaletest.report import DATA_FILE
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 
 
 def test_a_burst_boots_nodes_that_consume_it_all_and_the_group_returns_to_zero(monkeypatch, tmp_path):
-    import scale_test
-
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://lab")  # the tool runs its own lab; nothing goes to AWS
-    assert scale_test.main(["--workers", "nodes", "--messages", "20", "--period-seconds", "5",
-                            "--idle-minutes", "3", "--out", str(tmp_path)]) == 0
+    assert plan.main(["--workers", "nodes", "--messages", "20", "--period-seconds", "5",
+                      "--idle-minutes", "3", "--out", str(tmp_path)]) == 0
 
-    result = json.loads((tmp_path / "report-data.json").read_text())
+    result = json.loads((tmp_path / DATA_FILE).read_text())
     numbers, timeline = result["figures"], result["timeline"]
     assert numbers["messages processed"] == 20 and numbers["messages lost"] == 0
     assert numbers["peak instances"] == 2  # ceil(20 / 10)

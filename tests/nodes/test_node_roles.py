@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
-sys.path.insert(0, str(REPO / "tools"))
-from node import missing_requirements  # noqa: E402
+from sqs_fleet import REPO
+from sqs_fleet.lab.node import missing_requirements
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 

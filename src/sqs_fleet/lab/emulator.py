@@ -1,9 +1,9 @@
 """Start, stop and query the embedded AWS emulator (moto server) on 127.0.0.1.
 
-    python tools/emulator.py start [--port N]   # idempotent; prints the endpoint URL
-    python tools/emulator.py stop
-    python tools/emulator.py status              # exit 0 when it answers
-    python tools/emulator.py reset               # drop all emulated state
+    sqs-fleet-emulator start [--port N]   # idempotent; prints the endpoint URL
+    sqs-fleet-emulator stop
+    sqs-fleet-emulator status              # exit 0 when it answers
+    sqs-fleet-emulator reset               # drop all emulated state
 
 State lives in .run/ (pid file, port file, log) so that every command agrees on one server.
 Tests import `start_emulator` to run a private server on a free port.
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-RUN_DIR = REPO / ".run"
+from sqs_fleet import RUN_DIR
+
 DEFAULT_PORT = 4566
 HOST = "127.0.0.1"
 # Fake credentials and region every client needs to talk to moto; never real secrets.

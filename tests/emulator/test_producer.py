@@ -4,16 +4,13 @@ truthful report. Faults are injected with botocore event hooks on a real client 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import pytest
-from conftest import REPO
 from sqs_helpers import Queues, run_script
 
-sys.path.insert(0, str(REPO / "files"))
-import producer  # noqa: E402
-import vehicles  # noqa: E402
+import producer
+import vehicles
 
 
 @pytest.fixture

@@ -1,21 +1,21 @@
-"""The exercise's scale-out / scale-in test plan and REPORT.md, on the emulator or on AWS.
+"""The scale-out / scale-in test plan and REPORT.md, on the emulator or on AWS.
 
-    python tools/scale_test.py [--workers processes|nodes] [--messages 200] [--period-seconds 2] [--out .]
-    python tools/scale_test.py --target aws --prefix sqs-fleet-prod --log-group /sqs-fleet/prod/consumer
+    sqs-fleet-scale-test [--workers processes|nodes] [--messages 200] [--period-seconds 10] [--out .]
+    sqs-fleet-scale-test --target aws --stack .run/stacks/prod.json
 
 Produces a burst above the scale-out threshold, records a timeline each period (visible, in flight,
-processed, desired, instances, in service, what was decided) until the queue is drained and the group is
-back to zero, collects the evidence (scaling decisions, the metric data CloudWatch holds, consumer log
-lines, the dead-letter queue) and writes REPORT.md, report-data.json and two plots.
+processed, desired, instances, in service, what was decided) and prints it as it goes, until the queue is
+drained and the group is back to zero; then collects the evidence (scaling decisions, the metric data
+CloudWatch holds, consumer log lines, the dead-letter queue) and writes REPORT.md with its data and plots.
 
-- `--target emulator` (the default; AWS_ENDPOINT_URL set): the local loop (tools/scaling_loop.py) plays
-  CloudWatch and Auto Scaling. Workers are local consumer processes on the stack site.yml made
+- `--target emulator` (the default; AWS_ENDPOINT_URL set): the local loop (sqs_fleet.sim.loop) plays
+  CloudWatch and Auto Scaling. Workers are local consumer processes on the stack site.yml recorded
   (`make demo` first), or, with `--workers nodes` (root), booted nodes running the launch template's
   user-data: then this tool starts its own lab (emulator and git daemon on the nodes' bridge) and runs
   site.yml on it. A "minute" lasts --period-seconds; every figure is given in those minutes.
 - `--target aws`: real CloudWatch alarms and Auto Scaling act on the stack site.yml made in AWS; this tool
   only produces, watches once a minute and collects the evidence (scaling activities, metric data,
-  CloudWatch Logs). `ansible-playbook scale_test.yml -i inventory/prod` runs it with the stack's names.
+  CloudWatch Logs). `ansible-playbook scale_test.yml -i inventory/prod` runs it with the stack's record.
 """
 
 from __future__ import annotations
@@ -28,22 +28,22 @@ import os
 import subprocess  # nosec B404 - runs the project's own site.yml
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-from scale_report import figures, plots, processed_minutes, processed_per_period, report
-from scaling_loop import CannotPlay, FleetWatch, ProcessWorkers, ScalingLoop, StackNotFound
+from sqs_fleet import REPO, aws
+from sqs_fleet.lab.workers import CONSUMER, ProcessWorkers
+from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
+from sqs_fleet.sim.loop import AwsScaling, CannotPlay, EmulatedScaling, Fleet, FleetWatch, Period
+from sqs_fleet.stack import Stack, StackNotFound, output_file
 
-REPO = Path(__file__).resolve().parent.parent
 AWS_PERIOD_SECONDS = 60.0
+# How long one "minute" lasts on the emulator, unless --period-seconds says otherwise: the one default.
+EMULATOR_PERIOD_SECONDS = 10.0
+PRODUCER = CONSUMER.with_name("producer.py")
 LOG_SHIPPING_CHECKS = 5  # the agent ships every few seconds; half a minute apart, this waits at most 2.5 minutes
-
-
-def client(service: str) -> Any:
-    return boto3.client(service, region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
 
 
 def parse_log_line(line: str, worker: str) -> dict[str, Any] | None:
@@ -95,10 +95,10 @@ def metric_evidence(cloudwatch: Any, queue: str, dlq: str, group: str, start: da
     return evidence
 
 
-def dashboards(cloudwatch: Any, prefix: str) -> dict[str, list[str]]:
+def dashboards(cloudwatch: Any, names: Sequence[str]) -> dict[str, list[str]]:
     """The stack's dashboards as CloudWatch holds them: each widget's title and what it shows."""
     described = {}
-    for name in (f"{prefix}-sqs", f"{prefix}-ec2"):
+    for name in names:
         body = json.loads(cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"])
         widgets = []
         for widget in body["widgets"]:
@@ -125,17 +125,19 @@ def machine() -> str:
     return f"{cores} cores, {memory} GiB, {sys.platform}"
 
 
-def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work: Path) -> None:
-    """site.yml on the lab's emulator, with workers that pull this commit and wait one scaled minute."""
+def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work: Path) -> Stack:
+    """site.yml on the lab's emulator, with workers that pull this commit and wait one scaled minute; the stack
+    it recorded."""
+    record = work / "lab-stack.json"
     variables = lab.site_variables(fleet_poll_interval=max(1, round(period_seconds)),
-                                   scaling_idle_window=idle_minutes * 60)
+                                   scaling_idle_window=idle_minutes * 60, stack_output_file=str(record))
     env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(work / "ansible-home")}
-    beside = Path(sys.executable).parent / "ansible-playbook"  # this venv's, when PATH does not have it
-    playbook = str(beside) if beside.exists() else "ansible-playbook"
-    run = subprocess.run([playbook, "site.yml", "-e", json.dumps(variables)],  # noqa: S603  # nosec B603
+    playbook = Path(sys.executable).with_name("ansible-playbook")
+    run = subprocess.run([str(playbook), "site.yml", "-e", json.dumps(variables)],  # noqa: S603  # nosec B603
                          cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if run.returncode != 0:
         raise SystemExit(f"site.yml failed on the lab's emulator:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
+    return Stack.load(record)
 
 
 def check_target(target: str) -> str | None:
@@ -152,99 +154,134 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", choices=("emulator", "aws"), default="emulator")
     parser.add_argument("--workers", choices=("processes", "nodes"), default="processes",
                         help="on the emulator: local consumer processes, or booted nodes (root)")
-    parser.add_argument("--prefix", default="sqs-fleet-local", help="the stack's name prefix")
-    parser.add_argument("--log-group", help="the consumers' log group (on AWS), default /<project>/<env>/consumer")
+    parser.add_argument("--stack", type=Path, default=None,
+                        help="the stack site.yml recorded (default: .run/stacks/local.json)")
     parser.add_argument("--messages", type=int, default=200)
-    parser.add_argument("--period-seconds", type=float, default=2.0,
+    parser.add_argument("--period-seconds", type=float, default=EMULATOR_PERIOD_SECONDS,
                         help="how long a 'minute' lasts on the emulator (on AWS it is 60 s)")
     parser.add_argument("--idle-minutes", type=int, default=15, help="the scale-in idle window (nodes: site.yml)")
     parser.add_argument("--max-minutes", type=int, default=120)
-    parser.add_argument("--out", type=Path, default=REPO)
+    parser.add_argument("--out", type=Path, default=REPO, help="where REPORT.md and its report/ folder go")
     args = parser.parse_args(argv)
     problem = check_target(args.target) or (
-        "--messages must be at least 1" if args.messages < 1 else None)
+        "--messages must be at least 1" if args.messages < 1 else None) or (
+        "--period-seconds must be above 0" if args.period_seconds <= 0 else None)
     if problem:
         print(f"scale_test: {problem}", file=sys.stderr)
         return 2
     period = AWS_PERIOD_SECONDS if args.target == "aws" else args.period_seconds
-    project, _, environment = args.prefix.rpartition("-")
-    log_group = args.log_group or f"/{project}/{environment}/consumer"
-
     try:
-        return run_plan(args, period, log_group, argv)
-    except (StackNotFound, CannotPlay) as error:
+        return run_plan(args, period, argv)
+    except (StackNotFound, CannotPlay, aws.MissingRegion) as error:
         print(f"scale_test: {error}", file=sys.stderr)
         return 2
 
 
-def open_watch(args: argparse.Namespace, stack: contextlib.ExitStack, work: Path, period: float
-               ) -> tuple[FleetWatch, dict[str, str], str]:
-    """What watches (on AWS) or plays AWS (on the emulator), the environment the producer needs to reach the
-    queue, and what the workers are."""
+@dataclass
+class Target:
+    """Where the plan runs: what watches (and on the emulator plays) AWS, and where its evidence comes from."""
+
+    stack: Stack
+    watch: FleetWatch
+    producer_env: dict[str, str]
+    workers: str  # what the workers are, for the report
+    events: Callable[[int], list[dict[str, Any]]]  # the consumers' log lines, given how many to expect
+    span: Callable[[int], tuple[datetime.datetime, datetime.datetime]]  # the run's metric window, given its periods
+
+
+def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: Path, period: float) -> Target:
     logs = work / "workers"
     if args.target == "aws":
-        return FleetWatch(client, args.prefix), {}, "EC2 instances booted by Auto Scaling from the launch template"
+        stack = Stack.load(args.stack or output_file("local"))
+        fleet = Fleet(stack, aws.clients())
+        began = datetime.datetime.now(datetime.timezone.utc)
+        return Target(stack, FleetWatch(fleet, AwsScaling(fleet)), {},
+                      "EC2 instances booted by Auto Scaling from the launch template",
+                      events=lambda expected: shipped_log_events(stack.log_group, began, expected),
+                      span=lambda _: (began.replace(second=0, microsecond=0),
+                                      datetime.datetime.now(datetime.timezone.utc)))
     if args.workers == "nodes":
-        from fleet_lab import Lab, NodeWorkers
+        from sqs_fleet.lab.fleet import Lab, NodeWorkers
 
-        lab = stack.enter_context(Lab(work / "lab"))
-        provision_lab_stack(lab, period, args.idle_minutes, work)
-        nodes = NodeWorkers(lab, lab.launch_template_user_data(f"{args.prefix}-workers"), logs)
-        return (ScalingLoop(lab.client, args.prefix, nodes), lab.environment(),
-                "booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
-                "cloud-init, ansible-pull of this commit, the consumer role")
-    processes = ProcessWorkers(f"{args.prefix}-vehicles", poll_interval=period, env=dict(os.environ), logs=logs)
-    return (ScalingLoop(client, args.prefix, processes), {},
-            "local consumer processes started with the node's configuration")
+        lab = context.enter_context(Lab(work / "lab"))
+        stack = provision_lab_stack(lab, period, args.idle_minutes, work)
+        fleet = Fleet(stack, lab.client)
+        workers: Any = NodeWorkers(lab, lab.launch_template_user_data(stack.launch_template), logs)
+        producer_env, description = lab.environment(), (
+            "booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
+            "cloud-init, ansible-pull of this commit, the consumer role")
+    else:
+        stack = Stack.load(args.stack or output_file("local"))
+        fleet = Fleet(stack, aws.clients())
+        workers = ProcessWorkers(stack.queue_name, poll_interval=period, env=os.environ, logs=logs)
+        producer_env, description = {}, "local consumer processes started with the node's configuration"
+    scaling = EmulatedScaling(fleet, workers)
+    return Target(stack, FleetWatch(fleet, scaling), producer_env, description,
+                  events=lambda _: worker_events(logs),
+                  span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)))
 
 
-def produce(prefix: str, messages: int, env: dict[str, str]) -> bool:
+def produce(queue: str, messages: int, env: dict[str, str]) -> bool:
     burst = subprocess.run(  # noqa: S603  # nosec B603 - the project's producer
-        [sys.executable, str(REPO / "files" / "producer.py"), "--queue", f"{prefix}-vehicles",
-         "--count", str(messages), "--seed", "2001", "--json"],
+        [sys.executable, str(PRODUCER), "--queue", queue, "--count", str(messages), "--seed", "2001", "--json"],
         env={**os.environ, **env}, capture_output=True, text=True, check=False)
-    print(burst.stdout.strip())
     if burst.returncode != 0:
         print(f"scale_test: the producer failed: {burst.stderr[-2000:]}", file=sys.stderr)
-    return burst.returncode == 0
+        return False
+    sent = json.loads(burst.stdout)
+    print(f"produced {sent['sent']} of {sent['records']} messages to {queue} in {sent['seconds']} s")
+    return True
 
 
-def shipped_log_events(log_group: str, since: datetime.datetime, expected: int
-                       ) -> list[dict[str, Any]]:
+def shipped_log_events(log_group: str, since: datetime.datetime, expected: int) -> list[dict[str, Any]]:
     """On AWS: the consumers' lines from CloudWatch Logs, waiting a little for the agent's last batches."""
+    logs = aws.client("logs")
     for _ in range(LOG_SHIPPING_CHECKS):
-        events = cloudwatch_log_events(client("logs"), log_group, since)
+        events = cloudwatch_log_events(logs, log_group, since)
         if len({e.get("idempotency_key") for e in events if e["event"] == "message_processed"}) >= expected:
             break
         time.sleep(AWS_PERIOD_SECONDS / 2)
     return events
 
 
-def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequence[str] | None) -> int:
+COLUMNS = ("minute", "visible", "in flight", "desired", "instances", "in service")
+
+
+def show_period(period: Period) -> None:
+    """One line per period as the run goes: the counts, then what was decided."""
+    if period.minute == 0:
+        print("  ".join(f"{c:>10}" for c in COLUMNS) + "  decided")
+    values = (period.minute, period.visible, period.in_flight, period.desired, period.instances, period.in_service)
+    print("  ".join(f"{v:>10}" for v in values) + "  " + ("; ".join(period.decisions) or "-"), flush=True)
+
+
+def show_figures(numbers: dict[str, Any]) -> None:
+    width = max(len(name) for name in numbers)
+    print("\n".join(["", "figure".ljust(width) + "  value", "-" * width + "  -----"]
+                    + [f"{name.ljust(width)}  {'-' if value is None else value}" for name, value in numbers.items()]))
+
+
+def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None) -> int:
     work = args.out / ".run" / "scale-test"
     logs = work / "workers"
     for old in logs.glob("*"):
         old.unlink()
-    with contextlib.ExitStack() as stack:
-        watch, target_env, workers = open_watch(args, stack, work, period)
-        group = watch.group()
-        idle_minutes = next((int(a["EvaluationPeriods"]) for a in watch.alarms
-                             if a["AlarmName"] == f"{args.prefix}-scale-in"), None)
-        began = datetime.datetime.now(datetime.timezone.utc)
-        if not produce(args.prefix, args.messages, target_env):
+    with contextlib.ExitStack() as context:
+        target = open_target(args, context, work, period)
+        watch, fleet, stack = target.watch, target.watch.fleet, target.stack
+        group = fleet.group()
+        scale_in = fleet.alarm("scale_in")
+        idle_minutes = int(scale_in["EvaluationPeriods"]) if scale_in else None
+        if not produce(stack.queue_name, args.messages, target.producer_env):
             return 1
         timeline = watch.run(until=lambda t: len(t) > 3 and t[-1].visible + t[-1].in_flight == 0
                              and t[-1].desired == 0 and t[-1].instances == 0,
-                             max_periods=args.max_minutes, period_seconds=period)
-        dead_letters = dead_letter_sample(watch.sqs, watch.queues[watch.dlq_name])
-        boards = dashboards(watch.cloudwatch, args.prefix)
-        if isinstance(watch, ScalingLoop):
-            span = (watch.stamp(0), watch.stamp(len(timeline)))
-            events = worker_events(logs)
-        else:
-            span = (began.replace(second=0, microsecond=0), datetime.datetime.now(datetime.timezone.utc))
-            events = shipped_log_events(log_group, began, args.messages - timeline[-1].dead_letters)
-        evidence = metric_evidence(watch.cloudwatch, watch.queue_name, watch.dlq_name, watch.group_name, *span)
+                             max_periods=args.max_minutes, period_seconds=period, show=show_period)
+        dead_letters = dead_letter_sample(fleet.sqs, fleet.queues[fleet.dlq_name])
+        boards = dashboards(fleet.cloudwatch, list(stack.dashboards.values()))
+        events = target.events(args.messages - timeline[-1].dead_letters)
+        evidence = metric_evidence(fleet.cloudwatch, fleet.queue_name, fleet.dlq_name, fleet.group_name,
+                                   *target.span(len(timeline)))
 
     processed_at = processed_minutes(timeline, events, period)
     numbers = figures(timeline, events, args.messages, processed_at)
@@ -255,19 +292,18 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
     result: dict[str, Any] = {
         "target": args.target,
         "date": datetime.date.today().isoformat(),
-        "produced by": (f"real AWS ({os.environ.get('AWS_REGION') or os.environ.get('AWS_DEFAULT_REGION')})"
-                        if on_aws else
+        "produced by": (f"real AWS ({stack.region})" if on_aws else
                         "the embedded emulator (moto) with the local scaling loop; not measured on AWS"),
-        "conditions": {"messages": args.messages, "seconds per minute": period, "workers": workers,
+        "conditions": {"messages": args.messages, "seconds per minute": period, "workers": target.workers,
                        "machine": "AWS" if on_aws else machine(),
-                       "stack": f"prefix {args.prefix}, {group['MinSize']} to {group['MaxSize']} instances, "
+                       "stack": f"prefix {stack.prefix}, {group['MinSize']} to {group['MaxSize']} instances, "
                                 f"scale-in after {idle_minutes} idle minutes",
-                       "command": " ".join(["tools/scale_test.py", *(argv if argv is not None else sys.argv[1:])])
+                       "command": " ".join(["sqs-fleet-scale-test", *(argv if argv is not None else sys.argv[1:])])
                        .replace(f"{REPO}/", "").replace(str(REPO), ".")},
         "figures": numbers,
         "timeline": [{**asdict(p), "processed": n} for p, n in zip(timeline, processed, strict=True)],
         "metric evidence": evidence,
-        "log source": f"CloudWatch Logs {log_group}" if on_aws else "the workers' log files",
+        "log source": f"CloudWatch Logs {stack.log_group}" if on_aws else "the workers' log files",
         "worker log excerpt": [e for e in events if e["event"] == "message_processed"][:3]
         + [e for e in events if e["event"] == "consumer_stopped"][:4],
         "bootstrap log excerpt": bootstrap[0].read_text().splitlines()[-6:] if bootstrap else [],
@@ -276,11 +312,10 @@ def run_plan(args: argparse.Namespace, period: float, log_group: str, argv: Sequ
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
         "plots": plots(timeline, processed, label, args.out),
     }
-    (args.out / "report-data.json").write_text(json.dumps(result, indent=1, default=str))
-    (args.out / "REPORT.md").write_text(report(result, watch.states))
-    for event in [e for e in events if e["event"] == "message_processed"][:3]:
-        print(f"{event['worker']}: processed {json.dumps(event['vehicle'])}")
-    print(json.dumps(numbers, indent=1))
+    (args.out / DATA_FILE).write_text(json.dumps(result, indent=1, default=str))
+    (args.out / "REPORT.md").write_text(report(result, watch.scaling.states))
+    show_figures(numbers)
+    print(f"\nReport: {args.out / 'REPORT.md'}")
     if numbers["minutes to zero instances"] is None:
         print(f"scale_test: the queue was not drained and the group not back to zero within {args.max_minutes} "
               "minutes; the report shows how far it got", file=sys.stderr)

@@ -4,12 +4,12 @@ wildcards), and fail on any finding. Run by `make lint`."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jinja2
 from parliament import analyze_policy_string
 
-REPO = Path(__file__).resolve().parent.parent
+from sqs_fleet import REPO
+
 ACCOUNT = "123456789012"
 # Representative values for the variables the templates use.
 SAMPLE = {

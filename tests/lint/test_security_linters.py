@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+
+from sqs_fleet import REPO
 
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 

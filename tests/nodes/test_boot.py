@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, assert_ok, wait_until
+from conftest import assert_ok, wait_until
 
-sys.path.insert(0, str(REPO / "tools"))
-from fleet_lab import Lab  # noqa: E402
-from node import HOST_ADDRESS, exec_in, missing_requirements  # noqa: E402
+from sqs_fleet import REPO
+from sqs_fleet.lab.fleet import Lab
+from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 

@@ -1,4 +1,4 @@
-"""The figures, plots and REPORT.md of one run of the scale-out / scale-in test plan (tools/scale_test.py):
+"""The figures, plots and REPORT.md of one run of the scale-out / scale-in test plan (sqs_fleet.scaletest.plan):
 everything is drawn from the run's timeline, its workers' log lines and the evidence collected."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scaling_loop import Period
+from sqs_fleet.sim.loop import Period
 
 
 def first(timeline: list[Period], condition: Callable[[Period], bool]) -> int | None:
@@ -69,7 +69,15 @@ def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
     }
 
 
+# Generated files beside REPORT.md: the run's data and plots, in a folder of their own.
+OUTPUTS = "report"
+DATA_FILE = f"{OUTPUTS}/report-data.json"
+QUEUE_PLOT = f"{OUTPUTS}/queue-and-instances.png"
+PROCESSED_PLOT = f"{OUTPUTS}/processed-per-minute.png"
+
+
 def plots(timeline: list[Period], processed: list[int], label: str, out: Path) -> list[str]:
+    """The run's two plots, written under `out`; their paths relative to it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +100,8 @@ def plots(timeline: list[Period], processed: list[int], label: str, out: Path) -
     figure.legend(loc="upper center", ncol=5, bbox_to_anchor=(0.5, 0.93))
     depth.set_title(f"Queue depth and instances ({label})")
     figure.tight_layout()
-    figure.savefig(out / "report-queue-and-instances.png", dpi=100)
+    (out / OUTPUTS).mkdir(parents=True, exist_ok=True)
+    figure.savefig(out / QUEUE_PLOT, dpi=100)
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(9, 3))
@@ -101,16 +110,16 @@ def plots(timeline: list[Period], processed: list[int], label: str, out: Path) -
     axis.set_ylabel("messages processed")
     axis.set_title(f"Messages processed per minute ({label})")
     figure.tight_layout()
-    figure.savefig(out / "report-processed-per-minute.png", dpi=100)
+    figure.savefig(out / PROCESSED_PLOT, dpi=100)
     plt.close(figure)
-    return ["report-queue-and-instances.png", "report-processed-per-minute.png"]
+    return [QUEUE_PLOT, PROCESSED_PLOT]
 
 
 PROCESS = {
     "emulator": """\
 1. `ansible-playbook site.yml` provisions the stack on the emulator.
 2. The burst is produced with `files/producer.py` (what `produce.yml` runs).
-3. Each period the local loop (`tools/scaling_loop.py`) reads the queue's counts and publishes them as the
+3. Each period the local loop (`sqs_fleet.sim.loop`) reads the queue's counts and publishes them as the
    AWS/SQS metrics (one data point per minute), evaluates every alarm as CloudWatch does (M of N,
    treat-missing-data, the backlog expression `visible + inflight`), runs the step policy of each alarm in
    ALARM (re-invoked every period, as Auto Scaling does), sets the group's desired capacity on the
@@ -211,9 +220,9 @@ Minutes are alarm periods, counted from the first period, which began as soon as
 message processed between two periods' records counts in the earlier one.
 Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())}.
 
-![Queue depth and instances](report-queue-and-instances.png)
+![Queue depth and instances]({QUEUE_PLOT})
 
-![Messages processed per minute](report-processed-per-minute.png)
+![Messages processed per minute]({PROCESSED_PLOT})
 
 ## Observations
 {observations(numbers, timeline)}

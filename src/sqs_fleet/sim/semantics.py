@@ -2,7 +2,7 @@
 of AWS the emulator does not play (it evaluates no alarm and applies no step policy correctly).
 
 The building blocks of the local scaling loop; each is a pure function, tested against the documented
-rules in tests/test_aws_semantics.py.
+rules in tests/unit/test_aws_semantics.py.
 """
 
 from __future__ import annotations
@@ -10,13 +10,8 @@ from __future__ import annotations
 import math
 import operator
 import re
-import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Optional
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "module_utils"))
-from fleet import step_for  # noqa: E402
 
 OK, ALARM, INSUFFICIENT_DATA = "OK", "ALARM", "INSUFFICIENT_DATA"
 COMPARISONS = {
@@ -26,6 +21,21 @@ COMPARISONS = {
     "LessThanOrEqualToThreshold": operator.le,
 }
 Datapoint = Optional[float]
+
+
+def step_for(steps: Sequence[Mapping[str, Any]], breach: float) -> Mapping[str, Any] | None:
+    """The step adjustment AWS applies for `breach` = metric value - alarm threshold, or None.
+
+    Above the threshold (breach >= 0) a range includes its lower bound and excludes its upper
+    bound; below it (breach < 0) the reverse, as the user guide's step scaling page states.
+    """
+    for step in steps:
+        lower, upper = step.get("MetricIntervalLowerBound"), step.get("MetricIntervalUpperBound")
+        lo = -math.inf if lower is None else float(lower)
+        up = math.inf if upper is None else float(upper)
+        if (breach >= 0 and lo <= breach < up) or (breach < 0 and lo < breach <= up):
+            return step
+    return None
 
 
 def expression_value(expression: str, values: Mapping[str, Datapoint]) -> Datapoint:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import REPO
+
+from sqs_fleet import REPO
 
 SCHEMA = REPO.parent / "shared" / "reference" / "cloudwatch-agent-config.schema.json"
 needs_schema = pytest.mark.skipif(not SCHEMA.exists(),

@@ -5,7 +5,8 @@ adjustment types and clamping to the group's bounds)."""
 from __future__ import annotations
 
 import pytest
-from aws_semantics import (
+
+from sqs_fleet.sim.semantics import (
     ALARM,
     INSUFFICIENT_DATA,
     OK,

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from fleet import step_adjustment_errors, step_for
+from ansible_collections.sqs_fleet.aws.plugins.module_utils.fleet import step_adjustment_errors
+
+from sqs_fleet import REPO
+from sqs_fleet.sim.semantics import step_for
 
 
 def step(lower, upper, adjustment=1):

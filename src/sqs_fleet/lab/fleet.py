@@ -2,7 +2,7 @@
 nodes' network, serving this repository's HEAD, and booted nodes that run the launch template's user-data.
 
 Used by the boot tests, the boot benchmark and the local scaling loop (NodeWorkers: one booted node per
-instance of the group). Needs root (see tools/node.py).
+instance of the group). Needs root (see sqs_fleet.lab.node).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from emulator import Emulator, free_port, start_emulator
-from node import HOST_ADDRESS, boot, destroy, exec_in, image, network_up
-
-REPO = Path(__file__).resolve().parent.parent
+from sqs_fleet import REPO, aws
+from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
+from sqs_fleet.lab.node import HOST_ADDRESS, boot, destroy, exec_in, image, network_up
 
 
 class Lab:
@@ -70,12 +69,7 @@ class Lab:
         return self.emulator.environment()
 
     def client(self, service: str) -> Any:
-        import boto3
-
-        env = self.environment()
-        return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        return aws.client(service, self.environment())
 
     def site_variables(self, **extra: Any) -> dict[str, Any]:
         """Extra variables for site.yml so that workers pull this commit from the lab's git daemon."""

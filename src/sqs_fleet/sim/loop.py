@@ -1,0 +1,354 @@
+"""Watch a fleet each period, on AWS or on the emulator, and on the emulator play AWS's part for it.
+
+`FleetWatch` records what a run sees each period: the queue's counts, the group's desired capacity and
+instances, the alarms' states and what was decided. What decides is a `Scaling`, composed in:
+
+- `AwsScaling`: on AWS, CloudWatch and Auto Scaling act; it only reads the alarms' states and the new
+  scaling activities.
+- `EmulatedScaling`: on the emulator, which evaluates no alarm and runs no policy, it publishes the AWS/SQS
+  metrics from GetQueueAttributes, evaluates the stack's alarms as CloudWatch does, runs the step policies of
+  the alarms in ALARM as Auto Scaling does (scale-in protection honoured), sets the group's desired
+  capacity, and gives every instance of the group a worker: a local consumer process
+  (`sqs_fleet.sim.workers.ProcessWorkers`) or a booted node (`sqs_fleet.lab.fleet.NodeWorkers`).
+
+Names come from the recorded stack; alarms, policies and group bounds are read back from AWS (or the
+emulator), never from the project's variables. A time scale shrinks a period (60 s on AWS) to a few
+seconds; the logic is the same.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqs_fleet.sim.semantics import (
+    ALARM,
+    aggregate,
+    alarm_state,
+    expression_value,
+    instances_to_terminate,
+    new_capacity,
+    termination_wait_minutes,
+)
+from sqs_fleet.stack import Stack, StackNotFound
+
+# GetQueueAttributes names of the AWS/SQS metrics the alarms use.
+QUEUE_ATTRIBUTE = {
+    "ApproximateNumberOfMessagesVisible": "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible": "ApproximateNumberOfMessagesNotVisible",
+}
+LIVE_STATES = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
+Counts = dict[tuple[str, str], float]  # (queue name, AWS/SQS metric) -> this period's value
+
+
+class CannotPlay(RuntimeError):
+    """The stack uses something the local loop cannot play faithfully."""
+
+
+class Workers(Protocol):
+    def follow(self, instances: Sequence[str]) -> list[str]:
+        """Start a worker for each new instance id, stop the workers of instances gone; say what was done."""
+
+    def in_service(self) -> set[str]:
+        """The instances whose worker is consuming."""
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Period:
+    minute: int
+    at: float  # when it was recorded (epoch seconds): what happened until the next period's `at` belongs to it
+    visible: int
+    in_flight: int
+    dead_letters: int
+    desired: int
+    instances: int
+    in_service: int
+    terminating: int
+    alarms: dict[str, str]
+    decisions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What one period of scaling did, and the group it left."""
+
+    group: dict[str, Any]
+    instances: int  # running, Terminating:Wait included (it is billed)
+    in_service: int
+    terminating: int
+    decisions: list[str]
+
+
+class Fleet:
+    """The stack's queue, group and alarms as AWS (or the emulator) holds them."""
+
+    def __init__(self, stack: Stack, client: Callable[[str], Any]) -> None:
+        self.stack = stack
+        self.sqs, self.cloudwatch, self.autoscaling = client("sqs"), client("cloudwatch"), client("autoscaling")
+        self.queue_name, self.dlq_name, self.group_name = (stack.queue_name, stack.dead_letter_queue_name,
+                                                           stack.group_name)
+        self.queues = {}
+        for name in (self.queue_name, self.dlq_name):
+            try:
+                self.queues[name] = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            except self.sqs.exceptions.QueueDoesNotExist:
+                raise StackNotFound(f"queue {name} does not exist: run site.yml for this stack first") from None
+        if not self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group_name])[
+                "AutoScalingGroups"]:
+            raise StackNotFound(f"Auto Scaling group {self.group_name} does not exist: run site.yml first")
+        # The stack's short alarm keys (scale_out, ...) by full name, as the timeline shows them.
+        self.alarm_keys = {name: key for key, name in stack.alarms.items()}
+        self.alarms: list[dict[str, Any]] = self.cloudwatch.describe_alarms(
+            AlarmNames=list(self.alarm_keys))["MetricAlarms"]
+
+    def counts(self) -> Counts:
+        values = {}
+        for name, url in self.queues.items():
+            attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(QUEUE_ATTRIBUTE.values()))
+            for metric, attribute in QUEUE_ATTRIBUTE.items():
+                values[(name, metric)] = float(attributes["Attributes"][attribute])
+        return values
+
+    def group(self) -> dict[str, Any]:
+        group: dict[str, Any] = self.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.group_name])["AutoScalingGroups"][0]
+        return group
+
+    def alarm(self, key: str) -> dict[str, Any] | None:
+        """The stack's alarm with this short key (scale_in, ...), as described."""
+        return next((a for a in self.alarms if self.alarm_keys.get(a["AlarmName"]) == key), None)
+
+
+def live(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """The group's instances that are launching or in service (not terminating)."""
+    return [i for i in group.get("Instances", []) if i["LifecycleState"] in LIVE_STATES]
+
+
+def live_ids(group: dict[str, Any]) -> list[str]:
+    return [i["InstanceId"] for i in live(group)]
+
+
+class Scaling(Protocol):
+    """What decides the group's size each period: AWS itself, or the local loop playing it."""
+
+    states: dict[str, str]  # alarm name -> state
+
+    def period(self, minute: int, counts: Counts, group: dict[str, Any]) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+class AwsScaling:
+    """On AWS: CloudWatch and Auto Scaling act; this reads their states and the new scaling activities."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.states = {a["AlarmName"]: a.get("StateValue", "INSUFFICIENT_DATA") for a in fleet.alarms}
+        self.activities_seen = {a["ActivityId"] for a in self.scaling_activities()}  # only the run's own count
+
+    def scaling_activities(self) -> list[dict[str, Any]]:
+        activities: list[dict[str, Any]] = self.fleet.autoscaling.describe_scaling_activities(
+            AutoScalingGroupName=self.fleet.group_name, MaxRecords=20)["Activities"]
+        return activities
+
+    def new_activities(self) -> list[str]:
+        """The scaling activities begun since the last look, oldest first, as the timeline's decisions."""
+        fresh = [a for a in reversed(self.scaling_activities()) if a["ActivityId"] not in self.activities_seen]
+        self.activities_seen |= {a["ActivityId"] for a in fresh}
+        return [f"{a['StatusCode']}: {a['Description']} ({a.get('Cause', '').split(' At ')[-1][:120]})"
+                for a in fresh]
+
+    def period(self, minute: int, counts: Counts, group: dict[str, Any]) -> Outcome:
+        self.states = {a["AlarmName"]: a["StateValue"] for a in self.fleet.cloudwatch.describe_alarms(
+            AlarmNames=list(self.fleet.alarm_keys))["MetricAlarms"]}
+        states = [i["LifecycleState"] for i in group.get("Instances", [])]
+        return Outcome(group=group, instances=sum(1 for state in states if state != "Terminated"),
+                       in_service=states.count("InService"),
+                       terminating=sum(1 for state in states if state.startswith("Terminating")),
+                       decisions=self.new_activities())
+
+    def close(self) -> None:
+        """Nothing to stop: AWS runs the instances."""
+
+
+class EmulatedScaling:
+    """On the emulator: CloudWatch's and Auto Scaling's part, one period at a time, and workers for the group."""
+
+    def __init__(self, fleet: Fleet, workers: Workers) -> None:
+        self.fleet, self.workers = fleet, workers
+        autoscaling = fleet.autoscaling
+        self.policies = {p["PolicyARN"]: p for p in
+                         autoscaling.describe_policies(AutoScalingGroupName=fleet.group_name)["ScalingPolicies"]}
+        self.states = {a["AlarmName"]: "INSUFFICIENT_DATA" for a in fleet.alarms}
+        self.series: dict[str, list[float | None]] = {a["AlarmName"]: [] for a in fleet.alarms}
+        self.history: dict[tuple[str, str], list[float | None]] = {}  # one-minute points per (queue, metric)
+        self.termination_wait = termination_wait_minutes(
+            autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=fleet.group_name)["LifecycleHooks"])
+        self.terminating: dict[str, int] = {}  # instance in Terminating:Wait -> the minute it goes
+        # A period the loop cannot play fails here, before anything is sent.
+        self.minutes = {a["AlarmName"]: self.alarm_minutes(a) for a in fleet.alarms}
+        # The loop's clock: minute m of the run is stamped clock + m minutes on the metrics it publishes, so
+        # CloudWatch holds one data point per minute, as AWS would, at any time scale.
+        self.clock = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
+
+    def stamp(self, minute: int) -> datetime.datetime:
+        return self.clock + datetime.timedelta(minutes=minute)
+
+    def publish_queue_metrics(self, minute: int, counts: Counts) -> None:
+        """This period's AWS/SQS data points, as SQS publishes them once a minute: what the alarms read."""
+        self.fleet.cloudwatch.put_metric_data(Namespace="AWS/SQS", MetricData=[
+            {"MetricName": metric, "Dimensions": [{"Name": "QueueName", "Value": queue}], "Value": value,
+             "Timestamp": self.stamp(minute)} for (queue, metric), value in counts.items()])
+
+    def publish_group_metrics(self, minute: int, group: dict[str, Any]) -> None:
+        """The group's size at the end of this period (AWS/AutoScaling group metrics, one-minute granularity)."""
+        self.fleet.cloudwatch.put_metric_data(Namespace="AWS/AutoScaling", MetricData=[
+            {"MetricName": metric,
+             "Dimensions": [{"Name": "AutoScalingGroupName", "Value": self.fleet.group_name}],
+             "Value": value, "Timestamp": self.stamp(minute)} for metric, value in (
+                ("GroupDesiredCapacity", group["DesiredCapacity"]),
+                ("GroupInServiceInstances", len(self.serving(group))),
+                ("GroupTotalInstances", len(live_ids(group)) + len(self.terminating)))])
+
+    def serving(self, group: dict[str, Any]) -> set[str]:
+        """Instances in service: live in the group, their worker consuming (Terminating:Wait is not)."""
+        return self.workers.in_service() & set(live_ids(group))
+
+    @staticmethod
+    def alarm_minutes(alarm: dict[str, Any]) -> int:
+        """How many one-minute SQS points one period of this alarm spans."""
+        periods = {int(q["MetricStat"]["Period"]) for q in alarm.get("Metrics", []) if "MetricStat" in q}
+        period = max(periods or {int(alarm.get("Period", 60))})
+        if period % 60:
+            raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s: SQS publishes one data point "
+                             "a minute, and the local loop evaluates periods of whole minutes only")
+        return period // 60
+
+    def alarm_value(self, alarm: dict[str, Any]) -> float | None:
+        """The alarm's data point for the period that just ended, from the one-minute points in it."""
+        minutes = self.minutes[alarm["AlarmName"]]
+
+        def metric(definition: dict[str, Any], statistic: str) -> float | None:
+            queue = next((d["Value"] for d in definition.get("Dimensions", []) if d["Name"] == "QueueName"), "")
+            return aggregate(self.history.get((queue, definition.get("MetricName", "")), [])[-minutes:], statistic)
+
+        if alarm.get("Metrics"):
+            values = {q["Id"]: metric(q["MetricStat"]["Metric"], q["MetricStat"]["Stat"])
+                      for q in alarm["Metrics"] if "MetricStat" in q}
+            expression = next(q["Expression"] for q in alarm["Metrics"] if q.get("ReturnData", True))
+            return expression_value(expression, values)
+        return metric(alarm, alarm.get("Statistic", "Maximum"))
+
+    def evaluate(self, minute: int, group: dict[str, Any], decisions: list[str]) -> int:
+        """Every alarm whose period ends this minute, as CloudWatch does; then the step policies of the alarms
+        in ALARM, as Auto Scaling does: each is run again every period while its alarm stays in ALARM, and when
+        several run at once the one giving the largest capacity wins."""
+        current: int = group["DesiredCapacity"]
+        capacities = []
+        for alarm in self.fleet.alarms:
+            name = alarm["AlarmName"]
+            if (minute + 1) % self.minutes[name]:
+                continue  # this alarm's period has not ended yet
+            value = self.alarm_value(alarm)
+            self.series[name].append(value)
+            state = alarm_state(alarm, self.series[name], self.states[name])
+            if state != self.states[name]:
+                decisions.append(f"{name}: {self.states[name]} -> {state} (value {value})")
+            self.states[name] = state
+            if state != ALARM or (value is None and alarm.get("TreatMissingData") != "breaching"):
+                continue
+            for policy in [self.policies[a] for a in alarm.get("AlarmActions", []) if a in self.policies]:
+                breach = (value if value is not None else 0.0) - float(alarm["Threshold"])
+                capacity = new_capacity(policy, breach, current, group["MinSize"], group["MaxSize"])
+                if capacity is not None:
+                    capacities.append((capacity, f"{policy['PolicyName']} (breach {breach:+g})"))
+        if not capacities:
+            return current
+        desired, reason = max(capacities)
+        if desired != current:
+            decisions.append(f"{reason}: desired {current} -> {desired}")
+        return desired
+
+    def resize(self, minute: int, group: dict[str, Any], desired: int, decisions: list[str]) -> None:
+        """Set the desired capacity; on scale-in terminate only what AWS would (never a protected instance)."""
+        running = live(group)
+        victims = instances_to_terminate(running, desired) if desired < len(running) else []
+        for instance in victims:
+            self.fleet.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance,
+                                                                            ShouldDecrementDesiredCapacity=True)
+            if self.termination_wait:
+                # The drain hook holds it, still running, until its heartbeat times out (nothing completes it).
+                self.terminating[instance] = minute + self.termination_wait
+                decisions.append(f"terminate {instance}: Terminating:Wait for up to {self.termination_wait} minutes")
+            else:
+                decisions.append(f"terminate {instance}")
+        kept = len(running) - len(victims) - desired
+        if kept > 0:
+            decisions.append(f"{kept} instance(s) protected from scale-in kept running")
+        self.fleet.autoscaling.set_desired_capacity(AutoScalingGroupName=self.fleet.group_name,
+                                                    DesiredCapacity=desired, HonorCooldown=False)
+
+    def period(self, minute: int, counts: Counts, group: dict[str, Any]) -> Outcome:
+        decisions: list[str] = []
+        self.publish_queue_metrics(minute, counts)
+        for key, value in counts.items():
+            self.history.setdefault(key, []).append(value)
+        desired = self.evaluate(minute, group, decisions)
+        if desired != group["DesiredCapacity"]:
+            self.resize(minute, group, desired, decisions)
+            group = self.fleet.group()
+        for instance in [i for i, until in self.terminating.items() if until <= minute]:
+            del self.terminating[instance]
+            decisions.append(f"{instance}: lifecycle heartbeat timed out, default result: terminated")
+        running = live_ids(group)
+        decisions += self.workers.follow(running + list(self.terminating))
+        self.publish_group_metrics(minute, group)
+        return Outcome(group=group, instances=len(running) + len(self.terminating),
+                       in_service=len(self.serving(group)), terminating=len(self.terminating), decisions=decisions)
+
+    def close(self) -> None:
+        self.workers.stop()
+
+
+class FleetWatch:
+    """The fleet as a run sees it, one period at a time; `scaling` decides what happens in each."""
+
+    def __init__(self, fleet: Fleet, scaling: Scaling) -> None:
+        self.fleet, self.scaling = fleet, scaling
+        self.timeline: list[Period] = []
+
+    def step(self) -> Period:
+        counts = self.fleet.counts()
+        outcome = self.scaling.period(len(self.timeline), counts, self.fleet.group())
+        keys = self.fleet.alarm_keys
+        period = Period(
+            minute=len(self.timeline), at=time.time(),
+            visible=int(counts[(self.fleet.queue_name, "ApproximateNumberOfMessagesVisible")]),
+            in_flight=int(counts[(self.fleet.queue_name, "ApproximateNumberOfMessagesNotVisible")]),
+            dead_letters=int(counts[(self.fleet.dlq_name, "ApproximateNumberOfMessagesVisible")]),
+            desired=outcome.group["DesiredCapacity"], instances=outcome.instances, in_service=outcome.in_service,
+            terminating=outcome.terminating,
+            alarms={keys.get(name, name): state for name, state in self.scaling.states.items()},
+            decisions=outcome.decisions,
+        )
+        self.timeline.append(period)
+        return period
+
+    def run(self, until: Callable[[list[Period]], bool], max_periods: int, period_seconds: float,
+            show: Callable[[Period], None] = lambda period: None) -> list[Period]:
+        """One step per period until `until(timeline)` holds or max_periods have passed; `show` sees each period."""
+        try:
+            for _ in range(max_periods):
+                started = time.monotonic()
+                show(self.step())
+                if until(self.timeline):
+                    break
+                time.sleep(max(0.0, period_seconds - (time.monotonic() - started)))
+        finally:
+            self.scaling.close()
+        return self.timeline
