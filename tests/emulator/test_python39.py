@@ -8,10 +8,11 @@ import json
 import subprocess
 from pathlib import Path
 
-import consumer
 import pytest
-from sqs_fleet import REPO
 from sqs_helpers import Queues, events, processed_ids, script_env
+
+import consumer
+from sqs_fleet import REPO
 
 PYTHON39 = REPO / ".venv-py39" / "bin" / "python"
 FILES = Path(consumer.__file__).parent
