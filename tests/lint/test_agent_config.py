@@ -15,8 +15,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-# The checkout this file belongs to (not the installed package's, which may be another worktree).
-ROOT = Path(__file__).resolve().parents[2]
+from sqs_fleet import REPO as ROOT
+
 SCHEMA_FILE = Path(__file__).with_name("cloudwatch-agent-config.schema.json")
 TEMPLATE = "roles/cloudwatch_agent/templates/amazon-cloudwatch-agent.json.j2"
 
