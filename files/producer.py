@@ -17,6 +17,7 @@ Exit status: 0 all sent, 1 some not sent, 2 bad input or configuration.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import threading
@@ -29,6 +30,9 @@ from typing import IO, Any
 
 from vehicles import (
     IDEMPOTENCY_ATTRIBUTE,
+    classify,
+    entry_retryable,
+    error_code,
     fail,
     generate,
     queue_argument,
@@ -114,16 +118,13 @@ class RateLimiter:
         time.sleep(max(0.0, start - now))
 
 
-THROTTLING = {"Throttling", "ThrottlingException", "RequestThrottled", "KMS.ThrottlingException"}
-
-
-def classify(error: Exception) -> tuple[bool, str]:
-    """(is it the sender's fault, reason) for a whole-call failure: a 4xx other than throttling is ours
-    (no retry helps); throttling, 5xx and network errors are worth another try."""
-    response = getattr(error, "response", None) or {}
-    code = response.get("Error", {}).get("Code", type(error).__name__)
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return 400 <= status < 500 and code not in THROTTLING, f"{code}: {error}"
+def log_failure(entry: Entry, code: str, reason: str, attempt: int, retry: bool) -> None:
+    """One JSON line on stderr for each entry a send failed for, retried or not."""
+    sys.stderr.write(json.dumps({
+        "ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "level": "warning" if retry else "error", "event": "send_failed", "position": entry.position,
+        "idempotency_key": entry.key, "code": code, "error": reason, "attempt": attempt, "retry": retry,
+    }) + "\n")  # one write per line: whole lines even with --concurrency
 
 
 def send_batch(client: Any, url: str, batch: list[Entry], report: Report, backoff: float) -> None:
@@ -138,19 +139,21 @@ def send_batch(client: Any, url: str, batch: list[Entry], report: Report, backof
             )
         except Exception as error:  # botocore already retried throttling and 5xx; this is what remains
             sender_fault, reason = classify(error)
-            failed = {entry_id: (sender_fault, reason) for entry_id in pending}
+            failed = {entry_id: (not sender_fault, error_code(error), reason) for entry_id in pending}
         else:
             with report.lock:
                 report.sent += len(response.get("Successful", []))
-            failed = {f["Id"]: (f["SenderFault"], f"{f['Code']}: {f.get('Message', '')}")
+            failed = {f["Id"]: (entry_retryable(f), f["Code"], f"{f['Code']}: {f.get('Message', '')}")
                       for f in response.get("Failed", [])}
         retry = {}
-        for entry_id, (sender_fault, reason) in failed.items():
-            if sender_fault or attempt == ENTRY_ATTEMPTS:
+        for entry_id, (retryable, code, reason) in failed.items():
+            again = retryable and attempt < ENTRY_ATTEMPTS
+            log_failure(pending[entry_id], code, reason, attempt, again)
+            if again:
+                retry[entry_id] = pending[entry_id]
+            else:
                 with report.lock:
                     report.not_sent.append((pending[entry_id].position, reason))
-            else:
-                retry[entry_id] = pending[entry_id]
         if not retry:
             return
         pending = retry

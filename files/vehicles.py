@@ -78,6 +78,40 @@ def generate(count: int, seed: int | None = None, first_id: int = 2001) -> list[
     return vehicles
 
 
+# Error codes that mean "try again later", never "the request is wrong", whatever the HTTP status: the
+# throttles in botocore's SQS model (RequestThrottled, KmsThrottled, the latter also by its query-protocol name
+# KMS.ThrottlingException) and the throttling and timeout codes of botocore's standard retry mode. botocore
+# itself retries only its own list, which lacks KmsThrottled; an entry a batch call reports Failed carries
+# these codes too.
+RETRYABLE_ERRORS = frozenset({
+    "RequestThrottled", "KmsThrottled", "KMS.ThrottlingException",
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "RequestLimitExceeded", "SlowDown",
+    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
+    "InternalError", "InternalFailure", "ServiceUnavailable",
+})
+
+
+def error_code(error: Exception) -> str:
+    """The AWS error code of a failed call, or the exception's class name (network errors)."""
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code") or type(error).__name__)
+
+
+def classify(error: Exception) -> tuple[bool, str]:
+    """(is it the sender's fault, reason) for a whole-call failure: a 4xx other than throttling is ours
+    (no retry helps); throttling, 5xx and network errors are worth another try."""
+    response = getattr(error, "response", None) or {}
+    code = error_code(error)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return 400 <= status < 500 and code not in RETRYABLE_ERRORS, f"{code}: {error}"
+
+
+def entry_retryable(failure: dict[str, Any]) -> bool:
+    """Whether a batch call's Failed entry is worth sending again: not the sender's fault, or throttled."""
+    return not failure.get("SenderFault", True) or failure.get("Code") in RETRYABLE_ERRORS
+
+
 def sqs_client(max_attempts: int = 5) -> Any:
     """An SQS client configured from the standard AWS environment (region, profile, AWS_ENDPOINT_URL),
     with botocore's standard retry mode (throttling and 5xx, exponential backoff with jitter)."""

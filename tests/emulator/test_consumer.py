@@ -86,10 +86,12 @@ def test_sigterm_during_a_long_poll_exits_cleanly(emulator, queues, tmp_path):
     assert names[-2:] == ["shutdown_requested", "consumer_stopped"]
 
 
-def test_sigterm_mid_batch_finishes_the_message_in_hand_and_releases_the_rest(emulator, aws, tmp_path):
+def test_sigterm_mid_batch_finishes_what_the_stop_timeout_allows_and_releases_the_rest(emulator, aws, tmp_path):
     queues = Queues(aws("sqs"), visibility=300)  # only an explicit release makes them visible before 5 min
     sent = produce(emulator, queues, 10)
-    consumer = ConsumerProcess(emulator, tmp_path / "log", "--queue", queues.url, *FAST, "--simulate-work", "0.5")
+    # 2 s to stop: the consumer keeps processing for 1.5 s after SIGTERM, then releases what is left.
+    consumer = ConsumerProcess(emulator, tmp_path / "log", "--queue", queues.url, *FAST, "--simulate-work", "0.5",
+                               "--stop-timeout", "2")
     consumer.wait_for(lambda e: len(processed_ids(e)) >= 2)
     assert consumer.stop(timeout=10) == 0
     done = processed_ids(consumer.events())
