@@ -8,19 +8,16 @@ from __future__ import annotations
 import io
 import json
 import signal
-import sys
 import threading
 import time
 from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import REPO
 from sqs_helpers import ConsumerProcess, Queues, events, processed_ids, run_script
 
-sys.path.insert(0, str(REPO / "files"))
-import consumer  # noqa: E402
-import vehicles  # noqa: E402
+import consumer
+import vehicles
 
 
 def produce(emulator, queues, count):
