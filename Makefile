@@ -37,7 +37,7 @@ lint: venv $(CHECKOV)
 	$(BIN)/ansible-lint --offline --profile production
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/bandit -q -c pyproject.toml -r files tools plugins
+	$(BIN)/bandit -q -c pyproject.toml -r files tools collections/ansible_collections/sqs_fleet
 	$(BIN)/python tools/lint_policies.py
 	$(CHECKOV) --quiet --compact --skip-download --framework ansible -d . --external-checks-dir checks/checkov \
 	  --skip-path .venv --skip-path .venv-checkov --skip-path .run --skip-path tests --skip-path molecule

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from aws_rules import step_adjustment_errors, step_for
 from conftest import assert_ok
-from fleet import step_adjustment_errors, step_for
 
 PREFIX = "sqs-fleet-local"
 QUEUE = f"{PREFIX}-vehicles"

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from aws_rules import step_adjustment_errors, step_for
 from conftest import REPO
-from fleet import step_adjustment_errors, step_for
 
 
 def step(lower, upper, adjustment=1):

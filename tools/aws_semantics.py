@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "module_utils"))
-from fleet import step_for  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent
+                       / "collections" / "ansible_collections" / "sqs_fleet" / "aws" / "plugins" / "module_utils"))
+from aws_rules import step_for  # noqa: E402
 
 OK, ALARM, INSUFFICIENT_DATA = "OK", "ALARM", "INSUFFICIENT_DATA"
 COMPARISONS = {
