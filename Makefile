@@ -63,7 +63,7 @@ lint: venv py39 $(CHECKOV)
 	$(BIN)/mypy
 	@if [ -x .venv-py39/bin/mypy ]; then .venv-py39/bin/mypy --python-version 3.9 --strict --ignore-missing-imports files; \
 	else echo "lint: no Python 3.9 venv: files/ not type-checked as Python 3.9"; fi
-	$(BIN)/bandit -q -c pyproject.toml -r files src collections
+	$(BIN)/bandit -q -c pyproject.toml -r files src collections/ansible_collections/sqs_fleet
 	$(BIN)/sqs-fleet-lint-policies
 	$(CHECKOV) --quiet --compact --skip-download --framework ansible -d . --external-checks-dir checks/checkov \
 	  --skip-path .venv --skip-path .venv-checkov --skip-path .venv-py39 --skip-path .run --skip-path tests \

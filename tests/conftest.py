@@ -113,6 +113,28 @@ def run_playbook(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory, s
 
 
 @pytest.fixture(scope="session")
+def run_module(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory):
+    """One sqs_fleet.aws module run on localhost, its result a dict: run_module('scaling_group', {...}, '--check')."""
+    home = tmp_path_factory.mktemp("ansible-module-home")
+
+    def run(module: str, args: dict[str, Any], *options: str) -> dict[str, Any]:
+        command = ["ansible", "localhost", "-m", f"sqs_fleet.aws.{module}", "-a", json.dumps(args), "--diff", *options]
+        # Ad-hoc commands use the json callback only when told to load callbacks.
+        env = {**ansible_env(emulator, home), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "true"}
+        result = subprocess.run(  # noqa: S603 - the project's own modules
+            command, cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300,
+        )
+        try:
+            report = PlaybookRun(result.returncode, result.stdout, result.stderr).report
+        except ValueError as error:
+            raise AssertionError(f"{module}: no result: {result.stdout[-2000:]} {result.stderr[-2000:]}") from error
+        outcome: dict[str, Any] = report["plays"][0]["tasks"][0]["hosts"]["localhost"]
+        return outcome
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def aws(emulator: Emulator):
     """boto3 clients on the emulator, made as the tools make them: aws('sqs')."""
     return clients(emulator.environment())

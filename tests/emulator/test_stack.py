@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible_collections.sqs_fleet.aws.plugins.module_utils.aws_rules import step_adjustment_errors
 from conftest import assert_ok
-from fleet import step_adjustment_errors, step_for
+
+from sqs_fleet.sim.semantics import step_for
 
 PREFIX = "sqs-fleet-local"
 QUEUE = f"{PREFIX}-vehicles"

@@ -60,7 +60,7 @@ def test_parliament_rejects_a_misspelt_action_and_a_wildcard():
 
 
 def test_rendered_policies_pass_parliament():
-    result = subprocess.run([sys.executable, "tools/lint_policies.py"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "sqs_fleet.ops.lint_policies"], cwd=REPO,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
     assert result.stdout.count(": ok") == 5

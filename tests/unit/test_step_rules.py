@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ansible_collections.sqs_fleet.aws.plugins.module_utils.fleet import step_adjustment_errors
+from ansible_collections.sqs_fleet.aws.plugins.module_utils.aws_rules import step_adjustment_errors
 
 from sqs_fleet import REPO
 from sqs_fleet.sim.semantics import step_for

@@ -70,21 +70,3 @@ def step_adjustment_errors(steps):
         elif end < start:
             errors.append(f"steps leave a gap between {end} and {start}")
     return errors
-
-
-def step_for(steps, breach):
-    """The step adjustment AWS applies for `breach` = metric value - alarm threshold, or None.
-
-    Above the threshold (breach >= 0) a range includes its lower bound and excludes its upper
-    bound; below it (breach < 0) the reverse, as the user guide's step scaling page states.
-    """
-    for step in steps:
-        lo = step.get("MetricIntervalLowerBound")
-        up = step.get("MetricIntervalUpperBound")
-        lo = -math.inf if lo is None else lo
-        up = math.inf if up is None else up
-        if breach >= 0 and lo <= breach < up:
-            return step
-        if breach < 0 and lo < breach <= up:
-            return step
-    return None
