@@ -68,11 +68,13 @@ def ansible_env(emulator: Emulator, home: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def run_playbook(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("ansible-home")
+    # The stack output of a test stack stays with the test session, never over a user's own .run/stacks/.
+    output = {"stack_output_file": str(tmp_path_factory.mktemp("stacks") / "stack.json")}
 
     def run(
         playbook: str, *args: str, extra_vars: dict[str, Any] | None = None, env: dict[str, str] | None = None
     ) -> PlaybookRun:
-        command: list[str] = ["ansible-playbook", playbook, *args]
+        command: list[str] = ["ansible-playbook", playbook, "-e", json.dumps(output), *args]
         if extra_vars:
             command += ["-e", json.dumps(extra_vars)]
         result = subprocess.run(  # noqa: S603 - the project's own playbooks
