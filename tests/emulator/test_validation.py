@@ -13,7 +13,7 @@ UNREACHABLE = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     [
         ({"fleet_min_size": 5, "fleet_max_size": 4}, "fleet_min_size 5 is above fleet_max_size 4"),
         ({"fleet_max_size": 50}, "fleet_max_size 50"),
-        ({"stack_queue_name": "vehicles queue!"}, "stack_queue_name 'vehicles queue!'"),
+        ({"stack_queue_name": "vehicles queue!"}, "queue_name 'vehicles queue!'"),
         ({"observability_log_retention_days": 42}, "observability_log_retention_days"),
         ({"scaling_period": 45}, "scaling_period 45"),
         ({"queue_max_receive_count": 1}, "queue_max_receive_count 1"),
