@@ -49,7 +49,7 @@ class Emulator:
 
     def reset(self) -> None:
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")  # noqa: S310
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310  # nosec B310 - http://127.0.0.1 only
+        with urllib.request.urlopen(request, timeout=60):  # noqa: S310  # nosec B310 - http://127.0.0.1 only
             pass
 
     def stop(self) -> None:
