@@ -143,10 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for suffix in ("pid", "addr", "token"):
                 (RUN_DIR / f"{args.name}.{suffix}").unlink(missing_ok=True)
         return 0
-    if not alive:
+    if current is None or not alive:
         print("redis: not running (start it with `sqs-fleet-redis start`)", file=sys.stderr)
         return 1
-    assert current is not None  # noqa: S101 - alive implies it
     print(current.url)
     return 0
 

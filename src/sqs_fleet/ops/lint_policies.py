@@ -30,6 +30,21 @@ SAMPLE = {
     "identity_producer_trusted_principals": [],
     "identity_agent_metric_namespace": "CWAgent",
 }
+# The roles' own inputs, as site.yml passes them from the stack's names above.
+SAMPLE |= {
+    "identity_queue_name": SAMPLE["stack_queue_name"],
+    "identity_queue_arn": SAMPLE["stack_queue_arn"],
+    "identity_log_group_arn": SAMPLE["stack_log_group_arn"],
+    "identity_account_principal": f"arn:aws:iam::{ACCOUNT}:root",
+    "identity_partition": "aws",
+    "identity_group_name": SAMPLE["stack_group_name"],
+    "queue_name": SAMPLE["stack_queue_name"],
+    "queue_dead_letter_name": SAMPLE["stack_dead_letter_queue_name"],
+    "queue_arn": SAMPLE["stack_queue_arn"],
+    "queue_dead_letter_arn": SAMPLE["stack_dead_letter_queue_arn"],
+    "queue_consumer_role_arn": SAMPLE["stack_consumer_role_arn"],
+    "queue_producer_role_arn": SAMPLE["stack_producer_role_arn"],
+}
 # Resource policies carry a Principal: parliament reads them as such.
 POLICIES = {
     "roles/identity/templates/consumer-policy.json.j2": False,
