@@ -45,6 +45,11 @@ SAMPLE = {
     "publisher_function_arn": f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:sqs-fleet-prod-backlog-publisher",
     "publisher_account_id": ACCOUNT,
     "publisher__trusted_service": "scheduler.amazonaws.com",
+    "stack_publisher_role": "sqs-fleet-prod-backlog-publisher",
+    "stack_publisher_schedule_role": "sqs-fleet-prod-backlog-schedule",
+    "stack_publisher_function_name": "sqs-fleet-prod-backlog-publisher",
+    "stack_publisher_schedule_name": "sqs-fleet-prod-backlog-publisher",
+    "stack_publisher_log_group_arn": f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/sqs-fleet-prod-backlog-publisher",
 }
 # Resource policies carry a Principal: parliament reads them as such.
 POLICIES = {
@@ -63,6 +68,8 @@ ACCEPTED = {
         ("PERMISSIONS_MANAGEMENT_ACTIONS", None),
         ("PRIVILEGE_ESCALATION", "CreateNewPolicyVersion"),  # the stack's own policies only
         ("PRIVILEGE_ESCALATION", "CreateEC2WithExistingIP"),  # iam:PassRole on the workers' role only
+        # The stack's backlog publisher only, whose role may read one queue and publish one namespace.
+        ("PRIVILEGE_ESCALATION", "EditExistingLambdaFunctionWithRole"),
     },
 }
 
