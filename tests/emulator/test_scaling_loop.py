@@ -134,7 +134,8 @@ def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sq
 def test_an_alarm_period_of_two_minutes_is_evaluated_every_second_minute_on_its_maximum(
         emulator, run_playbook, aws, stack_file, tmp_path):
     emulator.reset()
-    assert_ok(run_playbook("site.yml", extra_vars={**SQS, "scaling_period": 120, "scaling_idle_window": 240}), ["site.yml"])
+    site = run_playbook("site.yml", extra_vars={**SQS, "scaling_period": 120, "scaling_idle_window": 240})
+    assert_ok(site, ["site.yml"])
     assert_ok(run_playbook("produce.yml", extra_vars={"count": 25, "seed": 5}), ["produce.yml"])
     stack = Stack.load(stack_file)
     workers = ProcessWorkers(stack.queue_name, poll_interval=60, env={**os.environ, **emulator.environment()},

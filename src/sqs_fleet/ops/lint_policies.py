@@ -11,6 +11,7 @@ from parliament import analyze_policy_string
 from sqs_fleet import REPO
 
 ACCOUNT = "123456789012"
+PUBLISHER_LOG_GROUP_ARN = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/sqs-fleet-prod-backlog-publisher"
 # Representative values for the variables the templates use.
 SAMPLE = {
     "aws_partition": "aws",
@@ -40,7 +41,7 @@ SAMPLE = {
     "queue_producer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-producer",
     "publisher_queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
     "publisher_metric": {"namespace": "SqsFleet", "name": "Backlog"},
-    "publisher_log_group_arn": f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/sqs-fleet-prod-backlog-publisher",
+    "publisher_log_group_arn": PUBLISHER_LOG_GROUP_ARN,
     "publisher_queue_kms_key_arn": f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     "publisher_function_arn": f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:sqs-fleet-prod-backlog-publisher",
     "publisher_account_id": ACCOUNT,
@@ -49,7 +50,7 @@ SAMPLE = {
     "stack_publisher_schedule_role": "sqs-fleet-prod-backlog-schedule",
     "stack_publisher_function_name": "sqs-fleet-prod-backlog-publisher",
     "stack_publisher_schedule_name": "sqs-fleet-prod-backlog-publisher",
-    "stack_publisher_log_group_arn": f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/sqs-fleet-prod-backlog-publisher",
+    "stack_publisher_log_group_arn": PUBLISHER_LOG_GROUP_ARN,
 }
 # Resource policies carry a Principal: parliament reads them as such.
 POLICIES = {
