@@ -98,6 +98,8 @@ def test_each_role_may_do_its_job_only(deployed, aws):
 
 
 def loop(stack: Stack, aws, **options) -> FleetWatch:
+    """A fresh loop on an empty group (the emulator keeps what the last test left)."""
+    aws("autoscaling").set_desired_capacity(AutoScalingGroupName=stack.group_name, DesiredCapacity=0)
     fleet = Fleet(stack, aws)
     return FleetWatch(fleet, EmulatedScaling(fleet, IdleWorkers(), **options))
 
@@ -107,9 +109,17 @@ def send(aws, stack: Stack, count: int) -> None:
         aws("sqs").send_message(QueueUrl=stack["queue"]["url"], MessageBody=f"m{n}")
 
 
+def empty(aws, stack: Stack) -> None:
+    """Take every message off the queue (PurgeQueue allows one call a minute)."""
+    sqs, url = aws("sqs"), stack["queue"]["url"]
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages"):
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                                                        for n, m in enumerate(batch)])
+
+
 def test_scale_out_from_zero_within_20_seconds_and_in_after_the_idle_window(deployed, aws):
     stack = deployed["stack"]
-    aws("sqs").purge_queue(QueueUrl=stack["queue"]["url"])
+    empty(aws, stack)
     watch = loop(stack, aws)
     scaling = watch.scaling
     assert scaling.tick_seconds == 10  # a 10-second alarm: the loop plays 10 s of AWS time per tick
@@ -126,7 +136,7 @@ def test_scale_out_from_zero_within_20_seconds_and_in_after_the_idle_window(depl
     # The published point is the queue's own count.
     assert scaling.history[("SqsFleet", stack.queue_name, "Backlog")][-1] == 15
 
-    aws("sqs").purge_queue(QueueUrl=stack["queue"]["url"])
+    empty(aws, stack)
     drained = len(watch.timeline)
     while watch.timeline[-1].desired and len(watch.timeline) < drained + 30:
         watch.step()
@@ -141,14 +151,14 @@ def test_scale_out_from_zero_within_20_seconds_and_in_after_the_idle_window(depl
 
 def test_no_data_is_never_empty_and_the_stale_alarm_fires(deployed, aws):
     stack = deployed["stack"]
-    aws("sqs").purge_queue(QueueUrl=stack["queue"]["url"])
+    empty(aws, stack)
     send(aws, stack, 5)
     watch = loop(stack, aws)
     scaling = watch.scaling
     for _ in range(6):
         watch.step()
     assert watch.timeline[-1].desired == 1 and watch.timeline[-1].alarms["publisher_stale"] == "OK"
-    aws("sqs").purge_queue(QueueUrl=stack["queue"]["url"])  # empty, but nobody publishes it any more
+    empty(aws, stack)  # empty, but nobody publishes it any more
     scaling.publisher.stop()
     for _ in range(30):  # 5 minutes of AWS time, beyond the idle window
         watch.step()
@@ -163,7 +173,7 @@ def test_no_data_is_never_empty_and_the_stale_alarm_fires(deployed, aws):
 
 def test_a_spot_interruption_terminates_two_minutes_after_its_notice_and_the_group_replaces_it(deployed, aws):
     stack = deployed["stack"]
-    aws("sqs").purge_queue(QueueUrl=stack["queue"]["url"])
+    empty(aws, stack)
     send(aws, stack, 15)
     noticed: list[str] = []
     watch = loop(stack, aws, spot_notice=noticed.append)

@@ -204,6 +204,7 @@ class EmulatedScaling:
             autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=fleet.group_name)["LifecycleHooks"])
             * 60 / self.tick_seconds)  # in ticks
         self.terminating: dict[str, int] = {}  # instance in Terminating:Wait -> the tick it goes
+        self.tick = 0  # the tick being played
         self.publisher = EmulatedPublisher.for_stack(fleet) if fleet.stack.data.get("publisher") else None
         # Spot: instance -> the tick its interruption terminates it; the lab's notice (its metadata service).
         self.spot_notice = spot_notice
@@ -270,7 +271,8 @@ class EmulatedScaling:
         def metric(definition: dict[str, Any], statistic: str) -> float | None:
             queue = next((d["Value"] for d in definition.get("Dimensions", []) if d["Name"] == "QueueName"), "")
             key = (definition.get("Namespace", ""), queue, definition.get("MetricName", ""))
-            return aggregate(self.history.get(key, [])[-ticks:], statistic)
+            # The points of this period's ticks (index = tick); a tick nothing was published in has none.
+            return aggregate(self.history.get(key, [])[max(0, self.tick + 1 - ticks):self.tick + 1], statistic)
 
         if alarm.get("Metrics"):
             values = {q["Id"]: metric(q["MetricStat"]["Metric"], q["MetricStat"]["Stat"])
@@ -366,6 +368,7 @@ class EmulatedScaling:
     def period(self, minute: int, counts: Counts, group: dict[str, Any]) -> Outcome:
         """One tick of the loop (`minute` is the tick's index: a minute, or 10 s with high-resolution alarms)."""
         tick, decisions = minute, list[str]()
+        self.tick = tick
         if tick % self.ticks_per_minute == 0:
             self.publish_queue_metrics(tick, counts)
             for (queue, metric), value in counts.items():
