@@ -48,7 +48,28 @@ TAG_ON_CREATE = {"iam:CreateRole": "iam:TagRole", "iam:CreatePolicy": "iam:TagPo
                  "autoscaling:CreateAutoScalingGroup": "autoscaling:CreateOrUpdateTags",
                  "ec2:CreateSecurityGroup": "ec2:CreateTags"}
 # Dependent actions AWS checks during a call that never appear as calls.
-DEPENDENT = {"iam:AddRoleToInstanceProfile": "iam:PassRole"}
+DEPENDENT = {"iam:AddRoleToInstanceProfile": "iam:PassRole", "lambda:CreateFunction": "iam:PassRole",
+             "lambda:UpdateFunctionConfiguration": "iam:PassRole", "scheduler:CreateSchedule": "iam:PassRole",
+             "scheduler:UpdateSchedule": "iam:PassRole"}
+# REST protocols (Lambda, EventBridge Scheduler): (signing name, method, path) -> operation and the path's names.
+REST = [
+    ("lambda", "POST", r"/2015-03-31/functions/?", "CreateFunction"),
+    ("lambda", "GET", r"/2015-03-31/functions/(?P<FunctionName>[^/]+)", "GetFunction"),
+    ("lambda", "DELETE", r"/2015-03-31/functions/(?P<FunctionName>[^/]+)", "DeleteFunction"),
+    ("lambda", "GET", r"/2015-03-31/functions/(?P<FunctionName>[^/]+)/configuration", "GetFunctionConfiguration"),
+    ("lambda", "PUT", r"/2015-03-31/functions/(?P<FunctionName>[^/]+)/configuration", "UpdateFunctionConfiguration"),
+    ("lambda", "PUT", r"/2015-03-31/functions/(?P<FunctionName>[^/]+)/code", "UpdateFunctionCode"),
+    ("lambda", "GET", r"/2017-03-31/tags/(?P<Resource>.+)", "ListTags"),
+    ("lambda", "POST", r"/2017-03-31/tags/(?P<Resource>.+)", "TagResource"),
+    ("lambda", "DELETE", r"/2017-03-31/tags/(?P<Resource>.+)", "UntagResource"),
+    ("lambda", "PUT", r"/2017-10-31/functions/(?P<FunctionName>[^/]+)/concurrency", "PutFunctionConcurrency"),
+    ("lambda", "DELETE", r"/2017-10-31/functions/(?P<FunctionName>[^/]+)/concurrency", "DeleteFunctionConcurrency"),
+    ("lambda", "GET", r"/2019-09-30/functions/(?P<FunctionName>[^/]+)/concurrency", "GetFunctionConcurrency"),
+    ("scheduler", "POST", r"/schedules/(?P<Name>[^/]+)", "CreateSchedule"),
+    ("scheduler", "GET", r"/schedules/(?P<Name>[^/]+)", "GetSchedule"),
+    ("scheduler", "PUT", r"/schedules/(?P<Name>[^/]+)", "UpdateSchedule"),
+    ("scheduler", "DELETE", r"/schedules/(?P<Name>[^/]+)", "DeleteSchedule"),
+]
 PERMISSION_ONLY = "PermissionOnly"
 NO_RESOURCE_LEVEL = "NoResourceLevelPermissions"
 
@@ -103,6 +124,17 @@ def request_parts(entry: dict[str, Any]) -> tuple[str, str, str, dict[str, Any]]
     if "x-amz-target" in headers:
         return IAM_PREFIX.get(service, service), headers["x-amz-target"].rsplit(".", 1)[-1], region, json.loads(
             body or "{}")
+    url = urllib.parse.urlsplit(entry["url"])
+    for signing, method, pattern, operation in REST:
+        found = re.fullmatch(pattern, urllib.parse.unquote(url.path))
+        if signing == service and method == entry["method"] and found:
+            params = {**json.loads(body or "{}"), **{k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()},
+                      **found.groupdict()}
+            if "Resource" in params and ":function:" in params["Resource"]:
+                params["FunctionName"] = params["Resource"].rsplit(":", 1)[-1]
+            if service == "scheduler":
+                params["GroupName"] = params.get("GroupName") or params.get("groupName") or "default"
+            return service, operation, region, params
     form = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
     if "Action" in form:
         return IAM_PREFIX.get(service, service), form.pop("Action"), region, form
@@ -141,6 +173,9 @@ def derived_resources(action: str, region: str, account: str, params: dict[str, 
         "vpc": [f"{regional}:vpc/{v}" for v in listed(params, "VpcId")],
         "security-group": [f"{regional}:security-group/{g}" for g in listed(params, "GroupId")],
         "launch-template": [f"{regional}:launch-template/{t}" for t in listed(params, "LaunchTemplateId")],
+        "function": [f"{regional}:function:{n}" for n in listed(params, "FunctionName")],
+        "schedule": [f"{regional}:schedule/{params.get('GroupName', 'default')}/{n}"
+                     for n in listed(params, "Name") if service == "scheduler"],
     }
     takes = SAR.get(action.lower(), set())
     return [arn for kind, found in arns.items() if kind in takes for arn in found]

@@ -83,3 +83,46 @@ def test_group_lifecycle(run_module, aws):
     assert ok(run_module("scaling_group", absent))["changed"]
     assert group_on_emulator(aws) is None
     assert not ok(run_module("scaling_group", absent))["changed"], "deleting a missing group changed it"
+
+
+SPOT = f"{NAME}-spot"
+
+
+def test_spot_group_with_a_mixed_instances_policy_and_capacity_rebalancing(run_module, aws):
+    autoscaling = aws("autoscaling")
+    if autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[SPOT])["AutoScalingGroups"]:
+        autoscaling.delete_auto_scaling_group(AutoScalingGroupName=SPOT, ForceDelete=True)
+    spot = {
+        "name": SPOT, "launch_template_name": launch_template(aws, f"{NAME}-template"), "min_size": 0,
+        "max_size": 2, "subnet_ids": default_subnets(aws), "capacity_rebalance": True,
+        "mixed_instances": {"instance_types": ["t3.micro", "t3a.micro", "t2.micro"]},
+    }
+
+    def read() -> dict[str, Any]:
+        group: dict[str, Any] = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[SPOT])[
+            "AutoScalingGroups"][0]
+        return group
+
+    planned = ok(run_module("scaling_group", spot, "--check"))
+    assert planned["changed"] and planned["diff"]["after"]["MixedInstancesPolicy"]["InstanceTypes"] == [
+        "t3.micro", "t3a.micro", "t2.micro"]
+    assert ok(run_module("scaling_group", spot))["changed"]
+    # What the emulator stores of it, read back.
+    group = read()
+    policy = group["MixedInstancesPolicy"]
+    assert policy["LaunchTemplate"]["LaunchTemplateSpecification"]["LaunchTemplateName"] == f"{NAME}-template"
+    assert [o["InstanceType"] for o in policy["LaunchTemplate"]["Overrides"]] == ["t3.micro", "t3a.micro", "t2.micro"]
+    assert policy["InstancesDistribution"] == {"OnDemandBaseCapacity": 0, "OnDemandPercentageAboveBaseCapacity": 0,
+                                               "SpotAllocationStrategy": "price-capacity-optimized"}
+    assert group["CapacityRebalance"] is True
+    assert not ok(run_module("scaling_group", spot))["changed"], "a rerun changed the Spot group"
+    assert not ok(run_module("scaling_group", spot, "--check"))["changed"]
+
+    based = dict(spot, mixed_instances=dict(spot["mixed_instances"], on_demand_base_capacity=1))
+    planned = ok(run_module("scaling_group", based, "--check"))
+    assert planned["changed"] and planned["diff"]["before"]["MixedInstancesPolicy"]["OnDemandBaseCapacity"] == 0
+    assert planned["diff"]["after"]["MixedInstancesPolicy"]["OnDemandBaseCapacity"] == 1
+    assert ok(run_module("scaling_group", based))["changed"]
+    assert read()["MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandBaseCapacity"] == 1
+    assert not ok(run_module("scaling_group", based))["changed"]
+    assert ok(run_module("scaling_group", {"name": SPOT, "state": "absent"}))["changed"]

@@ -1,5 +1,7 @@
 """The scale-out / scale-in cycle end to end on the emulator, with the local loop playing CloudWatch and
-Auto Scaling and local consumer processes as the workers; one period is one second here."""
+Auto Scaling and local consumer processes as the workers; one period is one second here. These runs scale on
+the AWS/SQS metrics (stack_scaling_metric_source=sqs: one-minute periods, the 15-minute design); the backlog
+publisher's 10-second scaling is tested in test_publisher.py."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch, Period
 from sqs_fleet.stack import Stack
 
 IDLE_PERIODS = 5
+SQS = {"stack_scaling_metric_source": "sqs"}  # scaling on AWS/SQS's one-minute metrics
 
 
 def emulated(stack, aws, workers) -> FleetWatch:
@@ -26,7 +29,7 @@ def emulated(stack, aws, workers) -> FleetWatch:
 def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle_window(
         emulator, run_playbook, aws, stack_file, tmp_path):
     emulator.reset()
-    assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": IDLE_PERIODS * 60}), ["site.yml"])
+    assert_ok(run_playbook("site.yml", extra_vars={**SQS, "scaling_idle_window": IDLE_PERIODS * 60}), ["site.yml"])
     sent = run_playbook("produce.yml", extra_vars={"count": 60, "seed": 11})
     assert_ok(sent, ["produce.yml"])
 
@@ -70,7 +73,7 @@ def test_messages_processed_are_counted_in_the_period_they_fell_in():
 
 def test_report_generator_runs_a_short_plan(emulator, run_playbook, stack_file, monkeypatch, capsys, tmp_path):
     emulator.reset()
-    assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": 120}), ["site.yml"])
+    assert_ok(run_playbook("site.yml", extra_vars={**SQS, "scaling_idle_window": 120}), ["site.yml"])
     for name, value in emulator.environment().items():
         monkeypatch.setenv(name, value)
     assert plan.main(["--messages", "25", "--period-seconds", "1", "--stack", str(stack_file),
@@ -93,7 +96,7 @@ def test_report_generator_runs_a_short_plan(emulator, run_playbook, stack_file, 
 def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sqs_metrics(
         emulator, run_playbook, aws, stack_file, tmp_path):
     emulator.reset()
-    assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": 120}), ["site.yml"])
+    assert_ok(run_playbook("site.yml", extra_vars={**SQS, "scaling_idle_window": 120}), ["site.yml"])
     assert_ok(run_playbook("produce.yml", extra_vars={"count": 15, "seed": 7}), ["produce.yml"])
     stack = Stack.load(stack_file)
     workers = ProcessWorkers(stack.queue_name, poll_interval=1, env={**os.environ, **emulator.environment()},
@@ -131,7 +134,8 @@ def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sq
 def test_an_alarm_period_of_two_minutes_is_evaluated_every_second_minute_on_its_maximum(
         emulator, run_playbook, aws, stack_file, tmp_path):
     emulator.reset()
-    assert_ok(run_playbook("site.yml", extra_vars={"scaling_period": 120, "scaling_idle_window": 240}), ["site.yml"])
+    site = run_playbook("site.yml", extra_vars={**SQS, "scaling_period": 120, "scaling_idle_window": 240})
+    assert_ok(site, ["site.yml"])
     assert_ok(run_playbook("produce.yml", extra_vars={"count": 25, "seed": 5}), ["produce.yml"])
     stack = Stack.load(stack_file)
     workers = ProcessWorkers(stack.queue_name, poll_interval=60, env={**os.environ, **emulator.environment()},

@@ -148,6 +148,8 @@ def test_scaling_policies_obey_aws_rules_and_size_the_group_to_the_backlog(stack
 
 
 def test_alarms_watch_the_backlog_and_call_the_right_policies(stack, aws):
+    # The default source is the backlog publisher's high-resolution metric (scaling_metric_source=publisher):
+    # scale out on one 10-second period, scale in after 3 idle minutes, no data never read as empty.
     found = policies(aws)
     alarms = {a["AlarmName"].removeprefix(f"{PREFIX}-"): a
               for a in aws("cloudwatch").describe_alarms(AlarmNamePrefix=PREFIX)["MetricAlarms"]}
@@ -157,12 +159,15 @@ def test_alarms_watch_the_backlog_and_call_the_right_policies(stack, aws):
     assert (out["ComparisonOperator"], out["Threshold"], out["EvaluationPeriods"]) == (
         "GreaterThanOrEqualToThreshold", 1, 1)
     assert (scale_in["ComparisonOperator"], scale_in["Threshold"]) == ("LessThanThreshold", 1)
-    assert scale_in["EvaluationPeriods"] * scale_in["Metrics"][0]["MetricStat"]["Period"] == 900
-    assert scale_in["TreatMissingData"] == "breaching" and out["TreatMissingData"] == "notBreaching"
+    assert out["Period"] == 10 and scale_in["EvaluationPeriods"] * scale_in["Period"] == 180
+    assert out["TreatMissingData"] == scale_in["TreatMissingData"] == "missing"
     for alarm in (out, scale_in):
-        names = {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
-        assert names == {"ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible"}
-        assert [m["Id"] for m in alarm["Metrics"] if m.get("ReturnData", True)] == ["backlog"]
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("SqsFleet", "Backlog", "Maximum")
+        assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": QUEUE}]
+    stale = alarms["publisher-stale"]
+    assert (stale["Statistic"], stale["ComparisonOperator"], stale["Threshold"]) == (
+        "SampleCount", "LessThanThreshold", 1)
+    assert stale["TreatMissingData"] == "breaching" and stale["Period"] * stale["EvaluationPeriods"] == 120
     dead = alarms["dead-letters"]
     assert dead["Dimensions"] == [{"Name": "QueueName", "Value": DLQ}] and dead["Threshold"] == 1
 

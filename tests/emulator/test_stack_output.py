@@ -17,7 +17,7 @@ from sqs_fleet import REPO
 
 KEYS = {"environment", "project", "prefix", "region", "endpoint_url", "account_id", "tags", "queue",
         "dead_letter_queue", "group", "launch_template", "security_group", "instance_profile", "lifecycle_hooks",
-        "roles", "log_group", "metric_namespace", "policies", "alarms", "dashboards", "scaling"}
+        "roles", "log_group", "metric_namespace", "policies", "alarms", "dashboards", "publisher", "scaling"}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,10 @@ def test_output_has_every_key_and_the_environment(output, emulator):
     assert output["endpoint_url"] == emulator.url
     assert output["tags"] == {"Project": "sqs-fleet", "Environment": "local"}
     assert output["metric_namespace"] == "CWAgent"
-    assert output["scaling"] == {"period": 60, "idle_window": 900, "backlog_per_instance": 10}
+    assert output["scaling"] == {"metric_source": "publisher", "period": 60, "idle_window": 180,
+                                 "backlog_per_instance": 10}
+    assert output["publisher"]["metric"] == {"namespace": "SqsFleet", "name": "Backlog",
+                                             "dimensions": [{"Name": "QueueName", "Value": output["queue"]["name"]}]}
 
 
 def test_queues_resolve_to_the_recorded_url_and_arn(output, aws):
@@ -80,7 +83,7 @@ def test_alarms_dashboards_and_log_group_exist_under_the_recorded_names(output, 
     cloudwatch = aws("cloudwatch")
     alarms = cloudwatch.describe_alarms(AlarmNames=list(output["alarms"].values()))["MetricAlarms"]
     assert sorted(a["AlarmName"] for a in alarms) == sorted(output["alarms"].values())
-    assert set(output["alarms"]) == {"scale_out", "scale_in", "dead_letters", "oldest_message"}
+    assert set(output["alarms"]) == {"scale_out", "scale_in", "dead_letters", "oldest_message", "publisher_stale"}
     every_alarm = cloudwatch.describe_alarms(AlarmNamePrefix=output["prefix"])["MetricAlarms"]
     assert {a["AlarmName"] for a in every_alarm} == set(output["alarms"].values())
     dashboards = cloudwatch.list_dashboards(DashboardNamePrefix=output["prefix"])["DashboardEntries"]

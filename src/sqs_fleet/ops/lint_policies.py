@@ -11,6 +11,7 @@ from parliament import analyze_policy_string
 from sqs_fleet import REPO
 
 ACCOUNT = "123456789012"
+PUBLISHER_LOG_GROUP_ARN = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/sqs-fleet-prod-backlog-publisher"
 # Representative values for the variables the templates use.
 SAMPLE = {
     "aws_partition": "aws",
@@ -29,6 +30,27 @@ SAMPLE = {
     "stack_producer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-producer",
     "identity_producer_trusted_principals": [],
     "identity_agent_metric_namespace": "CWAgent",
+    # The roles' own input names (each role takes only its prefixed inputs).
+    "identity_queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
+    "identity_log_group_arn": f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/sqs-fleet/prod/consumer",
+    "queue_name": "sqs-fleet-prod-vehicles",
+    "queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
+    "queue_dead_letter_name": "sqs-fleet-prod-vehicles-dlq",
+    "queue_dead_letter_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles-dlq",
+    "queue_consumer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-consumer",
+    "queue_producer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-producer",
+    "publisher_queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
+    "publisher_metric": {"namespace": "SqsFleet", "name": "Backlog"},
+    "publisher_log_group_arn": PUBLISHER_LOG_GROUP_ARN,
+    "publisher_queue_kms_key_arn": f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "publisher_function_arn": f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:sqs-fleet-prod-backlog-publisher",
+    "publisher_account_id": ACCOUNT,
+    "publisher__trusted_service": "scheduler.amazonaws.com",
+    "stack_publisher_role": "sqs-fleet-prod-backlog-publisher",
+    "stack_publisher_schedule_role": "sqs-fleet-prod-backlog-schedule",
+    "stack_publisher_function_name": "sqs-fleet-prod-backlog-publisher",
+    "stack_publisher_schedule_name": "sqs-fleet-prod-backlog-publisher",
+    "stack_publisher_log_group_arn": PUBLISHER_LOG_GROUP_ARN,
 }
 # The roles' own inputs, as site.yml passes them from the stack's names above.
 SAMPLE |= {
@@ -51,6 +73,8 @@ POLICIES = {
     "roles/identity/templates/producer-policy.json.j2": False,
     "roles/queue/templates/queue-policy.json.j2": True,
     "roles/queue/templates/dead-letter-policy.json.j2": True,
+    "roles/publisher/templates/function-policy.json.j2": False,
+    "roles/publisher/templates/schedule-policy.json.j2": False,
     "policies/deployer-policy.json.j2": False,
 }
 # Findings a policy carries by design, each narrowed to what it names. The deployer creates the stack's roles
@@ -60,6 +84,8 @@ ACCEPTED = {
         ("PERMISSIONS_MANAGEMENT_ACTIONS", None),
         ("PRIVILEGE_ESCALATION", "CreateNewPolicyVersion"),  # the stack's own policies only
         ("PRIVILEGE_ESCALATION", "CreateEC2WithExistingIP"),  # iam:PassRole on the workers' role only
+        # The stack's backlog publisher only, whose role may read one queue and publish one namespace.
+        ("PRIVILEGE_ESCALATION", "EditExistingLambdaFunctionWithRole"),
     },
 }
 

@@ -19,6 +19,7 @@ seconds; the logic is the same.
 from __future__ import annotations
 
 import datetime
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class Fleet:
 
     def __init__(self, stack: Stack, client: Callable[[str], Any]) -> None:
         self.stack = stack
+        self.client = client
         self.sqs, self.cloudwatch, self.autoscaling = client("sqs"), client("cloudwatch"), client("autoscaling")
         self.queue_name, self.dlq_name, self.group_name = (stack.queue_name, stack.dead_letter_queue_name,
                                                            stack.group_name)
@@ -177,40 +179,61 @@ class AwsScaling:
 
 
 class EmulatedScaling:
-    """On the emulator: CloudWatch's and Auto Scaling's part, one period at a time, and workers for the group."""
+    """On the emulator: CloudWatch's and Auto Scaling's part, one period at a time, and workers for the group.
 
-    def __init__(self, fleet: Fleet, workers: Workers) -> None:
+    The loop's tick is the shortest period it must play: 10 s of AWS time when an alarm reads 10-second periods
+    (the backlog publisher's high-resolution metric), else one minute. SQS's own metrics stay one point a minute
+    at any tick. Nothing on the emulator runs the publisher's Lambda function nor its schedule, so each tick the
+    loop invokes the same handler in-process, with the environment the function has on the emulator.
+    """
+
+    def __init__(self, fleet: Fleet, workers: Workers,
+                 spot_notice: Callable[[str], None] | None = None) -> None:
         self.fleet, self.workers = fleet, workers
         autoscaling = fleet.autoscaling
         self.policies = {p["PolicyARN"]: p for p in
                          autoscaling.describe_policies(AutoScalingGroupName=fleet.group_name)["ScalingPolicies"]}
         self.states = {a["AlarmName"]: "INSUFFICIENT_DATA" for a in fleet.alarms}
         self.series: dict[str, list[float | None]] = {a["AlarmName"]: [] for a in fleet.alarms}
-        self.history: dict[tuple[str, str], list[float | None]] = {}  # one-minute points per (queue, metric)
-        self.termination_wait = termination_wait_minutes(
-            autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=fleet.group_name)["LifecycleHooks"])
-        self.terminating: dict[str, int] = {}  # instance in Terminating:Wait -> the minute it goes
+        # One point per tick (None: nothing published in it) per (namespace, queue, metric).
+        self.history: dict[tuple[str, str, str], list[float | None]] = {}
         # A period the loop cannot play fails here, before anything is sent.
-        self.minutes = {a["AlarmName"]: self.alarm_minutes(a) for a in fleet.alarms}
-        # The loop's clock: minute m of the run is stamped clock + m minutes on the metrics it publishes, so
-        # CloudWatch holds one data point per minute, as AWS would, at any time scale.
+        self.tick_seconds = tick_seconds(fleet.alarms)
+        self.ticks = {a["AlarmName"]: self.alarm_ticks(a) for a in fleet.alarms}
+        self.termination_wait = math.ceil(termination_wait_minutes(
+            autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=fleet.group_name)["LifecycleHooks"])
+            * 60 / self.tick_seconds)  # in ticks
+        self.terminating: dict[str, int] = {}  # instance in Terminating:Wait -> the tick it goes
+        self.tick = 0  # the tick being played
+        self.publisher = EmulatedPublisher.for_stack(fleet) if fleet.stack.data.get("publisher") else None
+        # Spot: instance -> the tick its interruption terminates it; the lab's notice (its metadata service).
+        self.spot_notice = spot_notice
+        self.interruptions: dict[int, list[str]] = {}  # tick of the notice -> instances
+        self.interrupted: dict[str, int] = {}
+        self.spot_interruptions = 0
+        # The loop's clock: tick t of the run is stamped clock + t ticks on the metrics it publishes, so
+        # CloudWatch holds one data point per period, as AWS would, at any time scale.
         self.clock = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
 
-    def stamp(self, minute: int) -> datetime.datetime:
-        return self.clock + datetime.timedelta(minutes=minute)
+    @property
+    def ticks_per_minute(self) -> int:
+        return 60 // self.tick_seconds
 
-    def publish_queue_metrics(self, minute: int, counts: Counts) -> None:
-        """This period's AWS/SQS data points, as SQS publishes them once a minute: what the alarms read."""
+    def stamp(self, tick: int) -> datetime.datetime:
+        return self.clock + datetime.timedelta(seconds=tick * self.tick_seconds)
+
+    def publish_queue_metrics(self, tick: int, counts: Counts) -> None:
+        """This minute's AWS/SQS data points, as SQS publishes them once a minute: what the SQS alarms read."""
         self.fleet.cloudwatch.put_metric_data(Namespace="AWS/SQS", MetricData=[
             {"MetricName": metric, "Dimensions": [{"Name": "QueueName", "Value": queue}], "Value": value,
-             "Timestamp": self.stamp(minute)} for (queue, metric), value in counts.items()])
+             "Timestamp": self.stamp(tick)} for (queue, metric), value in counts.items()])
 
-    def publish_group_metrics(self, minute: int, group: dict[str, Any]) -> None:
+    def publish_group_metrics(self, tick: int, group: dict[str, Any]) -> None:
         """The group's size at the end of this period (AWS/AutoScaling group metrics, one-minute granularity)."""
         self.fleet.cloudwatch.put_metric_data(Namespace="AWS/AutoScaling", MetricData=[
             {"MetricName": metric,
              "Dimensions": [{"Name": "AutoScalingGroupName", "Value": self.fleet.group_name}],
-             "Value": value, "Timestamp": self.stamp(minute)} for metric, value in (
+             "Value": value, "Timestamp": self.stamp(tick)} for metric, value in (
                 ("GroupDesiredCapacity", group["DesiredCapacity"]),
                 ("GroupInServiceInstances", len(self.serving(group))),
                 ("GroupTotalInstances", len(live_ids(group)) + len(self.terminating)))])
@@ -219,23 +242,37 @@ class EmulatedScaling:
         """Instances in service: live in the group, their worker consuming (Terminating:Wait is not)."""
         return self.workers.in_service() & set(live_ids(group))
 
+    def alarm_ticks(self, alarm: dict[str, Any]) -> int:
+        """How many of the loop's ticks one period of this alarm spans."""
+        period = alarm_period(alarm)
+        namespaces = {q["MetricStat"]["Metric"].get("Namespace") for q in alarm.get("Metrics", []) if "MetricStat" in q}
+        namespaces.add(alarm.get("Namespace"))
+        if period % 60 and "AWS/SQS" in namespaces:
+            raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s on AWS/SQS metrics, which SQS "
+                             "publishes once a minute")
+        if period % self.tick_seconds:
+            raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s: the local loop plays whole "
+                             f"ticks of {self.tick_seconds} s")
+        return period // self.tick_seconds
+
     @staticmethod
     def alarm_minutes(alarm: dict[str, Any]) -> int:
-        """How many one-minute SQS points one period of this alarm spans."""
-        periods = {int(q["MetricStat"]["Period"]) for q in alarm.get("Metrics", []) if "MetricStat" in q}
-        period = max(periods or {int(alarm.get("Period", 60))})
+        """How many one-minute SQS points one period of this alarm spans (alarms on AWS/SQS metrics)."""
+        period = alarm_period(alarm)
         if period % 60:
             raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s: SQS publishes one data point "
                              "a minute, and the local loop evaluates periods of whole minutes only")
         return period // 60
 
     def alarm_value(self, alarm: dict[str, Any]) -> float | None:
-        """The alarm's data point for the period that just ended, from the one-minute points in it."""
-        minutes = self.minutes[alarm["AlarmName"]]
+        """The alarm's data point for the period that just ended, from the points published in it."""
+        ticks = self.ticks[alarm["AlarmName"]]
 
         def metric(definition: dict[str, Any], statistic: str) -> float | None:
             queue = next((d["Value"] for d in definition.get("Dimensions", []) if d["Name"] == "QueueName"), "")
-            return aggregate(self.history.get((queue, definition.get("MetricName", "")), [])[-minutes:], statistic)
+            key = (definition.get("Namespace", ""), queue, definition.get("MetricName", ""))
+            # The points of this period's ticks (index = tick); a tick nothing was published in has none.
+            return aggregate(self.history.get(key, [])[max(0, self.tick + 1 - ticks):self.tick + 1], statistic)
 
         if alarm.get("Metrics"):
             values = {q["Id"]: metric(q["MetricStat"]["Metric"], q["MetricStat"]["Stat"])
@@ -244,15 +281,15 @@ class EmulatedScaling:
             return expression_value(expression, values)
         return metric(alarm, alarm.get("Statistic", "Maximum"))
 
-    def evaluate(self, minute: int, group: dict[str, Any], decisions: list[str]) -> int:
-        """Every alarm whose period ends this minute, as CloudWatch does; then the step policies of the alarms
+    def evaluate(self, tick: int, group: dict[str, Any], decisions: list[str]) -> int:
+        """Every alarm whose period ends this tick, as CloudWatch does; then the step policies of the alarms
         in ALARM, as Auto Scaling does: each is run again every period while its alarm stays in ALARM, and when
         several run at once the one giving the largest capacity wins."""
         current: int = group["DesiredCapacity"]
         capacities = []
         for alarm in self.fleet.alarms:
             name = alarm["AlarmName"]
-            if (minute + 1) % self.minutes[name]:
+            if (tick + 1) % self.ticks[name]:
                 continue  # this alarm's period has not ended yet
             value = self.alarm_value(alarm)
             self.series[name].append(value)
@@ -274,7 +311,7 @@ class EmulatedScaling:
             decisions.append(f"{reason}: desired {current} -> {desired}")
         return desired
 
-    def resize(self, minute: int, group: dict[str, Any], desired: int, decisions: list[str]) -> None:
+    def resize(self, tick: int, group: dict[str, Any], desired: int, decisions: list[str]) -> None:
         """Set the desired capacity; on scale-in terminate only what AWS would (never a protected instance)."""
         running = live(group)
         victims = instances_to_terminate(running, desired) if desired < len(running) else []
@@ -283,8 +320,9 @@ class EmulatedScaling:
                                                                             ShouldDecrementDesiredCapacity=True)
             if self.termination_wait:
                 # The drain hook holds it, still running, until its heartbeat times out (nothing completes it).
-                self.terminating[instance] = minute + self.termination_wait
-                decisions.append(f"terminate {instance}: Terminating:Wait for up to {self.termination_wait} minutes")
+                self.terminating[instance] = tick + self.termination_wait
+                minutes = self.termination_wait * self.tick_seconds / 60
+                decisions.append(f"terminate {instance}: Terminating:Wait for up to {minutes:g} minutes")
             else:
                 decisions.append(f"terminate {instance}")
         kept = len(running) - len(victims) - desired
@@ -293,26 +331,121 @@ class EmulatedScaling:
         self.fleet.autoscaling.set_desired_capacity(AutoScalingGroupName=self.fleet.group_name,
                                                     DesiredCapacity=desired, HonorCooldown=False)
 
+    def record(self, key: tuple[str, str, str], tick: int, value: float | None) -> None:
+        points = self.history.setdefault(key, [])
+        points.extend([None] * (tick - len(points)))  # ticks in which nothing was published
+        points.append(value)
+
+    def interrupt(self, instance_ids: Sequence[str], at_minute: float) -> None:
+        """Spot interruption notices for these instances at this minute of the run (AWS time): each gets its
+        notice then (the lab's metadata service, through `spot_notice`) and is terminated two minutes later,
+        without lowering the desired capacity, so the group replaces it."""
+        tick = math.ceil(at_minute * 60 / self.tick_seconds)
+        self.interruptions.setdefault(tick, []).extend(instance_ids)
+
+    def spot(self, tick: int, decisions: list[str]) -> bool:
+        """This tick's Spot notices (emulated: EC2 gives them on AWS) and the interruptions they announced;
+        True when an instance was terminated."""
+        terminated = False
+        for instance in self.interruptions.pop(tick, []):
+            self.interrupted[instance] = tick + math.ceil(SPOT_NOTICE_SECONDS / self.tick_seconds)
+            self.spot_interruptions += 1
+            if self.spot_notice is not None:
+                self.spot_notice(instance)
+            decisions.append(f"spot interruption notice for {instance} (emulated): terminated in two minutes")
+        for instance in [i for i, until in self.interrupted.items() if until <= tick]:
+            del self.interrupted[instance]
+            try:
+                self.fleet.autoscaling.terminate_instance_in_auto_scaling_group(
+                    InstanceId=instance, ShouldDecrementDesiredCapacity=False)
+            except self.fleet.autoscaling.exceptions.ClientError as error:
+                decisions.append(f"spot interruption of {instance}: already gone ({error})")
+                continue
+            decisions.append(f"spot interruption: {instance} terminated by EC2 (emulated); the group replaces it")
+            terminated = True
+        return terminated
+
     def period(self, minute: int, counts: Counts, group: dict[str, Any]) -> Outcome:
-        decisions: list[str] = []
-        self.publish_queue_metrics(minute, counts)
-        for key, value in counts.items():
-            self.history.setdefault(key, []).append(value)
-        desired = self.evaluate(minute, group, decisions)
-        if desired != group["DesiredCapacity"]:
-            self.resize(minute, group, desired, decisions)
+        """One tick of the loop (`minute` is the tick's index: a minute, or 10 s with high-resolution alarms)."""
+        tick, decisions = minute, list[str]()
+        self.tick = tick
+        if tick % self.ticks_per_minute == 0:
+            self.publish_queue_metrics(tick, counts)
+            for (queue, metric), value in counts.items():
+                self.record(("AWS/SQS", queue, metric), tick, value)
+        if self.publisher is not None:
+            published = self.publisher.invoke(self.stamp(tick), decisions)
+            if published is not None:
+                self.record(self.publisher.key, tick, published)
+        if self.spot(tick, decisions):
             group = self.fleet.group()
-        for instance in [i for i, until in self.terminating.items() if until <= minute]:
+        desired = self.evaluate(tick, group, decisions)
+        if desired != group["DesiredCapacity"]:
+            self.resize(tick, group, desired, decisions)
+            group = self.fleet.group()
+        for instance in [i for i, until in self.terminating.items() if until <= tick]:
             del self.terminating[instance]
             decisions.append(f"{instance}: lifecycle heartbeat timed out, default result: terminated")
         running = live_ids(group)
         decisions += self.workers.follow(running + list(self.terminating))
-        self.publish_group_metrics(minute, group)
+        if tick % self.ticks_per_minute == 0:
+            self.publish_group_metrics(tick, group)
         return Outcome(group=group, instances=len(running) + len(self.terminating),
                        in_service=len(self.serving(group)), terminating=len(self.terminating), decisions=decisions)
 
     def close(self) -> None:
         self.workers.stop()
+
+
+SPOT_NOTICE_SECONDS = 120  # EC2's two-minute warning before a Spot interruption
+
+
+def alarm_period(alarm: dict[str, Any]) -> int:
+    periods = {int(q["MetricStat"]["Period"]) for q in alarm.get("Metrics", []) if "MetricStat" in q}
+    return max(periods or {int(alarm.get("Period", 60))})
+
+
+def tick_seconds(alarms: Sequence[dict[str, Any]]) -> int:
+    """The loop's tick: the greatest period dividing every alarm's, at most one minute (SQS's own points)."""
+    tick = 60
+    for alarm in alarms:
+        tick = math.gcd(tick, alarm_period(alarm))
+    return tick
+
+
+class EmulatedPublisher:
+    """The backlog publisher's Lambda function, played in-process: the same handler, with the environment the
+    function has on the emulator (read back from its configuration), one data point per tick."""
+
+    def __init__(self, fleet: Fleet, environment: dict[str, str]) -> None:
+        import backlog_publisher  # files/: what the function runs
+
+        self.fleet, self.environment, self.handler = fleet, environment, backlog_publisher
+        self.key = (environment.get("BACKLOG_NAMESPACE", ""), environment.get("BACKLOG_DIMENSION_VALUE", ""),
+                    environment.get("BACKLOG_METRIC_NAME", "Backlog"))
+        self.running = True
+        self.last: float | None = None
+
+    @classmethod
+    def for_stack(cls, fleet: Fleet) -> EmulatedPublisher:
+        function = fleet.stack.data["publisher"]["function"]
+        configuration = fleet.client("lambda").get_function_configuration(FunctionName=function)
+        return cls(fleet, dict(configuration.get("Environment", {}).get("Variables", {})))
+
+    def stop(self) -> None:
+        """The publisher stops (a failing function, a disabled schedule): no more data points."""
+        self.running = False
+
+    def invoke(self, at: datetime.datetime, decisions: list[str]) -> float | None:
+        if not self.running:
+            return None
+        result = self.handler.invoke({"publishes": 1, "timestamp": at.isoformat()}, None, self.environment,
+                                     self.fleet.client)
+        value = float(result["values"][0])
+        if value != self.last:
+            decisions.append(f"backlog publisher (emulated invocation of the function's handler): {value:g}")
+        self.last = value
+        return value
 
 
 class FleetWatch:

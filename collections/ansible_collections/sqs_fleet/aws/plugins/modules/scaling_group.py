@@ -15,6 +15,8 @@ description:
     policies, so a rerun never resets it.
   - Updates only the settings, tags and group metrics that differ; tags and metrics are added, never
     removed.
+  - With I(mixed_instances), the group launches from a mixed-instances policy (Spot over several instance types)
+    instead of the launch template alone.
   - Deleting a group also terminates its instances and removes its policies and lifecycle hooks.
 options:
   name:
@@ -58,6 +60,35 @@ options:
     elements: str
     default: [GroupMinSize, GroupMaxSize, GroupDesiredCapacity, GroupInServiceInstances, GroupPendingInstances,
               GroupTerminatingInstances, GroupTotalInstances]
+  mixed_instances:
+    description:
+      - A mixed-instances policy instead of the launch template alone, for Spot capacity over several instance
+        types of similar size (the launch template's instance type is overridden by these).
+      - Omit for On-Demand instances of the launch template's type.
+    type: dict
+    suboptions:
+      instance_types:
+        description: Instance types to launch from, in order of preference (at least two for Spot).
+        type: list
+        elements: str
+        required: true
+      on_demand_base_capacity:
+        description: Instances kept On-Demand before any Spot capacity.
+        type: int
+        default: 0
+      on_demand_percentage_above_base:
+        description: Percentage of the capacity above the base that is On-Demand (0 is all Spot).
+        type: int
+        default: 0
+      spot_allocation_strategy:
+        description: How Spot capacity is chosen among the pools.
+        type: str
+        default: price-capacity-optimized
+        choices: [price-capacity-optimized, capacity-optimized, capacity-optimized-prioritized, lowest-price]
+  capacity_rebalance:
+    description: Replace Spot instances at an elevated risk of interruption before they are interrupted.
+    type: bool
+    default: false
   tags:
     description: Tags of the group, propagated to its instances at launch.
     type: dict
@@ -83,6 +114,18 @@ EXAMPLES = r"""
     max_size: 4
     subnet_ids: [subnet-0a1b2c3d, subnet-4e5f6a7b]
     tags: {Project: sqs-fleet, Environment: prod}
+
+- name: Spot over three instance types of one size, one On-Demand instance as a base, rebalanced before interruptions
+  sqs_fleet.aws.scaling_group:
+    name: workers
+    launch_template_name: workers
+    min_size: 0
+    max_size: 4
+    subnet_ids: [subnet-0a1b2c3d, subnet-4e5f6a7b]
+    mixed_instances:
+      instance_types: [t3.small, t3a.small, t2.small]
+      on_demand_base_capacity: 1
+    capacity_rebalance: true
 
 - name: Remove the group, its instances, policies and hooks
   sqs_fleet.aws.scaling_group:
@@ -122,17 +165,29 @@ def describe(client, name):
 
 
 def wanted_settings(params):
-    return {
+    template = {"LaunchTemplateName": params["launch_template_name"], "Version": params["launch_template_version"]}
+    settings = {
         "AutoScalingGroupName": params["name"],
-        "LaunchTemplate": {
-            "LaunchTemplateName": params["launch_template_name"],
-            "Version": params["launch_template_version"],
-        },
         "MinSize": params["min_size"],
         "MaxSize": params["max_size"],
         "VPCZoneIdentifier": ",".join(sorted(params["subnet_ids"])),
         "HealthCheckType": params["health_check_type"],
+        "CapacityRebalance": params["capacity_rebalance"],
     }
+    mixed = params["mixed_instances"]
+    if not mixed:
+        return dict(settings, LaunchTemplate=template)
+    return dict(settings, MixedInstancesPolicy={
+        "LaunchTemplate": {
+            "LaunchTemplateSpecification": template,
+            "Overrides": [{"InstanceType": kind} for kind in mixed["instance_types"]],
+        },
+        "InstancesDistribution": {
+            "OnDemandBaseCapacity": mixed["on_demand_base_capacity"],
+            "OnDemandPercentageAboveBaseCapacity": mixed["on_demand_percentage_above_base"],
+            "SpotAllocationStrategy": mixed["spot_allocation_strategy"],
+        },
+    })
 
 
 def sorted_subnets(group):
@@ -147,7 +202,9 @@ def view(group):
     """What this module manages of a group, for the diff (no timestamps, no instances)."""
     if group is None:
         return {}
-    template = group.get("LaunchTemplate", {})
+    mixed = group.get("MixedInstancesPolicy") or {}
+    template = mixed.get("LaunchTemplate", {}).get("LaunchTemplateSpecification") or group.get("LaunchTemplate") or {}
+    distribution = mixed.get("InstancesDistribution", {})
     return {
         "AutoScalingGroupName": group["AutoScalingGroupName"],
         "LaunchTemplate": {
@@ -159,6 +216,13 @@ def view(group):
         "HealthCheckType": group.get("HealthCheckType"),
         "Tags": {t["Key"]: t["Value"] for t in group.get("Tags", [])},
         "EnabledMetrics": sorted({m["Metric"] for m in group.get("EnabledMetrics", [])}),
+        "CapacityRebalance": bool(group.get("CapacityRebalance")),
+        "MixedInstancesPolicy": {
+            "InstanceTypes": [o.get("InstanceType") for o in mixed.get("LaunchTemplate", {}).get("Overrides", [])],
+            "OnDemandBaseCapacity": distribution.get("OnDemandBaseCapacity"),
+            "OnDemandPercentageAboveBaseCapacity": distribution.get("OnDemandPercentageAboveBaseCapacity"),
+            "SpotAllocationStrategy": distribution.get("SpotAllocationStrategy"),
+        } if mixed else None,
     }
 
 
@@ -198,6 +262,15 @@ def main():
                 "GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity", "GroupInServiceInstances",
                 "GroupPendingInstances", "GroupTerminatingInstances", "GroupTotalInstances",
             ]),
+            mixed_instances=dict(type="dict", options=dict(
+                instance_types=dict(type="list", elements="str", required=True),
+                on_demand_base_capacity=dict(type="int", default=0),
+                on_demand_percentage_above_base=dict(type="int", default=0),
+                spot_allocation_strategy=dict(type="str", default="price-capacity-optimized", choices=[
+                    "price-capacity-optimized", "capacity-optimized", "capacity-optimized-prioritized",
+                    "lowest-price"]),
+            )),
+            capacity_rebalance=dict(type="bool", default=False),
             tags=dict(type="dict", default={}),
             wait_timeout=dict(type="int", default=600),
         ),
@@ -217,6 +290,11 @@ def main():
             delete(module, client, group)
         module.exit_json(changed=group is not None, group={}, diff={"before": before, "after": {}})
 
+    mixed = params["mixed_instances"]
+    if mixed and (len(mixed["instance_types"]) < 1 or not 0 <= mixed["on_demand_percentage_above_base"] <= 100
+                  or mixed["on_demand_base_capacity"] < 0):
+        module.fail_json(msg="mixed_instances: at least one instance type, a base of 0 or more and a percentage "
+                             "of 0 to 100")
     wanted = wanted_settings(params)
     wanted_tags = {str(k): str(v) for k, v in params["tags"].items()}
     enabled = set(before.get("EnabledMetrics", []))
@@ -224,7 +302,7 @@ def main():
     have_tags = {t["Key"]: (t["Value"], t.get("PropagateAtLaunch")) for t in (group or {}).get("Tags", [])}
     stale = {k: v for k, v in wanted_tags.items() if have_tags.get(k) != (v, True)}
     after = dict(
-        wanted,
+        view(wanted),
         Tags=dict(before.get("Tags", {}), **wanted_tags),
         EnabledMetrics=sorted(enabled | set(params["metrics"])),
     )
