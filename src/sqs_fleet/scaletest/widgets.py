@@ -177,31 +177,40 @@ def new_figure(size: tuple[int, int]) -> Any:
 
 
 def draw_metric_widget(title: str, metrics: Sequence[WidgetMetric], series: Mapping[str, Series],
-                       problems: Mapping[str, str], size: tuple[int, int], path: Path) -> None:
+                       problems: Mapping[str, str], span: tuple[datetime.datetime, datetime.datetime],
+                       size: tuple[int, int], path: Path, y_axes: Mapping[str, Any] | None = None) -> None:
+    """A time-series graph of the widget's visible entries over `span`; `y_axes`: the widget's yAxis property
+    (per side: label, min, max)."""
     import matplotlib.dates
 
     figure = new_figure(size)
-    left = figure.add_subplot()
-    right = None
+    axes = {"left": figure.add_subplot()}
     drawn = 0
-    for metric in (m for m in metrics if m.visible):
+    for colour, metric in enumerate(m for m in metrics if m.visible):
         points = sorted(series.get(metric.id, {}).items())
-        axis = left
-        if metric.y_axis == "right":
-            right = right or left.twinx()
-            axis = right
+        side = "right" if metric.y_axis == "right" else "left"
+        if side not in axes:
+            axes[side] = axes["left"].twinx()
         legend = (f"{metric.label} = {metric.expression} (computed locally)" if metric.expression
                   else f"{metric.label} ({metric.stat})")
         if metric.id in problems:
             legend += ": not computed"
-        axis.plot([t for t, _ in points], [v for _, v in points], marker="o", markersize=3, label=legend)
+        axes[side].plot([t for t, _ in points], [v for _, v in points], marker="o", markersize=3,
+                        color=f"C{colour % 10}", label=legend)
         drawn += len(points)
+    for side, axis in axes.items():
+        settings = dict((y_axes or {}).get(side, {}))
+        axis.set_ylabel(str(settings.get("label", "")), fontsize=8)
+        axis.set_ylim(bottom=settings.get("min"), top=settings.get("max"))
+        axis.tick_params(labelsize=7)
+    left = axes["left"]
     left.set_title(title, fontsize=10, loc="left")
-    left.set_ylabel(", ".join(sorted({m.stat for m in metrics if m.visible and not m.expression})), fontsize=8)
+    locator = matplotlib.dates.AutoDateLocator(tz=datetime.timezone.utc)  # type: ignore[no-untyped-call]
+    left.xaxis.set_major_locator(locator)
     left.xaxis.set_major_formatter(
-        matplotlib.dates.DateFormatter("%H:%M", tz=datetime.timezone.utc))  # type: ignore[no-untyped-call]
-    left.tick_params(labelsize=7)
-    handles = [h for axis in (left, right) if axis for h in axis.get_legend_handles_labels()[0]]
+        matplotlib.dates.ConciseDateFormatter(locator, tz=datetime.timezone.utc))  # type: ignore[no-untyped-call]
+    left.set_xlim(*span)  # the run's span, as the dashboard would be set to it
+    handles = [h for axis in axes.values() for h in axis.get_legend_handles_labels()[0]]
     left.legend(handles=handles, fontsize=7, loc="upper right")
     if not drawn:
         left.text(0.5, 0.5, "no data points in the run's span", ha="center", va="center",
@@ -273,7 +282,8 @@ def render_widget(cloudwatch: Any, dashboard: str, number: int, widget: Mapping[
     if kind == "metric":
         metrics = parse_metrics(properties)
         series, problems = widget_series(cloudwatch, metrics, start, end)
-        draw_metric_widget(title, metrics, series, problems, size, path)
+        draw_metric_widget(title, metrics, series, problems, (start, end), size, path,
+                           properties.get("yAxis"))
         # The data behind the drawing, beside it, for a reader (and a test) to check.
         path.with_suffix(".json").write_text(json.dumps(
             {m.label: {"id": m.id, "expression": m.expression or None, "problem": problems.get(m.id),
