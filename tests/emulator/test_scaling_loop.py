@@ -79,6 +79,13 @@ def test_report_generator_runs_a_short_plan(emulator, run_playbook, stack_file, 
     assert "| messages lost | 0 |" in report and "| messages processed | 25 |" in report
     assert "not measured on AWS" in report
     assert "- Backlog: visible and in flight (metric: " in report  # the dashboards, read back from CloudWatch
+    # ... and drawn over the run: the backlog graph shows the queue's depth the loop published.
+    images = json.loads((tmp_path / DATA_FILE).read_text())["dashboard images"]
+    backlog = next(path for _, title, path, _ in images if title == "Backlog: visible and in flight")
+    board = Stack.load(stack_file).dashboards["sqs"]
+    assert f"]({backlog})\n*`{board}`: Backlog: visible and in flight; rendered locally" in report
+    drawn = json.loads((tmp_path / backlog).with_suffix(".json").read_text())
+    assert max(v for _, v in drawn["backlog"]["points"]) == 25  # the burst, before any worker took a message
     for plot in (QUEUE_PLOT, PROCESSED_PLOT):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
         assert f"]({plot})" in report

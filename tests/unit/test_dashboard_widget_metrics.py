@@ -11,9 +11,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from sqs_fleet.scaletest.report import dashboard_images
 from sqs_fleet.scaletest.widgets import (
     ALARM_TABLE,
     FROM_CLOUDWATCH,
+    RENDERED,
     WidgetMetric,
     expand,
     image_size,
@@ -108,3 +110,10 @@ def test_on_aws_each_metric_widget_is_cloudwatchs_own_image(tmp_path: Path):
 def test_a_widgets_grid_size_gives_its_pixels():
     assert image_size({"width": 12, "height": 6}) == (600, 400)  # GetMetricWidgetImage's default size
     assert image_size({"width": 24, "height": 40}) == (1200, 2000)  # capped at the API's maximum
+
+
+def test_the_report_shows_each_image_with_its_caption_and_how_it_was_made():
+    section = dashboard_images([("board", "Backlog", "report/widgets/board-1.png", RENDERED)])
+    assert section.startswith("\n## What the dashboards show\n")
+    assert f"![Backlog](report/widgets/board-1.png)\n*`board`: Backlog; {RENDERED}.*" in section
+    assert dashboard_images([]) == ""  # a report made before the dashboards were drawn
