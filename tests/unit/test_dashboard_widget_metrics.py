@@ -117,3 +117,18 @@ def test_the_report_shows_each_image_with_its_caption_and_how_it_was_made():
     assert section.startswith("\n## What the dashboards show\n")
     assert f"![Backlog](report/widgets/board-1.png)\n*`board`: Backlog; {RENDERED}.*" in section
     assert dashboard_images([]) == ""  # a report made before the dashboards were drawn
+
+
+def test_a_refused_widget_image_is_named_and_the_report_goes_on(tmp_path: Path):
+    start = datetime.datetime(2025, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    body = {"widgets": [{"type": "metric", "width": 12, "height": 6,
+                         "properties": {"title": "Backlog", "metrics": [SQS]}}]}
+    cloudwatch = boto3.client("cloudwatch", region_name="eu-west-1", aws_access_key_id="x",
+                              aws_secret_access_key="x")  # noqa: S106 - never sent: the stubber answers
+    with Stubber(cloudwatch) as stub:
+        stub.add_response("get_dashboard", {"DashboardBody": json.dumps(body)}, {"DashboardName": "board"})
+        stub.add_client_error("get_metric_widget_image", "AccessDenied", "not authorized")
+        [image] = render_dashboards(cloudwatch, ["board"], start, start + datetime.timedelta(hours=1), tmp_path,
+                                    on_aws=True)
+    assert image.made == "no image: GetMetricWidgetImage failed (AccessDenied)"
+    assert (tmp_path / image.path).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from botocore.exceptions import ClientError
+
 from sqs_fleet.scaletest.report import OUTPUTS
 from sqs_fleet.sim.semantics import expression_value
 
@@ -276,7 +278,12 @@ def render_widget(cloudwatch: Any, dashboard: str, number: int, widget: Mapping[
     path.parent.mkdir(parents=True, exist_ok=True)
     size = image_size(widget)
     if kind == "metric" and on_aws:
-        image = cloudwatch.get_metric_widget_image(**metric_widget_request(widget, start, end))
+        try:
+            image = cloudwatch.get_metric_widget_image(**metric_widget_request(widget, start, end))
+        except ClientError as error:  # the run's report matters more than one image: say what failed
+            made = f"no image: GetMetricWidgetImage failed ({error.response['Error'].get('Code', 'error')})"
+            draw_text(title, str(error), made, size, path)
+            return WidgetImage(dashboard, title, relative, made)
         path.write_bytes(image["MetricWidgetImage"])
         return WidgetImage(dashboard, title, relative, FROM_CLOUDWATCH)
     if kind == "metric":
