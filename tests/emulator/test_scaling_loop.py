@@ -82,6 +82,17 @@ def test_report_generator_runs_a_short_plan(emulator, run_playbook, stack_file, 
     assert "| messages lost | 0 |" in report and "| messages processed | 25 |" in report
     assert "not measured on AWS" in report
     assert "- Backlog: visible and in flight (metric: " in report  # the dashboards, read back from CloudWatch
+    # ... and drawn over the run: the backlog graph shows the queue's depth the loop published.
+    images = json.loads((tmp_path / DATA_FILE).read_text())["dashboard images"]
+    backlog = next(path for _, title, path, _ in images if title == "Backlog: visible and in flight")
+    board = Stack.load(stack_file).dashboards["sqs"]
+    assert f"]({backlog})\n*`{board}`: Backlog: visible and in flight; rendered locally" in report
+    drawn = json.loads((tmp_path / backlog).with_suffix(".json").read_text())
+    visible, in_flight = (dict(drawn[label]["points"]) for label in ("visible", "in flight"))
+    # The sum of each minute's maxima, as CloudWatch graphs it; at least the burst before any worker took one.
+    assert drawn["backlog"]["points"] == [[t, visible.get(t, 0) + in_flight.get(t, 0)]
+                                          for t in sorted({*visible, *in_flight})]
+    assert max(v for _, v in drawn["backlog"]["points"]) >= 25
     for plot in (QUEUE_PLOT, PROCESSED_PLOT):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
         assert f"]({plot})" in report

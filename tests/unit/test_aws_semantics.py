@@ -27,8 +27,18 @@ SCALE_IN = {"ComparisonOperator": "LessThanThreshold", "Threshold": 1, "Evaluati
 def test_metric_math_counts_a_missing_value_as_zero_but_all_missing_as_no_datapoint():
     assert expression_value("visible + inflight", {"visible": 3, "inflight": None}) == 3
     assert expression_value("visible + inflight", {"visible": None, "inflight": None}) is None
-    with pytest.raises(ValueError, match="only sums"):
-        expression_value("visible / inflight", {})
+    with pytest.raises(ValueError, match="only"):
+        expression_value("SUM(METRICS())", {})
+    with pytest.raises(ValueError, match="only"):
+        expression_value("visible +", {"visible": 1})
+
+
+def test_metric_math_arithmetic_keeps_precedence_and_drops_a_division_by_zero():
+    values = {"sent": 10.0, "deleted": 4.0, "idle": None}
+    assert expression_value("(sent - deleted) / 2 * 3", values) == 9
+    assert expression_value("sent - deleted / 2", values) == 8
+    assert expression_value("-deleted + sent * idle", values) == -4  # idle missing: 0
+    assert expression_value("sent / idle", values) is None
 
 
 def test_the_first_message_raises_the_scale_out_alarm_in_one_period():

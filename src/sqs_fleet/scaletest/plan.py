@@ -36,6 +36,7 @@ from typing import Any
 from sqs_fleet import REPO, aws
 from sqs_fleet.lab.workers import CONSUMER, ProcessWorkers
 from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
+from sqs_fleet.scaletest.widgets import render_dashboards
 from sqs_fleet.sim.loop import AwsScaling, CannotPlay, EmulatedScaling, Fleet, FleetWatch, Period
 from sqs_fleet.stack import Stack, StackNotFound, output_file
 
@@ -282,6 +283,9 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
         events = target.events(args.messages - timeline[-1].dead_letters)
         evidence = metric_evidence(fleet.cloudwatch, fleet.queue_name, fleet.dlq_name, fleet.group_name,
                                    *target.span(len(timeline)))
+        # What a user would see on the dashboards over the run (sqs_fleet.scaletest.widgets).
+        images = render_dashboards(fleet.cloudwatch, list(stack.dashboards.values()), *target.span(len(timeline)),
+                                   args.out, args.target == "aws")
 
     processed_at = processed_minutes(timeline, events, period)
     numbers = figures(timeline, events, args.messages, processed_at)
@@ -309,6 +313,7 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
         "bootstrap log excerpt": bootstrap[0].read_text().splitlines()[-6:] if bootstrap else [],
         "dead letters sample": dead_letters,
         "dashboards": boards,
+        "dashboard images": images,
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
         "plots": plots(timeline, processed, label, args.out),
     }

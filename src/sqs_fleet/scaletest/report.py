@@ -8,7 +8,7 @@ import datetime
 import json
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,23 @@ def observations(numbers: dict[str, Any], timeline: list[dict[str, Any]]) -> str
     return "\n".join(f"- {line}" for line in lines)
 
 
+def dashboard_images(images: list[Sequence[str]]) -> str:
+    """The "What the dashboards show" section: each widget's image with its caption and how it was made
+    (images: sqs_fleet.scaletest.widgets.render_dashboards' (dashboard, title, path, made) entries)."""
+    if not images:
+        return ""
+    shown = "\n\n".join(f"![{title}]({path})\n*`{dashboard}`: {title}; {made}.*"
+                         for dashboard, title, path, made in images)
+    return f"""
+## What the dashboards show
+Each widget of the stack's dashboards over the run's span, as a user opening them would see it. On AWS a
+graph is CloudWatch's own image (GetMetricWidgetImage); on the emulator, which has none, it is drawn
+from the widget's JSON as CloudWatch holds it and the metric data GetMetricData returns, and says so.
+
+{shown}
+"""
+
+
 def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     """REPORT.md: the test process, what was observed, the figures and the evidence, from one run."""
     conditions, numbers, timeline = result["conditions"], result["figures"], result["timeline"]
@@ -254,7 +271,7 @@ emulator only the metrics the loop publishes (AWS/SQS queue depths, AWS/AutoScal
 data; share them as the README says.
 
 {boards}
-
+{dashboard_images(result.get("dashboard images", []))}
 ## Reproducing on AWS
 `ansible-playbook site.yml -i inventory/prod`, then `ansible-playbook scale_test.yml -i inventory/prod`:
 the same plan with real CloudWatch and Auto Scaling (one minute per period), its evidence taken from the

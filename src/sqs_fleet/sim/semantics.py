@@ -38,14 +38,66 @@ def step_for(steps: Sequence[Mapping[str, Any]], breach: float) -> Mapping[str, 
     return None
 
 
+# Metric math's arithmetic: metric ids, numbers, + - * / and parentheses; functions are not evaluated here.
+MATH_TOKEN = re.compile(r"\s*(?:(?P<number>\d+(?:\.\d*)?)|(?P<id>[a-z][a-zA-Z0-9_]*)|(?P<op>[-+*/()]))")
+
+
 def expression_value(expression: str, values: Mapping[str, Datapoint]) -> Datapoint:
-    """A sum of metric ids (`visible + inflight`), as metric math computes it: a missing value counts as 0,
-    but with every input missing there is no data point at all."""
-    names = [name.strip() for name in expression.split("+")]
-    if not all(re.fullmatch(r"[a-z][a-zA-Z0-9_]*", name) for name in names):
-        raise ValueError(f"only sums of metric ids are supported, not {expression!r}")
-    present = [values[name] for name in names if values.get(name) is not None]
-    return float(sum(value for value in present if value is not None)) if present else None
+    """One data point of a metric-math expression of metric ids (`visible + inflight`, `(a - b) / 60`), as
+    metric math computes it: a missing value counts as 0, but with every input missing there is no data
+    point at all, and a point whose computation divides by zero is dropped (None)."""
+    tokens: list[tuple[str, str]] = []
+    position, text = 0, expression.rstrip()
+    while position < len(text):
+        match = MATH_TOKEN.match(text, position)
+        if not match:
+            raise ValueError(f"only + - * / of metric ids and numbers are supported, not {expression!r}")
+        kind = match.lastgroup or ""
+        tokens.append((kind, match.group(kind)))
+        position = match.end()
+    at = 0
+
+    def take(*wanted: str) -> str | None:
+        nonlocal at
+        if at < len(tokens) and tokens[at][0] == "op" and tokens[at][1] in wanted:
+            at += 1
+            return tokens[at - 1][1]
+        return None
+
+    def factor() -> float:
+        nonlocal at
+        if take("-"):
+            return -factor()
+        if take("("):
+            inner = total()
+            if not take(")"):
+                raise ValueError(f"unbalanced parentheses in {expression!r}")
+            return inner
+        if at < len(tokens) and tokens[at][0] in ("number", "id"):
+            kind, token = tokens[at]
+            at += 1
+            return float(token) if kind == "number" else float(values.get(token) or 0.0)
+        raise ValueError(f"only + - * / of metric ids and numbers are supported, not {expression!r}")
+
+    def product() -> float:
+        result = factor()
+        while operation := take("*", "/"):
+            right = factor()
+            result = result * right if operation == "*" else result / right if right else math.nan
+        return result
+
+    def total() -> float:
+        result = product()
+        while operation := take("+", "-"):
+            right = product()
+            result = result + right if operation == "+" else result - right
+        return result
+
+    result = total()
+    if at != len(tokens):
+        raise ValueError(f"only + - * / of metric ids and numbers are supported, not {expression!r}")
+    present = any(values.get(token) is not None for kind, token in tokens if kind == "id")
+    return None if not present or math.isnan(result) else float(result)
 
 
 def aggregate(values: Sequence[Datapoint], statistic: str) -> Datapoint:
