@@ -107,6 +107,18 @@ def test_launch_template_requires_imdsv2_encrypts_and_has_no_public_ip(stack, aw
     assert all(m["Ebs"]["Encrypted"] for m in data["BlockDeviceMappings"])
 
 
+def test_launch_template_carries_the_project_tags_and_one_version(stack, aws, run_playbook):
+    ec2 = aws("ec2")
+    template = ec2.describe_launch_templates(LaunchTemplateNames=[GROUP])["LaunchTemplates"][0]
+    # DescribeTags: the emulator's DescribeLaunchTemplates shows only the tags a template was created with.
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [template["LaunchTemplateId"]]}])["Tags"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"Project": "sqs-fleet", "Environment": "local"}
+    # A rerun leaves the template as it is: no new version for tags copied into its launch data.
+    assert_ok(run_playbook("site.yml"), ["rerun"])
+    versions = ec2.describe_launch_template_versions(LaunchTemplateName=GROUP)["LaunchTemplateVersions"]
+    assert [v["VersionNumber"] for v in versions] == [1]
+
+
 def test_user_data_bootstraps_with_ansible_pull_and_holds_no_secrets(stack, aws):
     user_data = base64.b64decode(launch_template_data(aws)["UserData"]).decode()
     assert user_data.startswith("#!/bin/bash")
