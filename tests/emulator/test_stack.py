@@ -78,6 +78,8 @@ def test_consumer_role_is_least_privilege_with_session_manager(stack, aws):
     metrics = next(s for s in document["Statement"] if s["Sid"] == "PublishAgentMetricsOnly")
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CWAgent"}}
     assert any(p["PolicyName"] == "AmazonSSMManagedInstanceCore" for p in attached)
+    # The AWS managed key needs no grant: nothing of KMS in the workers' policy.
+    assert not [s for s in document["Statement"] if "kms:" in json.dumps(s["Action"])]
     profile = iam.get_instance_profile(InstanceProfileName=f"{PREFIX}-consumer")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == [f"{PREFIX}-consumer"]
     trust = iam.get_role(RoleName=f"{PREFIX}-consumer")["Role"]["AssumeRolePolicyDocument"]
@@ -90,6 +92,11 @@ def test_producer_role_may_only_send(stack, aws):
         document = json.loads(document)
     actions = {a for s in document["Statement"] for a in s["Action"]}
     assert actions == {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+    # Only the principal the inventory names may assume it, never the whole account.
+    trust = aws("iam").get_role(RoleName=f"{PREFIX}-producer")["Role"]["AssumeRolePolicyDocument"]
+    named = [s["Principal"]["AWS"] for s in trust["Statement"]]
+    principals = [p for n in named for p in ([n] if isinstance(n, str) else n)]
+    assert principals == ["arn:aws:iam::123456789012:user/moto"]
 
 
 def launch_template_data(aws):

@@ -20,6 +20,9 @@ FORK = "https://github.com/acme/sqs-fleet.git"
         ({"queue_max_receive_count": 1}, "queue_max_receive_count 1"),
         ({"scaling_idle_window": 100}, "scaling_idle_window 100"),
         ({"fleet_max_size": "four"}, "fleet_max_size"),
+        ({"stack_producer_trusted_principals": ["arn:aws:iam::123456789012:root"]},
+         "'arn:aws:iam::123456789012:root' is not a role or user ARN"),
+        ({"stack_queue_kms_key": "alias/queue-key"}, "identity_queue_kms_key 'alias/queue-key': give alias/aws/sqs"),
     ],
 )
 def test_bad_input_is_named_before_any_aws_call(run_playbook, extra_vars, named):
@@ -79,6 +82,7 @@ def test_environment_variables_load_from_inventory_and_playbook_group_vars(run_p
     assert shown_configuration(local) == {
         "environment": "local", "endpoint": emulator.url, "region": "us-east-1",
         "queue": "sqs-fleet-local-vehicles", "group": "sqs-fleet-local-workers (0..4 x t3.micro)",
+        "producer": "role sqs-fleet-local-producer, assumable by arn:aws:iam::123456789012:user/moto",
     }
     prod = run_playbook("site.yml", "-i", "inventory/prod", "--tags", "validate", "-e", f"fleet_repo_url={FORK}")
     assert prod.returncode == 0, prod.failure_messages()
