@@ -171,8 +171,10 @@ def derived_resources(action: str, region: str, account: str, params: dict[str, 
                              f"autoScalingGroupName/{n}" for n in listed(params, "AutoScalingGroupNames")
                              + listed(params, "AutoScalingGroupName")],
         "vpc": [f"{regional}:vpc/{v}" for v in listed(params, "VpcId")],
-        "security-group": [f"{regional}:security-group/{g}" for g in listed(params, "GroupId")],
-        "launch-template": [f"{regional}:launch-template/{t}" for t in listed(params, "LaunchTemplateId")],
+        "security-group": [f"{regional}:security-group/{g}" for g in listed(params, "GroupId")]
+        + [f"{regional}:security-group/{r}" for r in listed(params, "ResourceId") if r.startswith("sg-")],
+        "launch-template": [f"{regional}:launch-template/{t}" for t in listed(params, "LaunchTemplateId")]
+        + [f"{regional}:launch-template/{r}" for r in listed(params, "ResourceId") if r.startswith("lt-")],
         "function": [f"{regional}:function:{n}" for n in listed(params, "FunctionName")],
         "schedule": [f"{regional}:schedule/{params.get('GroupName', 'default')}/{n}"
                      for n in listed(params, "Name") if service == "scheduler"],

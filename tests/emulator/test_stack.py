@@ -78,6 +78,8 @@ def test_consumer_role_is_least_privilege_with_session_manager(stack, aws):
     metrics = next(s for s in document["Statement"] if s["Sid"] == "PublishAgentMetricsOnly")
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CWAgent"}}
     assert any(p["PolicyName"] == "AmazonSSMManagedInstanceCore" for p in attached)
+    # The AWS managed key needs no grant: nothing of KMS in the workers' policy.
+    assert not [s for s in document["Statement"] if "kms:" in json.dumps(s["Action"])]
     profile = iam.get_instance_profile(InstanceProfileName=f"{PREFIX}-consumer")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == [f"{PREFIX}-consumer"]
     trust = iam.get_role(RoleName=f"{PREFIX}-consumer")["Role"]["AssumeRolePolicyDocument"]
@@ -90,6 +92,11 @@ def test_producer_role_may_only_send(stack, aws):
         document = json.loads(document)
     actions = {a for s in document["Statement"] for a in s["Action"]}
     assert actions == {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+    # Only the principal the inventory names may assume it, never the whole account.
+    trust = aws("iam").get_role(RoleName=f"{PREFIX}-producer")["Role"]["AssumeRolePolicyDocument"]
+    named = [s["Principal"]["AWS"] for s in trust["Statement"]]
+    principals = [p for n in named for p in ([n] if isinstance(n, str) else n)]
+    assert principals == ["arn:aws:iam::123456789012:user/moto"]
 
 
 def launch_template_data(aws):
@@ -105,6 +112,18 @@ def test_launch_template_requires_imdsv2_encrypts_and_has_no_public_ip(stack, aw
     assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{PREFIX}-consumer")
     assert data["NetworkInterfaces"][0]["AssociatePublicIpAddress"] is False
     assert all(m["Ebs"]["Encrypted"] for m in data["BlockDeviceMappings"])
+
+
+def test_launch_template_carries_the_project_tags_and_one_version(stack, aws, run_playbook):
+    ec2 = aws("ec2")
+    template = ec2.describe_launch_templates(LaunchTemplateNames=[GROUP])["LaunchTemplates"][0]
+    # DescribeTags: the emulator's DescribeLaunchTemplates shows only the tags a template was created with.
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [template["LaunchTemplateId"]]}])["Tags"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"Project": "sqs-fleet", "Environment": "local"}
+    # A rerun leaves the template as it is: no new version for tags copied into its launch data.
+    assert_ok(run_playbook("site.yml"), ["rerun"])
+    versions = ec2.describe_launch_template_versions(LaunchTemplateName=GROUP)["LaunchTemplateVersions"]
+    assert [v["VersionNumber"] for v in versions] == [1]
 
 
 def test_user_data_bootstraps_with_ansible_pull_and_holds_no_secrets(stack, aws):

@@ -6,6 +6,7 @@ import pytest
 
 # No server listens here: a run that got past validation would fail with "Could not reach AWS".
 UNREACHABLE = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+FORK = "https://github.com/acme/sqs-fleet.git"
 
 
 @pytest.mark.parametrize(
@@ -19,6 +20,9 @@ UNREACHABLE = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
         ({"queue_max_receive_count": 1}, "queue_max_receive_count 1"),
         ({"scaling_idle_window": 100}, "scaling_idle_window 100"),
         ({"fleet_max_size": "four"}, "fleet_max_size"),
+        ({"stack_producer_trusted_principals": ["arn:aws:iam::123456789012:root"]},
+         "'arn:aws:iam::123456789012:root' is not a role or user ARN"),
+        ({"stack_queue_kms_key": "alias/queue-key"}, "identity_queue_kms_key 'alias/queue-key': give alias/aws/sqs"),
     ],
 )
 def test_bad_input_is_named_before_any_aws_call(run_playbook, extra_vars, named):
@@ -35,6 +39,37 @@ def test_unreachable_aws_is_explained(run_playbook):
     assert "Could not reach AWS at http://127.0.0.1:9" in " ".join(run.failure_messages())
 
 
+@pytest.mark.parametrize("environment", ["prod", "preprod"])
+def test_an_environment_on_aws_needs_the_users_fork(run_playbook, environment):
+    """The inventories of real environments ship without a repository: validation says what to set."""
+    run = run_playbook("site.yml", "-i", f"inventory/{environment}", env=UNREACHABLE)
+    assert run.returncode != 0
+    messages = " ".join(run.failure_messages())
+    assert "fleet_repo_url '' is not set: set fleet_repo_url to the git URL of your fork" in messages
+    assert "Could not reach AWS" not in messages
+
+
+@pytest.mark.parametrize("url", [
+    "https://github.com/example/sqs-fleet.git", "git@github.com:example/sqs-fleet.git",
+    "https://example.com/sqs-fleet.git", "https://git.example.org/acme/sqs-fleet.git", "  ",
+])
+def test_a_placeholder_repository_is_rejected_outside_the_emulator(run_playbook, url):
+    run = run_playbook("site.yml", "-i", "inventory/prod", "--tags", "validate", extra_vars={"fleet_repo_url": url},
+                       env=UNREACHABLE)
+    assert run.returncode != 0
+    assert f"fleet_repo_url '{url}' is " in " ".join(run.failure_messages())
+    # The emulator's environment takes any repository: its workers are emulated.
+    local = run_playbook("site.yml", "--tags", "validate", extra_vars={"fleet_repo_url": url}, env=UNREACHABLE)
+    assert local.returncode == 0, local.failure_messages()
+
+
+def test_a_real_repository_passes(run_playbook):
+    for url in (FORK, "git@github.com:acme/sqs-fleet.git", "https://git.examples.io/example-team/sqs-fleet.git"):
+        run = run_playbook("site.yml", "-i", "inventory/prod", "--tags", "validate",
+                           extra_vars={"fleet_repo_url": url}, env=UNREACHABLE)
+        assert run.returncode == 0, (url, run.failure_messages())
+
+
 def shown_configuration(run):
     tasks = run.report["plays"][0]["tasks"]
     return next(t["hosts"]["localhost"]["msg"] for t in tasks if t["task"]["name"].startswith("Show what"))
@@ -47,8 +82,9 @@ def test_environment_variables_load_from_inventory_and_playbook_group_vars(run_p
     assert shown_configuration(local) == {
         "environment": "local", "endpoint": emulator.url, "region": "us-east-1",
         "queue": "sqs-fleet-local-vehicles", "group": "sqs-fleet-local-workers (0..4 x t3.micro)",
+        "producer": "role sqs-fleet-local-producer, assumable by arn:aws:iam::123456789012:user/moto",
     }
-    prod = run_playbook("site.yml", "-i", "inventory/prod", "--tags", "validate")
+    prod = run_playbook("site.yml", "-i", "inventory/prod", "--tags", "validate", "-e", f"fleet_repo_url={FORK}")
     assert prod.returncode == 0, prod.failure_messages()
     shown = shown_configuration(prod)
     assert (shown["environment"], shown["endpoint"], shown["queue"]) == ("prod", "AWS", "sqs-fleet-prod-vehicles")

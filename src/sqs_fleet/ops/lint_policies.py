@@ -12,7 +12,12 @@ from sqs_fleet import REPO
 
 ACCOUNT = "123456789012"
 PUBLISHER_LOG_GROUP_ARN = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/sqs-fleet-prod-backlog-publisher"
-# Representative values for the variables the templates use.
+QUEUE_ARN = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles"
+DLQ_ARN = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles-dlq"
+CONSUMER_ARN = f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-consumer"
+PRODUCER_ARN = f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-producer"
+# Representative values for the variables the templates use: the playbooks' stack names (deployer policy) and
+# the roles' own inputs, including the role variables (vars/main.yml) the templates read.
 SAMPLE = {
     "aws_partition": "aws",
     "aws_region": "eu-west-1",
@@ -22,24 +27,17 @@ SAMPLE = {
     "stack_producer_role": "sqs-fleet-prod-producer",
     "stack_account_id": ACCOUNT,
     "stack_queue_name": "sqs-fleet-prod-vehicles",
-    "stack_queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
+    "stack_queue_arn": QUEUE_ARN,
     "stack_dead_letter_queue_name": "sqs-fleet-prod-vehicles-dlq",
-    "stack_dead_letter_queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles-dlq",
+    "stack_dead_letter_queue_arn": DLQ_ARN,
     "stack_log_group_arn": f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/sqs-fleet/prod/consumer",
-    "stack_consumer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-consumer",
-    "stack_producer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-producer",
-    "identity_producer_trusted_principals": [],
-    "identity_agent_metric_namespace": "CWAgent",
-    # The roles' own input names (each role takes only its prefixed inputs).
-    "identity_queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
+    "stack_consumer_role_arn": CONSUMER_ARN,
+    "stack_producer_role_arn": PRODUCER_ARN,
+    "identity_queue_arn": QUEUE_ARN,
     "identity_log_group_arn": f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/sqs-fleet/prod/consumer",
-    "queue_name": "sqs-fleet-prod-vehicles",
-    "queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
-    "queue_dead_letter_name": "sqs-fleet-prod-vehicles-dlq",
-    "queue_dead_letter_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles-dlq",
-    "queue_consumer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-consumer",
-    "queue_producer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-producer",
-    "publisher_queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
+    "identity_producer_trusted_principals": [f"arn:aws:iam::{ACCOUNT}:role/order-service"],
+    "identity_agent_metric_namespace": "CWAgent",
+    "publisher_queue_arn": QUEUE_ARN,
     "publisher_metric": {"namespace": "SqsFleet", "name": "Backlog"},
     "publisher_log_group_arn": PUBLISHER_LOG_GROUP_ARN,
     "publisher_queue_kms_key_arn": f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
@@ -51,21 +49,28 @@ SAMPLE = {
     "stack_publisher_function_name": "sqs-fleet-prod-backlog-publisher",
     "stack_publisher_schedule_name": "sqs-fleet-prod-backlog-publisher",
     "stack_publisher_log_group_arn": PUBLISHER_LOG_GROUP_ARN,
+    "identity__kms_key_arn": "",
+    "identity__sqs_service": "sqs.eu-west-1.amazonaws.com",
 }
 # The roles' own inputs, as site.yml passes them from the stack's names above.
 SAMPLE |= {
     "identity_queue_name": SAMPLE["stack_queue_name"],
-    "identity_queue_arn": SAMPLE["stack_queue_arn"],
-    "identity_log_group_arn": SAMPLE["stack_log_group_arn"],
     "identity_account_principal": f"arn:aws:iam::{ACCOUNT}:root",
     "identity_partition": "aws",
     "identity_group_name": SAMPLE["stack_group_name"],
     "queue_name": SAMPLE["stack_queue_name"],
     "queue_dead_letter_name": SAMPLE["stack_dead_letter_queue_name"],
-    "queue_arn": SAMPLE["stack_queue_arn"],
-    "queue_dead_letter_arn": SAMPLE["stack_dead_letter_queue_arn"],
-    "queue_consumer_role_arn": SAMPLE["stack_consumer_role_arn"],
-    "queue_producer_role_arn": SAMPLE["stack_producer_role_arn"],
+    "queue_arn": QUEUE_ARN,
+    "queue_dead_letter_arn": DLQ_ARN,
+    "queue_consumer_role_arn": CONSUMER_ARN,
+    "queue_producer_role_arn": PRODUCER_ARN,
+}
+# The same templates with the other values that change what they render: a customer managed key (the roles get
+# its use through SQS) and no producer role (the queue grants no producer).
+VARIANTS = {
+    "customer managed key": {"identity__kms_key_arn":
+                             f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+    "no producer role": {"queue_producer_role_arn": ""},
 }
 # Resource policies carry a Principal: parliament reads them as such.
 POLICIES = {
@@ -95,16 +100,29 @@ def accepted(path: str, issue: str, location: object) -> bool:
     return (issue, kind) in ACCEPTED.get(path, set())
 
 
-def render(path: str) -> str:
+def render(path: str, values: dict[str, object] | None = None) -> str:
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701  # nosec B701
     environment.filters["to_json"] = json.dumps
-    return environment.from_string((REPO / path).read_text()).render(SAMPLE)
+    return environment.from_string((REPO / path).read_text()).render({**SAMPLE, **(values or {})})
+
+
+def renderings() -> list[tuple[str, str, bool]]:
+    """(label, document, is a resource policy) for each template, and again for each variant that changes it."""
+    documents = []
+    for path, is_resource_policy in POLICIES.items():
+        plain = render(path)
+        documents.append((path, plain, is_resource_policy))
+        for variant, values in VARIANTS.items():
+            document = render(path, values)
+            if document != plain:
+                documents.append((f"{path} ({variant})", document, is_resource_policy))
+    return documents
 
 
 def main() -> int:
     failures = 0
-    for path, is_resource_policy in POLICIES.items():
-        document = render(path)
+    for label, document, is_resource_policy in renderings():
+        path = label.split(" ")[0]
         json.loads(document)  # a template that renders invalid JSON fails here, by name
         findings = analyze_policy_string(document, include_community_auditors=True,
                                          ignore_private_auditors=True).findings
@@ -112,9 +130,9 @@ def main() -> int:
         findings = [f for f in findings if not (is_resource_policy and f.issue == "RESOURCE_POLICY_PRINCIPAL")
                     and not accepted(path, f.issue, f.location)]
         for finding in findings:
-            print(f"{path}: {finding.issue} {finding.detail} {finding.location}")
+            print(f"{label}: {finding.issue} {finding.detail} {finding.location}")
         failures += len(findings)
-        print(f"{path}: {'ok' if not findings else f'{len(findings)} finding(s)'}")
+        print(f"{label}: {'ok' if not findings else f'{len(findings)} finding(s)'}")
     return 1 if failures else 0
 
 

@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
         print(f"  queue {queue['name']}: {attributes['ApproximateNumberOfMessages']} visible, "
               f"{attributes['ApproximateNumberOfMessagesNotVisible']} in flight")
+    producer = stack["roles"]["producer"]
+    print(f"  producer role {producer['name']}" if producer.get("arn") else
+          "  producer role: none (no principal is named to assume one; the queue grants no producer)")
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[stack.group_name])["AutoScalingGroups"][0]
     print(f"  group {stack.group_name}: min {group['MinSize']}, max {group['MaxSize']}, "
           f"desired {group['DesiredCapacity']}, {len(group['Instances'])} instances")

@@ -94,7 +94,9 @@ options:
     type: dict
     default: {}
   wait_timeout:
-    description: Seconds to wait for a deleted group to disappear.
+    description:
+      - Seconds to wait for a deleted group to disappear. When it is still there (instances still terminating, a
+        lifecycle hook holding one), the module fails, naming the group's status and the instances left.
     type: int
     default: 600
 notes:
@@ -234,16 +236,28 @@ def tag_list(name, tags):
 
 
 def delete(module, client, group):
+    """Delete the group and wait for it to go; the group as it still is when the wait runs out, else None."""
     name = group["AutoScalingGroupName"]
+    left = None
     try:
         client.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True, aws_retry=True)
         deadline = time.monotonic() + module.params["wait_timeout"]
-        while describe(client, name) and time.monotonic() < deadline:
-            time.sleep(5)
+        left = describe(client, name)
+        while left and time.monotonic() < deadline:
+            time.sleep(min(5, max(0.0, deadline - time.monotonic())))
+            left = describe(client, name)
     except is_boto3_error_code("ValidationError"):
         pass  # AWS's answer for a group that is already gone
     except (ClientError, BotoCoreError) as error:  # pylint: disable=duplicate-except
         module.fail_json_aws(error, msg=f"Could not delete Auto Scaling group {name}")
+    return left
+
+
+def still_there(group, waited):
+    """What a teardown must say when the group outlived the wait: its status and each instance left."""
+    instances = ", ".join(f"{i['InstanceId']} {i['LifecycleState']}" for i in group.get("Instances", []))
+    return (f"Auto Scaling group {group['AutoScalingGroupName']} is still there after {waited} s "
+            f"({group.get('Status') or 'no status'}; instances: {instances or 'none'})")
 
 
 def main():
@@ -287,7 +301,10 @@ def main():
 
     if params["state"] == "absent":
         if group and not module.check_mode:
-            delete(module, client, group)
+            left = delete(module, client, group)
+            if left:
+                module.fail_json(msg=f"{still_there(left, params['wait_timeout'])}: run the teardown again once "
+                                 "it has gone, or wait longer", changed=True, group=left)
         module.exit_json(changed=group is not None, group={}, diff={"before": before, "after": {}})
 
     mixed = params["mixed_instances"]

@@ -1,0 +1,98 @@
+"""What a first run on an account meets: a dry run before anything exists, produce.yml without a stack, a
+customer managed key for the queues, and no producer principal named."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import assert_ok
+
+PREFIX = "sqs-fleet-local"
+QUEUE = f"{PREFIX}-vehicles"
+PRODUCER = f"{PREFIX}-producer"
+
+
+def made(aws) -> dict[str, list[str]]:
+    """What of the project exists on the emulator, by kind."""
+    ec2, iam, cloudwatch = aws("ec2"), aws("iam"), aws("cloudwatch")
+    return {
+        "queues": aws("sqs").list_queues(QueueNamePrefix=PREFIX).get("QueueUrls", []),
+        "roles": [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(PREFIX)],
+        "policies": [p["PolicyName"] for p in iam.list_policies(Scope="Local")["Policies"]
+                     if p["PolicyName"].startswith(PREFIX)],
+        "groups": [g["AutoScalingGroupName"] for g in aws("autoscaling").describe_auto_scaling_groups()[
+            "AutoScalingGroups"] if g["AutoScalingGroupName"].startswith(PREFIX)],
+        "templates": [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"]
+                      if t["LaunchTemplateName"].startswith(PREFIX)],
+        "security groups": [g["GroupId"] for g in ec2.describe_security_groups(
+            Filters=[{"Name": "tag:Project", "Values": ["sqs-fleet"]}])["SecurityGroups"]],
+        "log groups": [g["logGroupName"] for g in aws("logs").describe_log_groups(
+            logGroupNamePrefix="/sqs-fleet/")["logGroups"]],
+        "alarms": [a["AlarmName"] for a in cloudwatch.describe_alarms(AlarmNamePrefix=PREFIX)["MetricAlarms"]],
+    }
+
+
+def test_a_dry_run_on_an_empty_account_reports_what_it_would_make_and_makes_nothing(emulator, run_playbook, aws):
+    emulator.reset()
+    check = run_playbook("site.yml", "--check")
+    assert_ok(check, ["site.yml --check on an empty account"])
+    assert check.stats["changed"] > 0
+    assert made(aws) == {kind: [] for kind in made(aws)}
+
+
+def test_produce_without_a_stack_says_so_in_one_line(emulator, run_playbook):
+    emulator.reset()
+    run = run_playbook("produce.yml", extra_vars={"count": 3})
+    assert run.returncode != 0
+    assert run.failure_messages() == [
+        f"queue {QUEUE} does not exist in us-east-1: make the stack first with ansible-playbook site.yml"]
+
+
+def attached_document(iam, role):
+    arns = [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+            if ":aws:policy/" not in p["PolicyArn"]]
+    assert len(arns) == 1, arns
+    version = iam.get_policy(PolicyArn=arns[0])["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=arns[0], VersionId=version)["PolicyVersion"]["Document"]
+    return json.loads(document) if isinstance(document, str) else document
+
+
+def statement(document, sid):
+    return next(s for s in document["Statement"] if s["Sid"] == sid)
+
+
+def test_a_customer_key_is_granted_through_sqs_only_and_no_principal_means_no_producer_role(
+        emulator, run_playbook, aws, stack_file):
+    emulator.reset()
+    key = aws("kms").create_key(Description="the queues' key")["KeyMetadata"]["Arn"]
+    run = run_playbook("site.yml", extra_vars={"stack_queue_kms_key": key})
+    assert_ok(run, ["site.yml with a customer key"])
+
+    iam, via_sqs = aws("iam"), {"StringEquals": {"kms:ViaService": "sqs.us-east-1.amazonaws.com"}}
+    producer = statement(attached_document(iam, PRODUCER), "EncryptWithTheQueueKeyViaSqs")
+    assert (sorted(producer["Action"]), producer["Resource"], producer["Condition"]) == (
+        ["kms:Decrypt", "kms:GenerateDataKey"], key, via_sqs)
+    consumer = statement(attached_document(iam, f"{PREFIX}-consumer"), "DecryptTheQueueKeyViaSqs")
+    assert (consumer["Action"], consumer["Resource"], consumer["Condition"]) == ("kms:Decrypt", key, via_sqs)
+    sqs = aws("sqs")
+    for name in (QUEUE, f"{QUEUE}-dlq"):
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])["Attributes"] == {
+            "KmsMasterKeyId": key}
+
+    # No principal named: the producer role made before goes, and the queue grants no producer.
+    none = run_playbook("site.yml", extra_vars={"stack_queue_kms_key": key, "stack_producer_trusted_principals": []})
+    assert_ok(none, ["site.yml without producer principals"])
+    assert [r for r in made(aws)["roles"] if r == PRODUCER] == []
+    assert PRODUCER not in made(aws)["policies"]
+    url = sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"]
+    policy = json.loads(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]["Policy"])
+    assert [s["Sid"] for s in policy["Statement"]] == ["DenyInsecureTransport", "ConsumerReceives"]
+    assert json.loads(stack_file.read_text())["roles"]["producer"]["arn"] is None
+    shown = next(t["hosts"]["localhost"]["msg"] for t in none.report["plays"][0]["tasks"]
+                 if t["task"]["name"].startswith("Show what"))
+    assert shown["producer"].startswith("none: no principal is named")
+
+    again = run_playbook("site.yml", extra_vars={"stack_queue_kms_key": key, "stack_producer_trusted_principals": []})
+    assert_ok(again, ["rerun without producer principals"])
+    assert again.stats["changed"] == 0
