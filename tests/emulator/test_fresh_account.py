@@ -7,9 +7,11 @@ import json
 
 from conftest import assert_ok
 
-PREFIX = "sqs-fleet-local"
-QUEUE = f"{PREFIX}-vehicles"
-PRODUCER = f"{PREFIX}-producer"
+from sqs_fleet.stack import Stack
+
+NAMES = Stack.from_inventory("local")
+PREFIX, QUEUE, DLQ = NAMES.prefix, NAMES.queue_name, NAMES.dead_letter_queue_name
+CONSUMER, PRODUCER = NAMES["roles"]["consumer"]["name"], NAMES["roles"]["producer"]["name"]
 
 
 def made(aws) -> dict[str, list[str]]:
@@ -72,10 +74,10 @@ def test_a_customer_key_is_granted_through_sqs_only_and_no_principal_means_no_pr
     producer = statement(attached_document(iam, PRODUCER), "EncryptWithTheQueueKeyViaSqs")
     assert (sorted(producer["Action"]), producer["Resource"], producer["Condition"]) == (
         ["kms:Decrypt", "kms:GenerateDataKey"], key, via_sqs)
-    consumer = statement(attached_document(iam, f"{PREFIX}-consumer"), "DecryptTheQueueKeyViaSqs")
+    consumer = statement(attached_document(iam, CONSUMER), "DecryptTheQueueKeyViaSqs")
     assert (consumer["Action"], consumer["Resource"], consumer["Condition"]) == ("kms:Decrypt", key, via_sqs)
     sqs = aws("sqs")
-    for name in (QUEUE, f"{QUEUE}-dlq"):
+    for name in (QUEUE, DLQ):
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
         assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])["Attributes"] == {
             "KmsMasterKeyId": key}

@@ -13,11 +13,12 @@ from ansible_collections.sqs_fleet.aws.plugins.module_utils.aws_rules import ste
 from conftest import assert_ok
 
 from sqs_fleet.sim.semantics import step_for
+from sqs_fleet.stack import Stack
 
-PREFIX = "sqs-fleet-local"
-QUEUE = f"{PREFIX}-vehicles"
-DLQ = f"{QUEUE}-dlq"
-GROUP = f"{PREFIX}-workers"
+# The local environment's names, as the inventory defines them (the same the stack records).
+NAMES = Stack.from_inventory("local")
+QUEUE, DLQ, GROUP = NAMES.queue_name, NAMES.dead_letter_queue_name, NAMES.group_name
+CONSUMER, PRODUCER = NAMES["roles"]["consumer"]["name"], NAMES["roles"]["producer"]["name"]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,8 @@ def test_queue_policy_denies_plain_http_and_grants_each_role_only_its_actions(st
     deny = statements["DenyInsecureTransport"]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     producer, consumer = statements["ProducerSends"], statements["ConsumerReceives"]
-    assert producer["Principal"]["AWS"].endswith(f":role/{PREFIX}-producer")
-    assert consumer["Principal"]["AWS"].endswith(f":role/{PREFIX}-consumer")
+    assert producer["Principal"]["AWS"].endswith(f":role/{PRODUCER}")
+    assert consumer["Principal"]["AWS"].endswith(f":role/{CONSUMER}")
     assert "sqs:ReceiveMessage" not in producer["Action"] and "sqs:SendMessage" not in consumer["Action"]
     assert all(s["Resource"] == queue["QueueArn"] for s in statements.values())
     assert not any(s["Effect"] == "Allow" and s.get("Principal") == "*" for s in statements.values())
@@ -68,7 +69,7 @@ def policy_document(iam, role):
 
 def test_consumer_role_is_least_privilege_with_session_manager(stack, aws):
     iam = aws("iam")
-    document, attached = policy_document(iam, f"{PREFIX}-consumer")
+    document, attached = policy_document(iam, CONSUMER)
     if isinstance(document, str):
         document = json.loads(document)
     sqs = next(s for s in document["Statement"] if s["Sid"] == "ConsumeTheQueue")
@@ -76,24 +77,24 @@ def test_consumer_role_is_least_privilege_with_session_manager(stack, aws):
                                   "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
     assert sqs["Resource"].endswith(f":{QUEUE}")
     metrics = next(s for s in document["Statement"] if s["Sid"] == "PublishAgentMetricsOnly")
-    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CWAgent"}}
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": NAMES.metric_namespace}}
     assert any(p["PolicyName"] == "AmazonSSMManagedInstanceCore" for p in attached)
     # The AWS managed key needs no grant: nothing of KMS in the workers' policy.
     assert not [s for s in document["Statement"] if "kms:" in json.dumps(s["Action"])]
-    profile = iam.get_instance_profile(InstanceProfileName=f"{PREFIX}-consumer")["InstanceProfile"]
-    assert [r["RoleName"] for r in profile["Roles"]] == [f"{PREFIX}-consumer"]
-    trust = iam.get_role(RoleName=f"{PREFIX}-consumer")["Role"]["AssumeRolePolicyDocument"]
+    profile = iam.get_instance_profile(InstanceProfileName=NAMES["instance_profile"])["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [CONSUMER]
+    trust = iam.get_role(RoleName=CONSUMER)["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
 
 
 def test_producer_role_may_only_send(stack, aws):
-    document, _ = policy_document(aws("iam"), f"{PREFIX}-producer")
+    document, _ = policy_document(aws("iam"), PRODUCER)
     if isinstance(document, str):
         document = json.loads(document)
     actions = {a for s in document["Statement"] for a in s["Action"]}
     assert actions == {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
     # Only the principal the inventory names may assume it, never the whole account.
-    trust = aws("iam").get_role(RoleName=f"{PREFIX}-producer")["Role"]["AssumeRolePolicyDocument"]
+    trust = aws("iam").get_role(RoleName=PRODUCER)["Role"]["AssumeRolePolicyDocument"]
     named = [s["Principal"]["AWS"] for s in trust["Statement"]]
     principals = [p for n in named for p in ([n] if isinstance(n, str) else n)]
     assert principals == ["arn:aws:iam::123456789012:user/moto"]
@@ -101,7 +102,7 @@ def test_producer_role_may_only_send(stack, aws):
 
 def launch_template_data(aws):
     ec2 = aws("ec2")
-    version = ec2.describe_launch_template_versions(LaunchTemplateName=GROUP, Versions=["$Latest"])
+    version = ec2.describe_launch_template_versions(LaunchTemplateName=NAMES.launch_template, Versions=["$Latest"])
     return version["LaunchTemplateVersions"][0]["LaunchTemplateData"]
 
 
@@ -109,20 +110,20 @@ def test_launch_template_requires_imdsv2_encrypts_and_has_no_public_ip(stack, aw
     data = launch_template_data(aws)
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["ImageId"].startswith("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023")
-    assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{PREFIX}-consumer")
+    assert data["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{NAMES['instance_profile']}")
     assert data["NetworkInterfaces"][0]["AssociatePublicIpAddress"] is False
     assert all(m["Ebs"]["Encrypted"] for m in data["BlockDeviceMappings"])
 
 
 def test_launch_template_carries_the_project_tags_and_one_version(stack, aws, run_playbook):
     ec2 = aws("ec2")
-    template = ec2.describe_launch_templates(LaunchTemplateNames=[GROUP])["LaunchTemplates"][0]
+    template = ec2.describe_launch_templates(LaunchTemplateNames=[NAMES.launch_template])["LaunchTemplates"][0]
     # DescribeTags: the emulator's DescribeLaunchTemplates shows only the tags a template was created with.
     tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [template["LaunchTemplateId"]]}])["Tags"]
-    assert {t["Key"]: t["Value"] for t in tags} == {"Project": "sqs-fleet", "Environment": "local"}
+    assert {t["Key"]: t["Value"] for t in tags} == NAMES["tags"]
     # A rerun leaves the template as it is: no new version for tags copied into its launch data.
     assert_ok(run_playbook("site.yml"), ["rerun"])
-    versions = ec2.describe_launch_template_versions(LaunchTemplateName=GROUP)["LaunchTemplateVersions"]
+    versions = ec2.describe_launch_template_versions(LaunchTemplateName=NAMES.launch_template)["LaunchTemplateVersions"]
     assert [v["VersionNumber"] for v in versions] == [1]
 
 
@@ -139,10 +140,10 @@ def test_group_scales_between_zero_and_four_with_metrics_and_drain_hook(stack, a
     autoscaling = aws("autoscaling")
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]
     assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (0, 4, 0)
-    assert group["LaunchTemplate"]["LaunchTemplateName"] == GROUP
+    assert group["LaunchTemplate"]["LaunchTemplateName"] == NAMES.launch_template
     assert len(group["VPCZoneIdentifier"].split(",")) >= 2
     assert group["EnabledMetrics"]
-    assert {t["Key"]: t["Value"] for t in group["Tags"]} == {"Project": "sqs-fleet", "Environment": "local"}
+    assert {t["Key"]: t["Value"] for t in group["Tags"]} == NAMES["tags"]
     hooks = autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=GROUP)["LifecycleHooks"]
     assert [(h["LifecycleTransition"], h["DefaultResult"]) for h in hooks] == [
         ("autoscaling:EC2_INSTANCE_TERMINATING", "CONTINUE")
@@ -151,12 +152,13 @@ def test_group_scales_between_zero_and_four_with_metrics_and_drain_hook(stack, a
 
 def policies(aws):
     found = aws("autoscaling").describe_policies(AutoScalingGroupName=GROUP)["ScalingPolicies"]
-    return {p["PolicyName"].removeprefix(f"{PREFIX}-"): p for p in found}
+    keys = {name: key for key, name in NAMES["policies"].items()}
+    return {keys[p["PolicyName"]]: p for p in found}
 
 
 def test_scaling_policies_obey_aws_rules_and_size_the_group_to_the_backlog(stack, aws):
     found = policies(aws)
-    out, scale_in = found["scale-out"], found["scale-in"]
+    out, scale_in = found["scale_out"], found["scale_in"]
     for policy in (out, scale_in):
         assert policy["PolicyType"] == "StepScaling" and policy["AdjustmentType"] == "ExactCapacity"
         assert step_adjustment_errors(policy["StepAdjustments"]) == []
@@ -170,11 +172,12 @@ def test_alarms_watch_the_backlog_and_call_the_right_policies(stack, aws):
     # The default source is the backlog publisher's high-resolution metric (scaling_metric_source=publisher):
     # scale out on one 10-second period, scale in after 3 idle minutes, no data never read as empty.
     found = policies(aws)
-    alarms = {a["AlarmName"].removeprefix(f"{PREFIX}-"): a
-              for a in aws("cloudwatch").describe_alarms(AlarmNamePrefix=PREFIX)["MetricAlarms"]}
-    out, scale_in = alarms["scale-out"], alarms["scale-in"]
-    assert out["AlarmActions"] == [found["scale-out"]["PolicyARN"]]
-    assert scale_in["AlarmActions"] == [found["scale-in"]["PolicyARN"]]
+    keys = {name: key for key, name in NAMES.alarms.items()}
+    alarms = {keys[a["AlarmName"]]: a
+              for a in aws("cloudwatch").describe_alarms(AlarmNames=list(keys))["MetricAlarms"]}
+    out, scale_in = alarms["scale_out"], alarms["scale_in"]
+    assert out["AlarmActions"] == [found["scale_out"]["PolicyARN"]]
+    assert scale_in["AlarmActions"] == [found["scale_in"]["PolicyARN"]]
     assert (out["ComparisonOperator"], out["Threshold"], out["EvaluationPeriods"]) == (
         "GreaterThanOrEqualToThreshold", 1, 1)
     assert (scale_in["ComparisonOperator"], scale_in["Threshold"]) == ("LessThanThreshold", 1)
@@ -183,18 +186,18 @@ def test_alarms_watch_the_backlog_and_call_the_right_policies(stack, aws):
     for alarm in (out, scale_in):
         assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("SqsFleet", "Backlog", "Maximum")
         assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": QUEUE}]
-    stale = alarms["publisher-stale"]
+    stale = alarms["publisher_stale"]
     assert (stale["Statistic"], stale["ComparisonOperator"], stale["Threshold"]) == (
         "SampleCount", "LessThanThreshold", 1)
     assert stale["TreatMissingData"] == "breaching" and stale["Period"] * stale["EvaluationPeriods"] == 120
-    dead = alarms["dead-letters"]
+    dead = alarms["dead_letters"]
     assert dead["Dimensions"] == [{"Name": "QueueName", "Value": DLQ}] and dead["Threshold"] == 1
 
 
 def test_dashboards_show_the_queue_and_the_group(stack, aws):
     cloudwatch = aws("cloudwatch")
-    sqs = json.loads(cloudwatch.get_dashboard(DashboardName=f"{PREFIX}-sqs")["DashboardBody"])
-    ec2 = json.loads(cloudwatch.get_dashboard(DashboardName=f"{PREFIX}-ec2")["DashboardBody"])
+    sqs = json.loads(cloudwatch.get_dashboard(DashboardName=NAMES.dashboards["sqs"])["DashboardBody"])
+    ec2 = json.loads(cloudwatch.get_dashboard(DashboardName=NAMES.dashboards["ec2"])["DashboardBody"])
     sqs_metrics = {(m[1], m[3]) for w in sqs["widgets"] for m in w["properties"].get("metrics", [])
                    if isinstance(m[0], str)}  # not the backlog expression
     for metric in ("ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible",
@@ -209,8 +212,8 @@ def test_dashboards_show_the_queue_and_the_group(stack, aws):
 
 
 def test_log_group_keeps_logs_for_an_allowed_retention(stack, aws):
-    groups = aws("logs").describe_log_groups(logGroupNamePrefix="/sqs-fleet/local/")["logGroups"]
-    assert [(g["logGroupName"], g["retentionInDays"]) for g in groups] == [("/sqs-fleet/local/consumer", 7)]
+    groups = aws("logs").describe_log_groups(logGroupNamePrefix=NAMES.log_group)["logGroups"]
+    assert [(g["logGroupName"], g["retentionInDays"]) for g in groups] == [(NAMES.log_group, 7)]
 
 
 def test_rerun_and_check_mode_report_no_change(stack, run_playbook):

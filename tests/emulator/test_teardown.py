@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from conftest import assert_ok
 
+from sqs_fleet.stack import Stack
+
+NAMES = Stack.from_inventory("local")
+
 
 def project_resources(aws) -> dict[str, list[str]]:
-    """Everything on the emulator that carries the project's name, by kind."""
-    prefix = "sqs-fleet-local"
+    """Everything on the emulator that carries the stack's prefix or the project's tag, by kind."""
+    prefix, project = NAMES.prefix, NAMES["project"]
     cloudwatch, iam, ec2 = aws("cloudwatch"), aws("iam"), aws("ec2")
     return {
         "queues": aws("sqs").list_queues(QueueNamePrefix=prefix).get("QueueUrls", []),
@@ -16,12 +20,12 @@ def project_resources(aws) -> dict[str, list[str]]:
         "templates": [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"]
                       if t["LaunchTemplateName"].startswith(prefix)],
         "security groups": [g["GroupId"] for g in ec2.describe_security_groups(
-            Filters=[{"Name": "tag:Project", "Values": ["sqs-fleet"]}])["SecurityGroups"]],
+            Filters=[{"Name": "tag:Project", "Values": [project]}])["SecurityGroups"]],
         "alarms": [a["AlarmName"] for a in cloudwatch.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]],
         "dashboards": [d["DashboardName"] for d in cloudwatch.list_dashboards(DashboardNamePrefix=prefix)[
             "DashboardEntries"]],
         "log groups": [g["logGroupName"] for g in aws("logs").describe_log_groups(
-            logGroupNamePrefix="/sqs-fleet/")["logGroups"]],
+            logGroupNamePrefix=f"/{project}/")["logGroups"]],
         "roles": [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(prefix)],
         "policies": [p["PolicyName"] for p in iam.list_policies(Scope="Local")["Policies"]
                      if p["PolicyName"].startswith(prefix)],

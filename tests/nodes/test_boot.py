@@ -14,10 +14,12 @@ from conftest import assert_ok, wait_until
 from sqs_fleet import REPO
 from sqs_fleet.lab.fleet import Lab
 from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements
+from sqs_fleet.stack import Stack
+
+NAMES = Stack.from_inventory("local")
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 
-GROUP = "sqs-fleet-local-workers"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def stack_user_data(lab, run_playbook) -> str:
     site = run_playbook("site.yml", env=lab.environment(),
                         extra_vars=lab.site_variables(fleet_poll_interval=2))
     assert_ok(site, ["site.yml"])
-    return lab.launch_template_user_data(GROUP)
+    return lab.launch_template_user_data(NAMES.launch_template)
 
 
 def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_consumer(lab, stack_user_data):
@@ -53,7 +55,7 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
         assert exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active"
 
         produce = subprocess.run(
-            [sys.executable, str(REPO / "files" / "producer.py"), "--queue", "sqs-fleet-local-vehicles", "--file", "-"],
+            [sys.executable, str(REPO / "files" / "producer.py"), "--queue", NAMES.queue_name, "--file", "-"],
             input='{"vehicleId":"VH-BOOT","make":"Honda","model":"Civic","year":2020,"color":"Blue","mileage":15000}',
             env={**lab.environment(), "PATH": "/usr/bin:/bin"},
             capture_output=True, text=True, check=False)

@@ -4,6 +4,7 @@ wildcards), and fail on any finding. Run by `make lint`."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import jinja2
 from parliament import analyze_policy_string
@@ -100,7 +101,7 @@ def accepted(path: str, issue: str, location: object) -> bool:
     return (issue, kind) in ACCEPTED.get(path, set())
 
 
-def render(path: str, values: dict[str, object] | None = None) -> str:
+def render(path: str, values: Mapping[str, object] | None = None) -> str:
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701  # nosec B701
     environment.filters["to_json"] = json.dumps
     return environment.from_string((REPO / path).read_text()).render({**SAMPLE, **(values or {})})

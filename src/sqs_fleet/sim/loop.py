@@ -18,7 +18,9 @@ seconds; the logic is the same.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -421,6 +423,7 @@ class EmulatedPublisher:
         import backlog_publisher  # files/: what the function runs
 
         self.fleet, self.environment, self.handler = fleet, environment, backlog_publisher
+        self.log = io.StringIO()  # the function's log lines, as its log group would hold them
         self.key = (environment.get("BACKLOG_NAMESPACE", ""), environment.get("BACKLOG_DIMENSION_VALUE", ""),
                     environment.get("BACKLOG_METRIC_NAME", "Backlog"))
         self.running = True
@@ -439,8 +442,11 @@ class EmulatedPublisher:
     def invoke(self, at: datetime.datetime, decisions: list[str]) -> float | None:
         if not self.running:
             return None
-        result = self.handler.invoke({"publishes": 1, "timestamp": at.isoformat()}, None, self.environment,
-                                     self.fleet.client)
+        # The function's own log lines go to its log group on AWS; here they would interleave with the run's
+        # lines, so they are kept apart, as Lambda keeps them.
+        with contextlib.redirect_stdout(self.log):
+            result = self.handler.invoke({"publishes": 1, "timestamp": at.isoformat()}, None, self.environment,
+                                         self.fleet.client)
         value = float(result["values"][0])
         if value != self.last:
             decisions.append(f"backlog publisher (emulated invocation of the function's handler): {value:g}")
