@@ -22,7 +22,9 @@ PYTEST := $(BIN)/pytest
 
 ## demo: provision on the embedded emulator, send a burst, scale out, consume, scale in to zero, report
 demo: venv emulator
-	$(BIN)/ansible-playbook site.yml
+	@# amazon.aws.iam_role announces on every run a change of its own return value, which no option of ours can
+	@# silence; every other deprecation is fixed at its source, so the demo's output turns them off.
+	ANSIBLE_DEPRECATION_WARNINGS=false $(BIN)/ansible-playbook site.yml
 	$(EMULATOR_CLIENT) $(BIN)/sqs-fleet-scale-test --messages 120 --period-seconds 1 --out .run/demo
 	$(EMULATOR_CLIENT) $(BIN)/sqs-fleet-summary
 
