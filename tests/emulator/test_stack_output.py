@@ -17,7 +17,7 @@ from sqs_fleet import REPO
 
 KEYS = {"environment", "project", "prefix", "region", "endpoint_url", "account_id", "tags", "queue",
         "dead_letter_queue", "group", "launch_template", "security_group", "instance_profile", "lifecycle_hooks",
-        "roles", "log_group", "metric_namespace", "policies", "alarms", "dashboards", "publisher", "scaling"}
+        "roles", "log_group", "metric_namespace", "policies", "alarms", "dashboards", "publisher", "scaling", "broker"}
 
 
 @pytest.fixture(scope="module")

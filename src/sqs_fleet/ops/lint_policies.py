@@ -4,6 +4,7 @@ wildcards), and fail on any finding. Run by `make lint`."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 import jinja2
@@ -65,6 +66,11 @@ SAMPLE |= {
     "queue_dead_letter_arn": DLQ_ARN,
     "queue_consumer_role_arn": CONSUMER_ARN,
     "queue_producer_role_arn": PRODUCER_ARN,
+    "broker_auth_parameter": "/sqs-fleet/prod/broker/auth-token",
+    "broker_endpoint_parameter": "/sqs-fleet/prod/broker/endpoint",
+    "broker_partition": "aws",
+    "broker_region": "eu-west-1",
+    "broker_account_id": ACCOUNT,
 }
 # The same templates with the other values that change what they render: a customer managed key (the roles get
 # its use through SQS) and no producer role (the queue grants no producer).
@@ -81,6 +87,7 @@ POLICIES = {
     "roles/queue/templates/dead-letter-policy.json.j2": True,
     "roles/publisher/templates/function-policy.json.j2": False,
     "roles/publisher/templates/schedule-policy.json.j2": False,
+    "roles/broker/templates/reader-policy.json.j2": False,
     "policies/deployer-policy.json.j2": False,
 }
 # Findings a policy carries by design, each narrowed to what it names. The deployer creates the stack's roles
@@ -104,6 +111,7 @@ def accepted(path: str, issue: str, location: object) -> bool:
 def render(path: str, values: Mapping[str, object] | None = None) -> str:
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701  # nosec B701
     environment.filters["to_json"] = json.dumps
+    environment.filters["regex_replace"] = lambda value, pattern, replacement: re.sub(pattern, replacement, value)
     return environment.from_string((REPO / path).read_text()).render({**SAMPLE, **(values or {})})
 
 
