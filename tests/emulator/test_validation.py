@@ -19,6 +19,9 @@ UNREACHABLE = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
         ({"queue_max_receive_count": 1}, "queue_max_receive_count 1"),
         ({"scaling_idle_window": 100}, "scaling_idle_window 100"),
         ({"fleet_max_size": "four"}, "fleet_max_size"),
+        ({"network_mode": "subnets"}, "network_mode subnets: network_subnet_ids must list the workers' subnets"),
+        ({"network_zone_count": 1}, "network_zone_count 1: private needs 2 or more zones"),
+        ({"network_mode": "public"}, "network_mode"),
     ],
 )
 def test_bad_input_is_named_before_any_aws_call(run_playbook, extra_vars, named):
