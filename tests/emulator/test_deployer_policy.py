@@ -46,7 +46,10 @@ TAG_ON_CREATE = {"iam:CreateRole": "iam:TagRole", "iam:CreatePolicy": "iam:TagPo
                  "iam:CreateInstanceProfile": "iam:TagInstanceProfile", "sqs:CreateQueue": "sqs:TagQueue",
                  "logs:CreateLogGroup": "logs:TagResource", "cloudwatch:PutMetricAlarm": "cloudwatch:TagResource",
                  "autoscaling:CreateAutoScalingGroup": "autoscaling:CreateOrUpdateTags",
-                 "ec2:CreateSecurityGroup": "ec2:CreateTags"}
+                 "ec2:CreateSecurityGroup": "ec2:CreateTags", "ec2:CreateVpc": "ec2:CreateTags",
+                 "ec2:CreateSubnet": "ec2:CreateTags", "ec2:CreateInternetGateway": "ec2:CreateTags",
+                 "ec2:CreateRouteTable": "ec2:CreateTags", "ec2:AllocateAddress": "ec2:CreateTags",
+                 "ec2:CreateNatGateway": "ec2:CreateTags", "ec2:CreateVpcEndpoint": "ec2:CreateTags"}
 # Dependent actions AWS checks during a call that never appear as calls.
 DEPENDENT = {"iam:AddRoleToInstanceProfile": "iam:PassRole", "lambda:CreateFunction": "iam:PassRole",
              "lambda:UpdateFunctionConfiguration": "iam:PassRole", "scheduler:CreateSchedule": "iam:PassRole",
@@ -108,6 +111,8 @@ class Recording:
     stack: Stack
     phases: dict[str, list[Call]] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
+    # EC2 resource id -> its tags, as last seen after a phase (aws:ResourceTag/* of the calls on it)
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 # ---- from a recorded request to calls ---------------------------------------------------------------------
@@ -178,15 +183,38 @@ def derived_resources(action: str, region: str, account: str, params: dict[str, 
         "function": [f"{regional}:function:{n}" for n in listed(params, "FunctionName")],
         "schedule": [f"{regional}:schedule/{params.get('GroupName', 'default')}/{n}"
                      for n in listed(params, "Name") if service == "scheduler"],
+        "subnet": [f"{regional}:subnet/{v}" for v in listed(params, "SubnetId")],
+        "route-table": [f"{regional}:route-table/{v}" for v in listed(params, "RouteTableId")],
+        "internet-gateway": [f"{regional}:internet-gateway/{v}" for v in listed(params, "InternetGatewayId")],
+        "natgateway": [f"{regional}:natgateway/{v}" for v in listed(params, "NatGatewayId")],
+        "elastic-ip": [f"{regional}:elastic-ip/{v}" for v in listed(params, "AllocationId")],
+        "vpc-endpoint": [f"{regional}:vpc-endpoint/{v}" for v in listed(params, "VpcEndpointId")],
+        "security-group": [f"{regional}:security-group/{g}" for g in listed(params, "GroupId")],
+        "launch-template": [f"{regional}:launch-template/{t}" for t in listed(params, "LaunchTemplateId")],
     }
     takes = SAR.get(action.lower(), set())
     return [arn for kind, found in arns.items() if kind in takes for arn in found]
 
 
-def calls_of(entry: dict[str, Any], account: str) -> list[Call]:
+def request_tags(params: dict[str, Any]) -> dict[str, list[str]]:
+    """aws:RequestTag/<key> of an EC2 query request's TagSpecification.N.Tag.M.Key/Value."""
+    pattern = re.compile(r"^TagSpecification\.\d+\.Tag\.\d+\.Key$")
+    keys = {k.removesuffix(".Key"): v for k, v in params.items() if pattern.match(k)}
+    return {f"aws:requesttag/{v.lower()}": [params[f"{k}.Value"]] for k, v in keys.items() if f"{k}.Value" in params}
+
+
+def resource_tags(arn: str, tags: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+    """aws:ResourceTag/<key> of an EC2 resource named by its ARN, from the tags seen on the emulator."""
+    found = tags.get(arn.rsplit("/", 1)[-1], {}) if ":ec2:" in arn else {}
+    return {f"aws:resourcetag/{k.lower()}": [v] for k, v in found.items()}
+
+
+def calls_of(entry: dict[str, Any], account: str, tags: dict[str, dict[str, str]] | None = None) -> list[Call]:
     service, operation, region, params = request_parts(entry)
     action = ACTION_OF.get(f"{service}:{operation}", f"{service}:{operation}")
     context: dict[str, list[str]] = {"aws:requestedregion": [region]}
+    if service == "ec2":
+        context.update(request_tags(params))
     if action in ("iam:AttachRolePolicy", "iam:DetachRolePolicy"):
         context["iam:policyarn"] = listed(params, "PolicyArn")
     if action == "cloudwatch:PutMetricAlarm":
@@ -207,7 +235,9 @@ def calls_of(entry: dict[str, Any], account: str) -> list[Call]:
         # A resource an EC2 call creates has no id yet: its tagging is checked on the action alone.
         created = needed_by is not None and service == "ec2"
         resources = [] if created else derived_resources(name, region, account, params)
-        calls += [Call(name, arn, frozen, needed_by) for arn in resources] or [Call(name, None, frozen, needed_by)]
+        calls += [Call(name, arn, tuple(sorted((k, tuple(v)) for k, v in {**keys, **resource_tags(arn, tags or {})}
+                                               .items())), needed_by)
+                  for arn in resources] or [Call(name, None, frozen, needed_by)]
     return calls
 
 
@@ -327,11 +357,18 @@ def record_runs(server: Emulator, work: Path, record: Path) -> Recording:
     recording = Recording(policy=policy, account=account, stack=Stack.from_inventory("local"))
     _, position = recorded(record, 0)
 
+    ec2 = clients(server.environment())("ec2")
+
     def phase(name: str) -> None:
         nonlocal position
         entries, position = recorded(record, position)
+        # The tags of what exists now; kept for what a later phase removes. These reads are not the playbooks'.
+        for page in ec2.get_paginator("describe_tags").paginate():
+            for tag in page["Tags"]:
+                recording.tags.setdefault(tag["ResourceId"], {})[tag["Key"]] = tag["Value"]
+        _, position = recorded(record, position)
         recording.requests[name] = len(entries)
-        recording.phases[name] = [c for e in entries for c in calls_of(e, account)]
+        recording.phases[name] = [c for e in entries for c in calls_of(e, account, recording.tags)]
 
     for name, args in (("site.yml cold", ["site.yml"]), ("site.yml rerun", ["site.yml"]),
                        ("produce.yml", ["produce.yml", "-e", "count=5"])):

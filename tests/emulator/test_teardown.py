@@ -13,14 +13,25 @@ def project_resources(aws) -> dict[str, list[str]]:
     """Everything on the emulator that carries the stack's prefix or the project's tag, by kind."""
     prefix, project = NAMES.prefix, NAMES["project"]
     cloudwatch, iam, ec2 = aws("cloudwatch"), aws("iam"), aws("ec2")
+    tagged = [{"Name": "tag:Project", "Values": ["sqs-fleet"]}]
     return {
         "queues": aws("sqs").list_queues(QueueNamePrefix=prefix).get("QueueUrls", []),
         "groups": [g["AutoScalingGroupName"] for g in aws("autoscaling").describe_auto_scaling_groups()[
             "AutoScalingGroups"] if g["AutoScalingGroupName"].startswith(prefix)],
         "templates": [t["LaunchTemplateName"] for t in ec2.describe_launch_templates()["LaunchTemplates"]
                       if t["LaunchTemplateName"].startswith(prefix)],
-        "security groups": [g["GroupId"] for g in ec2.describe_security_groups(
-            Filters=[{"Name": "tag:Project", "Values": [project]}])["SecurityGroups"]],
+        "security groups": [g["GroupId"] for g in ec2.describe_security_groups(Filters=tagged)["SecurityGroups"]],
+        "vpcs": [v["VpcId"] for v in ec2.describe_vpcs(Filters=tagged)["Vpcs"]],
+        "subnets": [s["SubnetId"] for s in ec2.describe_subnets(Filters=tagged)["Subnets"]],
+        "route tables": [t["RouteTableId"] for t in ec2.describe_route_tables(Filters=tagged)["RouteTables"]],
+        "internet gateways": [g["InternetGatewayId"] for g in ec2.describe_internet_gateways(Filters=tagged)[
+            "InternetGateways"]],
+        # Deleted NAT gateways and endpoints stay listed for a while, as on AWS.
+        "nat gateways": [n["NatGatewayId"] for n in ec2.describe_nat_gateways(Filters=tagged)["NatGateways"]
+                         if n["State"] != "deleted"],
+        "elastic ips": [a["AllocationId"] for a in ec2.describe_addresses(Filters=tagged)["Addresses"]],
+        "vpc endpoints": [e["VpcEndpointId"] for e in ec2.describe_vpc_endpoints(Filters=tagged)["VpcEndpoints"]
+                          if e["State"] != "deleted"],
         "alarms": [a["AlarmName"] for a in cloudwatch.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]],
         "dashboards": [d["DashboardName"] for d in cloudwatch.list_dashboards(DashboardNamePrefix=prefix)[
             "DashboardEntries"]],

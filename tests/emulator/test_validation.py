@@ -23,6 +23,9 @@ FORK = "https://github.com/acme/sqs-fleet.git"
         ({"stack_producer_trusted_principals": ["arn:aws:iam::123456789012:root"]},
          "'arn:aws:iam::123456789012:root' is not a role or user ARN"),
         ({"stack_queue_kms_key": "alias/queue-key"}, "identity_queue_kms_key 'alias/queue-key': give alias/aws/sqs"),
+        ({"network_mode": "subnets"}, "network_mode subnets: network_subnet_ids must list the workers' subnets"),
+        ({"network_zone_count": 1}, "network_zone_count 1: private needs 2 or more zones"),
+        ({"network_mode": "public"}, "network_mode"),
     ],
 )
 def test_bad_input_is_named_before_any_aws_call(run_playbook, extra_vars, named):

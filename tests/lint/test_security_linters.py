@@ -21,7 +21,7 @@ FAULTS = [
     ("roles/fleet/tasks/main.yml", "encrypted: true", "encrypted: false", "CKV2_FLEET_4"),
     ("roles/fleet/tasks/main.yml", 'associate_public_ip_address: "{{ fleet_associate_public_ip }}"',
      "associate_public_ip_address: true", "CKV2_FLEET_5"),
-    ("roles/fleet/tasks/main.yml", "    rules: []",
+    ("roles/network/tasks/main.yml", "    rules: []",
      "    rules: [{proto: tcp, ports: [22], cidr_ip: 0.0.0.0/0}]", "CKV2_FLEET_6"),
     ("roles/queue/tasks/main.yml", '    kms_master_key_id: "{{ queue_kms_key }}"\n    policy', "    policy",
      "CKV2_FLEET_1"),

@@ -24,6 +24,8 @@ SAMPLE = {
     "aws_partition": "aws",
     "aws_region": "eu-west-1",
     "stack_prefix": "sqs-fleet-prod",
+    "stack_project": "sqs-fleet",
+    "stack_environment": "prod",
     "stack_group_name": "sqs-fleet-prod-workers",
     "stack_consumer_role": "sqs-fleet-prod-consumer",
     "stack_producer_role": "sqs-fleet-prod-producer",
