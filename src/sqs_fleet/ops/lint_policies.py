@@ -29,6 +29,17 @@ SAMPLE = {
     "stack_producer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-producer",
     "identity_producer_trusted_principals": [],
     "identity_agent_metric_namespace": "CWAgent",
+    # The roles' own inputs, as site.yml passes them from the names above.
+    "identity_queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
+    "identity_log_group_arn": f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/sqs-fleet/prod/consumer",
+    "identity_group_arn": f"arn:aws:autoscaling:eu-west-1:{ACCOUNT}:autoScalingGroup:*:"
+                          "autoScalingGroupName/sqs-fleet-prod-workers",
+    "queue_name": "sqs-fleet-prod-vehicles",
+    "queue_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles",
+    "queue_dead_letter_name": "sqs-fleet-prod-vehicles-dlq",
+    "queue_dead_letter_arn": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:sqs-fleet-prod-vehicles-dlq",
+    "queue_consumer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-consumer",
+    "queue_producer_role_arn": f"arn:aws:iam::{ACCOUNT}:role/sqs-fleet-prod-producer",
 }
 # Resource policies carry a Principal: parliament reads them as such.
 POLICIES = {
