@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from sqs_fleet import REPO, aws
+from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CONSUMER, ProcessWorkers
 from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
-from sqs_fleet.sim.loop import AwsScaling, CannotPlay, EmulatedScaling, Fleet, FleetWatch, Period
+from sqs_fleet.sim.loop import AwsScaling, CannotPlay, EmulatedScaling, Fleet, FleetWatch, Period, aws_clock
 from sqs_fleet.stack import Stack, StackNotFound, output_file
 
 AWS_PERIOD_SECONDS = 60.0
@@ -200,22 +201,29 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
                       events=lambda expected: shipped_log_events(stack.log_group, began, expected),
                       span=lambda _: (began.replace(second=0, microsecond=0),
                                       datetime.datetime.now(datetime.timezone.utc)))
+    # Lifecycle actions on the loop's scaled clock (emulation: the emulator has none), completed by the nodes
+    # through the lab's Auto Scaling front, or by the loop for local processes.
+    actions = LifecycleActions(aws_clock(period))
+    metadata = None
     if args.workers == "nodes":
         from sqs_fleet.lab.fleet import Lab, NodeWorkers
 
-        lab = context.enter_context(Lab(work / "lab"))
+        lab = context.enter_context(Lab(work / "lab", actions))
         stack = provision_lab_stack(lab, period, args.idle_minutes, work)
         fleet = Fleet(stack, lab.client)
         workers: Any = NodeWorkers(lab, lab.launch_template_user_data(stack.launch_template), logs)
+        metadata = lab.metadata
         producer_env, description = lab.environment(), (
             "booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
-            "cloud-init, ansible-pull of this commit, the consumer role")
+            "cloud-init, ansible-pull of this commit, the consumer and lifecycle watcher roles; they complete "
+            "their own lifecycle actions through the lab's metadata service and Auto Scaling front (emulation)")
     else:
         stack = Stack.load(args.stack or output_file("local"))
         fleet = Fleet(stack, aws.clients())
         workers = ProcessWorkers(stack.queue_name, poll_interval=period, env=os.environ, logs=logs)
-        producer_env, description = {}, "local consumer processes started with the node's configuration"
-    scaling = EmulatedScaling(fleet, workers)
+        producer_env, description = {}, ("local consumer processes started with the node's configuration; the loop "
+                                         "completes their lifecycle actions (emulation)")
+    scaling = EmulatedScaling(fleet, workers, actions=actions, metadata=metadata)
     return Target(stack, FleetWatch(fleet, scaling), producer_env, description,
                   events=lambda _: worker_events(logs),
                   span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)))

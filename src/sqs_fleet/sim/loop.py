@@ -9,7 +9,13 @@ instances, the alarms' states and what was decided. What decides is a `Scaling`,
   metrics from GetQueueAttributes, evaluates the stack's alarms as CloudWatch does, runs the step policies of
   the alarms in ALARM as Auto Scaling does (scale-in protection honoured), sets the group's desired
   capacity, and gives every instance of the group a worker: a local consumer process
-  (`sqs_fleet.sim.workers.ProcessWorkers`) or a booted node (`sqs_fleet.lab.fleet.NodeWorkers`).
+  (`sqs_fleet.lab.workers.ProcessWorkers`) or a booted node (`sqs_fleet.lab.fleet.NodeWorkers`). It plays the
+  group's lifecycle hooks with the lab's `LifecycleActions` (emulation: moto has none) on a scaled clock: a
+  new instance waits in Pending:Wait until its launch action settles (CONTINUE: in service; ABANDON or a
+  timeout with ABANDON: terminated, "launch abandoned"), a terminated one in Terminating:Wait until its action
+  is completed or its heartbeat runs out, its metadata's target lifecycle state turned Terminated. Booted
+  nodes complete their own actions; for local processes the loop completes them (launch once the process has
+  started, termination once it has exited).
 
 Names come from the recorded stack; alarms, policies and group bounds are read back from AWS (or the
 emulator), never from the project's variables. A time scale shrinks a period (60 s on AWS) to a few
@@ -24,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqs_fleet.lab.lifecycle import LAUNCHING, TERMINATING, LifecycleActions
 from sqs_fleet.sim.semantics import (
     ALARM,
     aggregate,
@@ -31,7 +38,6 @@ from sqs_fleet.sim.semantics import (
     expression_value,
     instances_to_terminate,
     new_capacity,
-    termination_wait_minutes,
 )
 from sqs_fleet.stack import Stack, StackNotFound
 
@@ -49,11 +55,14 @@ class CannotPlay(RuntimeError):
 
 
 class Workers(Protocol):
+    # True when the workers complete their own lifecycle actions (booted nodes); else the loop completes them.
+    completes_lifecycle: bool
+
     def follow(self, instances: Sequence[str]) -> list[str]:
         """Start a worker for each new instance id, stop the workers of instances gone; say what was done."""
 
     def in_service(self) -> set[str]:
-        """The instances whose worker is consuming."""
+        """The instances whose worker runs."""
 
     def stop(self) -> None: ...
 
@@ -133,6 +142,19 @@ def live_ids(group: dict[str, Any]) -> list[str]:
     return [i["InstanceId"] for i in live(group)]
 
 
+class TargetLifecycleState(Protocol):
+    """Where an instance reads autoscaling/target-lifecycle-state (the lab's metadata service)."""
+
+    def set_target_lifecycle_state(self, instance_id: str, state: str) -> None: ...
+
+
+def aws_clock(period_seconds: float) -> Callable[[], float]:
+    """AWS time in seconds for a loop whose minute lasts `period_seconds`: real seconds * 60 / period_seconds,
+    so a 300 s heartbeat lasts five of the loop's periods."""
+    began = time.monotonic()
+    return lambda: (time.monotonic() - began) * 60.0 / period_seconds
+
+
 class Scaling(Protocol):
     """What decides the group's size each period: AWS itself, or the local loop playing it."""
 
@@ -177,19 +199,27 @@ class AwsScaling:
 
 
 class EmulatedScaling:
-    """On the emulator: CloudWatch's and Auto Scaling's part, one period at a time, and workers for the group."""
+    """On the emulator: CloudWatch's and Auto Scaling's part, one period at a time, and workers for the group.
+    `actions`: the lifecycle actions the workers complete (the lab's, which its nodes reach), by default the
+    loop's own on its scaled clock; `metadata`: where a node reads its target lifecycle state."""
 
-    def __init__(self, fleet: Fleet, workers: Workers) -> None:
-        self.fleet, self.workers = fleet, workers
+    def __init__(self, fleet: Fleet, workers: Workers, actions: LifecycleActions | None = None,
+                 metadata: TargetLifecycleState | None = None, period_seconds: float = 60.0) -> None:
+        self.fleet, self.workers, self.metadata = fleet, workers, metadata
+        self.actions = actions or LifecycleActions(aws_clock(period_seconds))
         autoscaling = fleet.autoscaling
         self.policies = {p["PolicyARN"]: p for p in
                          autoscaling.describe_policies(AutoScalingGroupName=fleet.group_name)["ScalingPolicies"]}
         self.states = {a["AlarmName"]: "INSUFFICIENT_DATA" for a in fleet.alarms}
         self.series: dict[str, list[float | None]] = {a["AlarmName"]: [] for a in fleet.alarms}
         self.history: dict[tuple[str, str], list[float | None]] = {}  # one-minute points per (queue, metric)
-        self.termination_wait = termination_wait_minutes(
-            autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=fleet.group_name)["LifecycleHooks"])
-        self.terminating: dict[str, int] = {}  # instance in Terminating:Wait -> the minute it goes
+        # The group's hooks by transition (the stack has one of each at most).
+        self.hooks = {h["LifecycleTransition"]: h for h in autoscaling.describe_lifecycle_hooks(
+            AutoScalingGroupName=fleet.group_name)["LifecycleHooks"]}
+        self.known: set[str] = set()  # every instance seen in the group
+        self.pending: set[str] = set()  # in Pending:Wait: launch action not settled yet
+        self.serving_ids: set[str] = set()  # launch action settled with CONTINUE
+        self.terminating: set[str] = set()  # in Terminating:Wait: still running, still billed
         # A period the loop cannot play fails here, before anything is sent.
         self.minutes = {a["AlarmName"]: self.alarm_minutes(a) for a in fleet.alarms}
         # The loop's clock: minute m of the run is stamped clock + m minutes on the metrics it publishes, so
@@ -216,8 +246,12 @@ class EmulatedScaling:
                 ("GroupTotalInstances", len(live_ids(group)) + len(self.terminating)))])
 
     def serving(self, group: dict[str, Any]) -> set[str]:
-        """Instances in service: live in the group, their worker consuming (Terminating:Wait is not)."""
-        return self.workers.in_service() & set(live_ids(group))
+        """Instances in service: live in the group and, with a launch hook, past it with CONTINUE (their own
+        word that the consumer is active); without one, their worker running (Terminating:Wait is not)."""
+        live = set(live_ids(group))
+        if LAUNCHING in self.hooks:
+            return live & self.serving_ids
+        return self.workers.in_service() & live
 
     @staticmethod
     def alarm_minutes(alarm: dict[str, Any]) -> int:
@@ -278,13 +312,21 @@ class EmulatedScaling:
         """Set the desired capacity; on scale-in terminate only what AWS would (never a protected instance)."""
         running = live(group)
         victims = instances_to_terminate(running, desired) if desired < len(running) else []
+        drain = self.hooks.get(TERMINATING)
         for instance in victims:
             self.fleet.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance,
                                                                             ShouldDecrementDesiredCapacity=True)
-            if self.termination_wait:
-                # The drain hook holds it, still running, until its heartbeat times out (nothing completes it).
-                self.terminating[instance] = minute + self.termination_wait
-                decisions.append(f"terminate {instance}: Terminating:Wait for up to {self.termination_wait} minutes")
+            self.pending.discard(instance)
+            self.serving_ids.discard(instance)
+            if drain:
+                # The drain hook holds it, still running, until its action is completed or its heartbeat runs out;
+                # the instance reads Terminated from its metadata and drains.
+                self.actions.begin(instance, self.fleet.group_name, drain)
+                self.terminating.add(instance)
+                if self.metadata:
+                    self.metadata.set_target_lifecycle_state(instance, "Terminated")
+                decisions.append(f"terminate {instance}: Terminating:Wait (hook {drain['LifecycleHookName']}, "
+                                 f"heartbeat {drain.get('HeartbeatTimeout', 3600)} s)")
             else:
                 decisions.append(f"terminate {instance}")
         kept = len(running) - len(victims) - desired
@@ -292,6 +334,57 @@ class EmulatedScaling:
             decisions.append(f"{kept} instance(s) protected from scale-in kept running")
         self.fleet.autoscaling.set_desired_capacity(AutoScalingGroupName=self.fleet.group_name,
                                                     DesiredCapacity=desired, HonorCooldown=False)
+
+    def begin_launches(self, group: dict[str, Any], decisions: list[str]) -> None:
+        """Each instance new in the group waits in Pending:Wait for its launch action, if the group has a hook."""
+        launch = self.hooks.get(LAUNCHING)
+        for instance in [i for i in live_ids(group) if i not in self.known]:
+            self.known.add(instance)
+            if launch:
+                self.actions.begin(instance, self.fleet.group_name, launch)
+                self.pending.add(instance)
+                decisions.append(f"{instance}: Pending:Wait (hook {launch['LifecycleHookName']}, "
+                                 f"heartbeat {launch.get('HeartbeatTimeout', 3600)} s)")
+
+    def settle(self, decisions: list[str]) -> bool:
+        """Apply the lifecycle actions settled since the last look (completed, or timed out to the hook's default
+        result); True when an abandoned launch terminated an instance (Auto Scaling then launches another)."""
+        for action in self.actions.expire():
+            decisions.append(f"{action.instance_id}: {action.hook} heartbeat timed out, default result {action.result}")
+        abandoned = False
+        for instance in sorted(i for i in self.pending if not self.actions.waiting(i)):
+            self.pending.discard(instance)
+            settled = self.actions.settled(instance)
+            if settled and settled.result == "CONTINUE":
+                self.serving_ids.add(instance)
+                decisions.append(f"{instance}: launch action CONTINUE: InService")
+                continue
+            why = "heartbeat timed out" if settled is None or settled.timed_out else "the instance abandoned it"
+            decisions.append(f"{instance}: launch abandoned ({why}): terminated, a replacement launches")
+            self.fleet.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance,
+                                                                            ShouldDecrementDesiredCapacity=False)
+            abandoned = True
+        for instance in sorted(i for i in self.terminating if not self.actions.waiting(i)):
+            self.terminating.discard(instance)
+            settled = self.actions.settled(instance)
+            how = ("its heartbeat timed out" if settled is None or settled.timed_out
+                   else f"its termination action was completed with {settled.result}")
+            decisions.append(f"{instance}: terminated, {how}")
+        return abandoned
+
+    def complete_for_local_workers(self, group: dict[str, Any], decisions: list[str]) -> None:
+        """Local processes cannot complete lifecycle actions; the loop does it for them (emulation): a launch once
+        the process runs, a termination once follow() has stopped it and it has exited."""
+        running = self.workers.in_service()
+        for instance in sorted(self.pending & running):
+            self.actions.complete(self.fleet.group_name, self.hooks[LAUNCHING]["LifecycleHookName"], "CONTINUE",
+                                  instance_id=instance)
+        for instance in sorted(self.terminating - running):
+            if self.actions.waiting(instance):
+                self.actions.complete(self.fleet.group_name, self.hooks[TERMINATING]["LifecycleHookName"],
+                                      "CONTINUE", instance_id=instance)
+                decisions.append(f"{instance}: worker exited; termination action completed with CONTINUE "
+                                 "(by the loop for a local process)")
 
     def period(self, minute: int, counts: Counts, group: dict[str, Any]) -> Outcome:
         decisions: list[str] = []
@@ -301,12 +394,18 @@ class EmulatedScaling:
         desired = self.evaluate(minute, group, decisions)
         if desired != group["DesiredCapacity"]:
             self.resize(minute, group, desired, decisions)
-            group = self.fleet.group()
-        for instance in [i for i, until in self.terminating.items() if until <= minute]:
-            del self.terminating[instance]
-            decisions.append(f"{instance}: lifecycle heartbeat timed out, default result: terminated")
+        self.settle(decisions)
+        group = self.fleet.group()
+        self.begin_launches(group, decisions)
+        if self.workers.completes_lifecycle:
+            # A node in Terminating:Wait keeps running until its own watcher has completed the action.
+            decisions += self.workers.follow(live_ids(group) + sorted(self.terminating))
+        else:
+            decisions += self.workers.follow(live_ids(group))  # a terminating process is stopped (SIGTERM: drain)
+            self.complete_for_local_workers(group, decisions)
+            if self.settle(decisions):
+                group = self.fleet.group()
         running = live_ids(group)
-        decisions += self.workers.follow(running + list(self.terminating))
         self.publish_group_metrics(minute, group)
         return Outcome(group=group, instances=len(running) + len(self.terminating),
                        in_service=len(self.serving(group)), terminating=len(self.terminating), decisions=decisions)
