@@ -197,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return made[0]
 
     watcher = Watcher(metadata, group, hook, shlex.split(args.stop_command), client)
+    try:
+        client()  # made now, so that completing the action later costs only the call
+    except Exception as error:  # e.g. the metadata service not up yet: made on first use instead
+        log("client_deferred", level="warning", error=str(error))
+        made.clear()
     while True:
         try:
             if watcher.check():
