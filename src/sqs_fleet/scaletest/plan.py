@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import subprocess  # nosec B404 - runs the project's own site.yml
 import sys
@@ -44,6 +45,9 @@ AWS_PERIOD_SECONDS = 60.0
 # How long one "minute" lasts on the emulator, unless --period-seconds says otherwise: the one default.
 EMULATOR_PERIOD_SECONDS = 10.0
 PRODUCER = CONSUMER.with_name("producer.py")
+# Real seconds a booted node may take to complete its launch action (boot, cloud-init, ansible-pull; several
+# boots share the machine's cores).
+LAB_BOOT_SECONDS = 600
 LOG_SHIPPING_CHECKS = 5  # the agent ships every few seconds; half a minute apart, this waits at most 2.5 minutes
 
 
@@ -128,10 +132,14 @@ def machine() -> str:
 
 def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work: Path) -> Stack:
     """site.yml on the lab's emulator, with workers that pull this commit and wait one scaled minute; the stack
-    it recorded."""
+    it recorded. A node boots in real seconds, which the loop's scaled clock does not shrink: the launch hook's
+    heartbeat is set to cover LAB_BOOT_SECONDS of real time (within the hook's 7200 s limit), so a slow boot is
+    late, not abandoned."""
     record = work / "lab-stack.json"
+    launch_timeout = max(600, min(7200, math.ceil(LAB_BOOT_SECONDS * 60 / period_seconds)))
     variables = lab.site_variables(fleet_poll_interval=max(1, round(period_seconds)),
-                                   scaling_idle_window=idle_minutes * 60, stack_output_file=str(record))
+                                   fleet_launch_timeout=launch_timeout, scaling_idle_window=idle_minutes * 60,
+                                   stack_output_file=str(record))
     env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(work / "ansible-home")}
     playbook = Path(sys.executable).with_name("ansible-playbook")
     run = subprocess.run([str(playbook), "site.yml", "-e", json.dumps(variables)],  # noqa: S603  # nosec B603
