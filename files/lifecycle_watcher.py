@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Let this instance go as soon as its consumer has drained, and stop the consumer at once on a Spot notice.
+"""Tell Auto Scaling when this instance works and when it has drained; stop the consumer at once on a Spot notice.
 
 Examples:
   lifecycle_watcher.py                                   # the node's defaults
@@ -7,6 +7,9 @@ Examples:
 
 Every --interval seconds (default 5, what AWS advises for Spot notices) it reads the instance metadata service
 with the IMDSv2 token flow, at AWS_EC2_METADATA_SERVICE_ENDPOINT (default http://169.254.169.254):
+- while the instance waits in Pending:Wait, once the consumer is active (--active-command) it completes the
+  group's launch lifecycle action with CONTINUE: the instance counts as capacity only from then on. (The
+  user-data abandons the launch when the bootstrap fails.)
 - `autoscaling/target-lifecycle-state` turns `Terminated` when Auto Scaling holds the instance in
   Terminating:Wait. The watcher runs the stop command (systemctl stop: the consumer stops polling, finishes
   the message in hand and releases the rest), then completes the group's termination lifecycle action with
@@ -15,7 +18,8 @@ with the IMDSv2 token flow, at AWS_EC2_METADATA_SERVICE_ENDPOINT (default http:/
 - `spot/instance-action` appears about two minutes before EC2 reclaims a Spot instance: the watcher runs the
   stop command at once, so the consumer stops receiving and releases what it holds, and keeps watching.
 The group and hook names come from the node configuration the user-data wrote (--node-config, keys
-lifecycle_watcher_group_name and lifecycle_watcher_hook_name), never from user-data secrets; the region from
+lifecycle_watcher_group_name, lifecycle_watcher_hook_name and, optional, lifecycle_watcher_launch_hook_name),
+never from user-data secrets; the region from
 AWS_REGION or the metadata service; the endpoint from AWS_ENDPOINT_URL where set. One JSON object per log
 line on stdout. Configuration errors exit 2.
 """
@@ -98,8 +102,11 @@ class Watcher:
     """One look at the metadata each `check()`; acts once on each change that matters."""
 
     def __init__(self, metadata: Metadata, group: str, hook: str, stop_command: Sequence[str],
-                 client: Callable[[], Any]) -> None:
+                 client: Callable[[], Any], launch_hook: str | None = None,
+                 active_command: Sequence[str] = ()) -> None:
         self.metadata, self.group, self.hook, self.stop_command = metadata, group, hook, list(stop_command)
+        self.launch_hook, self.active_command = launch_hook, list(active_command)
+        self.launched = not launch_hook  # nothing to complete at launch without a launch hook
         self.client = client  # made on first use: the region may come from the metadata service
         self.state: str | None = None
         self.spot_notice: str | None = None
@@ -120,12 +127,19 @@ class Watcher:
         if state != self.state:
             log("target_lifecycle_state", state=state, previous=self.state)
             self.state = state
-        if state != "Terminated":
-            return False
-        began = time.monotonic()
-        self.stop_consumer("instance terminating")
-        self.complete(began)
-        return True
+        if state == "Terminated":
+            began = time.monotonic()
+            self.stop_consumer("instance terminating")
+            self.complete(self.hook, began)
+            return True
+        if not self.launched and self.launch_hook and self.consumer_active():
+            self.complete(self.launch_hook, time.monotonic())
+            self.launched = True
+        return False
+
+    def consumer_active(self) -> bool:
+        result = subprocess.run(self.active_command, capture_output=True, check=False)  # noqa: S603  # nosec B603
+        return result.returncode == 0
 
     def stop_consumer(self, why: str) -> None:
         if self.stopped:
@@ -138,34 +152,36 @@ class Watcher:
             reason=why, command=self.stop_command, returncode=result.returncode,
             seconds=round(time.monotonic() - began, 3), stderr=result.stderr.strip()[-500:])
 
-    def complete(self, began: float) -> None:
+    def complete(self, hook: str, began: float) -> None:
         """CompleteLifecycleAction CONTINUE by instance id; a ValidationError means there is no action to
         complete (it already timed out, or no hook held the instance): nothing more to do then."""
         for attempt in range(1, COMPLETE_ATTEMPTS + 1):
             try:
                 self.client().complete_lifecycle_action(
-                    AutoScalingGroupName=self.group, LifecycleHookName=self.hook, InstanceId=self.instance_id,
+                    AutoScalingGroupName=self.group, LifecycleHookName=hook, InstanceId=self.instance_id,
                     LifecycleActionResult="CONTINUE")
             except Exception as error:  # botocore already retried throttling and 5xx
                 code = str((getattr(error, "response", None) or {}).get("Error", {}).get("Code")
                            or type(error).__name__)
                 final = code == "ValidationError" or attempt == COMPLETE_ATTEMPTS
-                log("lifecycle_action_complete_failed", level="error", code=code, error=str(error),
+                log("lifecycle_action_complete_failed", level="error", hook=hook, code=code, error=str(error),
                     attempt=attempt, retry=not final)
                 if final:
                     return
                 time.sleep(min(2.0 ** attempt, 10.0))
             else:
-                log("lifecycle_action_completed", result="CONTINUE", group=self.group, hook=self.hook,
+                log("lifecycle_action_completed", result="CONTINUE", group=self.group, hook=hook,
                     instance_id=self.instance_id, seconds=round(time.monotonic() - began, 3))
                 return
 
 
-def node_names(path: str) -> tuple[str, str]:
-    """The group and the termination hook, from the node configuration the user-data wrote."""
+def node_names(path: str) -> tuple[str, str, str | None]:
+    """The group, its termination hook and its launch hook (if any), from the node configuration."""
     with open(path, encoding="utf-8") as config:
         node = json.load(config)
-    return str(node["lifecycle_watcher_group_name"]), str(node["lifecycle_watcher_hook_name"])
+    launch = node.get("lifecycle_watcher_launch_hook_name")
+    return (str(node["lifecycle_watcher_group_name"]), str(node["lifecycle_watcher_hook_name"]),
+            str(launch) if launch else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -177,9 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds between looks at the metadata (default 5), e.g. 1")
     parser.add_argument("--stop-command", default="systemctl stop sqs-consumer.service", metavar="COMMAND",
                         help="how to stop the consumer gracefully (default: %(default)s)")
+    parser.add_argument("--active-command", default="systemctl is-active --quiet sqs-consumer.service",
+                        metavar="COMMAND", help="exits 0 once the consumer is active (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        group, hook = node_names(args.node_config)
+        group, hook, launch_hook = node_names(args.node_config)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: node configuration {args.node_config}: {error!r}", file=sys.stderr)
         return 2
@@ -196,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             made.append(autoscaling_client(region))
         return made[0]
 
-    watcher = Watcher(metadata, group, hook, shlex.split(args.stop_command), client)
+    watcher = Watcher(metadata, group, hook, shlex.split(args.stop_command), client, launch_hook,
+                      shlex.split(args.active_command))
     try:
         client()  # made now, so that completing the action later costs only the call
     except Exception as error:  # e.g. the metadata service not up yet: made on first use instead

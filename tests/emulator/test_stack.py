@@ -119,7 +119,8 @@ def test_user_data_bootstraps_with_ansible_pull_and_holds_no_secrets(stack, aws)
     # The node's lifecycle watcher learns its group and termination hook from the node configuration.
     assert f'"lifecycle_watcher_group_name": "{GROUP}"' in user_data
     assert '"lifecycle_watcher_hook_name": "drain"' in user_data
-    assert "complete_launch CONTINUE" in user_data and "complete_launch ABANDON" in user_data
+    assert '"lifecycle_watcher_launch_hook_name": "launch"' in user_data
+    assert "complete_launch ABANDON" in user_data  # CONTINUE is the watcher's, once the consumer is active
     for secret in ("testing", "AWS_SECRET_ACCESS_KEY", "AKIA", "aws_access_key"):
         assert secret not in user_data
 

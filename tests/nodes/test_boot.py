@@ -68,9 +68,8 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
         assert status.get("status") == "done" and not status.get("errors"), log[-3000:]
         assert "bootstrap: done" in log
         # The node itself said it works, once its consumer was active: the instance goes InService.
-        launch = lab.actions.settled(name)
-        assert launch is not None and (launch.result, launch.timed_out) == ("CONTINUE", False), log[-3000:]
-        assert f"launch lifecycle action of {name} completed with CONTINUE" in log
+        launch = wait_until(lambda: lab.actions.settled(name), 30, "the launch action completed by the node")
+        assert (launch.hook, launch.result, launch.timed_out) == ("launch", "CONTINUE", False), log[-3000:]
         head = exec_in(name, ["git", "-C", "/opt/sqs-fleet", "rev-parse", "HEAD"]).stdout.strip()
         assert head == lab.commit
         assert exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active"
