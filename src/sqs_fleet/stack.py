@@ -103,6 +103,11 @@ class Stack:
         return str(self.data["metric_namespace"])
 
     @property
+    def lifecycle_hooks(self) -> dict[str, str]:
+        """The group's lifecycle hooks by role: launch, drain."""
+        return dict(self.data.get("lifecycle_hooks", {}))
+
+    @property
     def alarms(self) -> dict[str, str]:
         return dict(self.data["alarms"])
 

@@ -21,9 +21,29 @@ IDLE_PERIODS = 5
 SQS = {"stack_scaling_metric_source": "sqs"}  # scaling on AWS/SQS's one-minute metrics
 
 
-def emulated(stack, aws, workers) -> FleetWatch:
+def emulated(stack, aws, workers, period_seconds: float = 1.0) -> FleetWatch:
     fleet = Fleet(stack, aws)
-    return FleetWatch(fleet, EmulatedScaling(fleet, workers))
+    return FleetWatch(fleet, EmulatedScaling(fleet, workers, period_seconds=period_seconds))
+
+
+class SilentWorkers:
+    """Workers that run but never complete a lifecycle action, like nodes whose bootstrap hangs and whose
+    watcher is gone: only the hooks' heartbeats decide."""
+
+    completes_lifecycle = True
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+
+    def follow(self, instances):
+        self.running = set(instances)
+        return []
+
+    def in_service(self):
+        return set(self.running)
+
+    def stop(self) -> None:
+        self.running = set()
 
 
 def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle_window(
@@ -116,6 +136,8 @@ def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sq
     try:
         first = loop.step()
         assert first.desired == 2 and first.instances == 2 and first.in_service == 2  # ceil(15 / 10)
+        # Each launch waited in Pending:Wait until the loop completed it for its started process.
+        assert sum("launch action CONTINUE: InService" in d for d in first.decisions) == 2
         protected = loop.fleet.group()["Instances"][0]["InstanceId"]
         aws("autoscaling").set_instance_protection(AutoScalingGroupName=stack.group_name,
                                                    InstanceIds=[protected], ProtectedFromScaleIn=True)
@@ -128,10 +150,11 @@ def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sq
     assert [i["InstanceId"] for i in loop.fleet.group()["Instances"]] == [protected]
     scale_in = next(p for p in timeline if p.desired == 0)
     assert "1 instance(s) protected from scale-in kept running" in scale_in.decisions
-    # The other one waits out the drain hook's 300 s heartbeat (5 periods), still running, then goes.
-    assert (scale_in.instances, scale_in.terminating) == (2, 1)
-    assert [p.terminating for p in timeline[scale_in.minute:]] == [1, 1, 1, 1, 1, 0]
-    assert any("lifecycle heartbeat timed out" in d for d in timeline[-1].decisions)
+    # The other one drained and its termination action was completed as soon as its worker exited: gone within
+    # the period, not after the drain hook's 300 s heartbeat.
+    assert (scale_in.instances, scale_in.terminating) == (1, 0)
+    assert any("termination action was completed with CONTINUE" in d for d in scale_in.decisions)
+    assert not [d for p in timeline for d in p.decisions if "heartbeat timed out" in d]
 
     published = aws("cloudwatch").get_metric_data(
         MetricDataQueries=[{"Id": "visible", "MetricStat": {"Metric": {
@@ -158,3 +181,35 @@ def test_an_alarm_period_of_two_minutes_is_evaluated_every_second_minute_on_its_
         workers.stop()
     assert first.desired == 0 and first.alarms["scale_out"] == "INSUFFICIENT_DATA"  # its period has not ended
     assert second.desired == 3 and second.alarms["scale_out"] == "ALARM"  # max of the two minutes: 25 -> 3
+
+
+def test_actions_nobody_completes_time_out_launch_abandoned_and_drain_after_its_heartbeat(
+        emulator, run_playbook, aws, stack_file):
+    emulator.reset()
+    assert_ok(run_playbook("site.yml", extra_vars={"scaling_idle_window": 120, "fleet_launch_timeout": 120}),
+              ["site.yml"])
+    assert_ok(run_playbook("produce.yml", extra_vars={"count": 5, "seed": 3}), ["produce.yml"])
+    stack = Stack.load(stack_file)
+    loop = emulated(stack, aws, SilentWorkers())
+    first = loop.step()
+    launched = {i["InstanceId"] for i in loop.fleet.group()["Instances"]}
+    # Launched, running, but not in service: nothing said it works.
+    assert (first.desired, first.instances, first.in_service) == (1, 1, 0)
+    timeline = loop.run(until=lambda t: any("launch abandoned" in d for d in t[-1].decisions), max_periods=8,
+                        period_seconds=1.0)
+    abandoned = timeline[-1]
+    # The 120 s launch heartbeat is two periods; its default result ABANDON terminates the instance, and Auto
+    # Scaling launches a replacement to keep the desired capacity.
+    assert 2 <= abandoned.minute <= 4 and all(p.in_service == 0 for p in timeline)
+    assert any("launch abandoned (heartbeat timed out)" in d for d in abandoned.decisions)
+    replacement = {i["InstanceId"] for i in loop.fleet.group()["Instances"]}
+    assert len(replacement) == 1 and not replacement & launched
+
+    # A terminating instance whose action nobody completes waits out the drain hook's 300 s heartbeat (five
+    # periods), still running and billed, then goes.
+    victim = replacement.pop()
+    loop.scaling.resize(abandoned.minute, loop.fleet.group(), 0, [])
+    timeline = loop.run(until=lambda t: t[-1].terminating == 0, max_periods=10, period_seconds=1.0)
+    waited = [p.terminating for p in timeline[abandoned.minute + 1:]]
+    assert waited[-1] == 0 and set(waited[:-1]) == {1} and 4 <= len(waited) - 1 <= 6  # about 5 periods
+    assert f"{victim}: terminated, its heartbeat timed out" in timeline[-1].decisions

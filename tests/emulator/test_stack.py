@@ -78,6 +78,10 @@ def test_consumer_role_is_least_privilege_with_session_manager(stack, aws):
     assert sqs["Resource"].endswith(f":{QUEUE}")
     metrics = next(s for s in document["Statement"] if s["Sid"] == "PublishAgentMetricsOnly")
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": NAMES.metric_namespace}}
+    lifecycle = next(s for s in document["Statement"] if s["Sid"] == "CompleteOwnGroupLifecycleActions")
+    assert set(lifecycle["Action"]) == {"autoscaling:CompleteLifecycleAction",
+                                        "autoscaling:RecordLifecycleActionHeartbeat"}
+    assert lifecycle["Resource"].endswith(f":autoScalingGroup:*:autoScalingGroupName/{GROUP}")  # its own group only
     assert any(p["PolicyName"] == "AmazonSSMManagedInstanceCore" for p in attached)
     # The AWS managed key needs no grant: nothing of KMS in the workers' policy.
     assert not [s for s in document["Statement"] if "kms:" in json.dumps(s["Action"])]
@@ -132,11 +136,16 @@ def test_user_data_bootstraps_with_ansible_pull_and_holds_no_secrets(stack, aws)
     assert user_data.startswith("#!/bin/bash")
     assert "ansible-pull --url" in user_data and "--checkout" in user_data
     assert f'"consumer_queue": "{QUEUE}"' in user_data
+    # The node's lifecycle watcher learns its group and termination hook from the node configuration.
+    assert f'"lifecycle_watcher_group_name": "{GROUP}"' in user_data
+    assert '"lifecycle_watcher_hook_name": "drain"' in user_data
+    assert '"lifecycle_watcher_launch_hook_name": "launch"' in user_data
+    assert "complete_launch ABANDON" in user_data  # CONTINUE is the watcher's, once the consumer is active
     for secret in ("testing", "AWS_SECRET_ACCESS_KEY", "AKIA", "aws_access_key"):
         assert secret not in user_data
 
 
-def test_group_scales_between_zero_and_four_with_metrics_and_drain_hook(stack, aws):
+def test_group_scales_between_zero_and_four_with_metrics_launch_and_drain_hooks(stack, aws):
     autoscaling = aws("autoscaling")
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]
     assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (0, 4, 0)
@@ -145,8 +154,11 @@ def test_group_scales_between_zero_and_four_with_metrics_and_drain_hook(stack, a
     assert group["EnabledMetrics"]
     assert {t["Key"]: t["Value"] for t in group["Tags"]} == NAMES["tags"]
     hooks = autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=GROUP)["LifecycleHooks"]
-    assert [(h["LifecycleTransition"], h["DefaultResult"]) for h in hooks] == [
-        ("autoscaling:EC2_INSTANCE_TERMINATING", "CONTINUE")
+    # A launch that nothing completes is abandoned (never counted as capacity); a drain that nothing completes
+    # still lets the instance go once its heartbeat runs out.
+    assert sorted((h["LifecycleTransition"], h["HeartbeatTimeout"], h["DefaultResult"]) for h in hooks) == [
+        ("autoscaling:EC2_INSTANCE_LAUNCHING", 600, "ABANDON"),
+        ("autoscaling:EC2_INSTANCE_TERMINATING", 300, "CONTINUE"),
     ]
 
 

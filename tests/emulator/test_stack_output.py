@@ -64,7 +64,7 @@ def test_group_template_hook_and_policies_exist_under_the_recorded_names(output,
     assert [(g["MinSize"], g["MaxSize"]) for g in found] == [(group["min_size"], group["max_size"])]
     assert found[0]["LaunchTemplate"]["LaunchTemplateName"] == output["launch_template"]
     hooks = autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=group["name"])["LifecycleHooks"]
-    assert [h["LifecycleHookName"] for h in hooks] == [output["lifecycle_hooks"]["drain"]]
+    assert sorted(h["LifecycleHookName"] for h in hooks) == sorted(output["lifecycle_hooks"].values())
     policies = autoscaling.describe_policies(AutoScalingGroupName=group["name"])["ScalingPolicies"]
     assert {p["PolicyName"] for p in policies} == set(output["policies"].values())
     groups = aws("ec2").describe_security_groups(Filters=[{"Name": "group-name", "Values": [output["security_group"]]}])

@@ -1,5 +1,10 @@
 """A local stand-in for the AWS side of the fleet: an emulator and a git daemon on the host end of the test
 nodes' network, serving this repository's HEAD, and booted nodes that run the launch template's user-data.
+What the emulator lacks, the lab serves on the same address (emulation, faithful to AWS's documents): an
+instance metadata service (IMDSv2) that tells each node apart by its bridge address, and an Auto Scaling front
+that answers CompleteLifecycleAction and RecordLifecycleActionHeartbeat from the lab's lifecycle actions and
+passes every other call to the emulator. Nodes reach them through AWS_EC2_METADATA_SERVICE_ENDPOINT and
+AWS_ENDPOINT_URL in /etc/sqs-fleet/aws.env, never through a link-local address.
 
 Used by the boot tests, the boot benchmark and the local scaling loop (NodeWorkers: one booted node per
 instance of the group). Needs root (see sqs_fleet.lab.node).
@@ -8,9 +13,11 @@ instance of the group). Needs root (see sqs_fleet.lab.node).
 from __future__ import annotations
 
 import base64
+import datetime
 import shutil
 import subprocess  # nosec B404 - runs git with fixed arguments
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -18,15 +25,24 @@ from typing import Any
 
 from sqs_fleet import REPO, aws
 from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
+from sqs_fleet.lab.lifecycle import AutoScalingFront, LifecycleActions
+from sqs_fleet.lab.metadata import Instance, MetadataService
 from sqs_fleet.lab.node import HOST_ADDRESS, boot, destroy, exec_in, image, network_up
 
 
 class Lab:
-    def __init__(self, workdir: Path) -> None:
+    """`actions`: the lifecycle actions the nodes complete through the lab's front (the scaling loop passes its
+    own, on its scaled clock); a node's name is its instance id in the metadata service."""
+
+    def __init__(self, workdir: Path, actions: LifecycleActions | None = None) -> None:
         self.workdir = workdir
         self.nodes: list[str] = []
         self.daemon: subprocess.Popen[bytes] | None = None
         self.emulator: Emulator | None = None
+        self.actions = actions or LifecycleActions()
+        self.metadata: MetadataService | None = None
+        self.front: AutoScalingFront | None = None
+        self.addresses: dict[str, str] = {}  # node -> its bridge address
 
     def __enter__(self) -> Lab:
         network_up()
@@ -43,12 +59,16 @@ class Lab:
         self.repo_url = f"git://{HOST_ADDRESS}:{port}/sqs-fleet.git"
         try:
             self.emulator = start_emulator(free_port(), self.workdir / "moto.log", host=HOST_ADDRESS)
+            self.metadata = MetadataService(HOST_ADDRESS).start()
+            self.front = AutoScalingFront(self.actions, self.emulator.url, HOST_ADDRESS, 0).start()
         except BaseException:
-            self.__exit__(None, None, None)  # no git daemon left serving when the lab does not start
+            self.__exit__(None, None, None)  # nothing left serving when the lab does not start
             raise
-        # What an instance role gives an EC2 node; here the emulator's address and placeholder credentials.
+        # What an instance role and the instance's metadata service give an EC2 node; here the lab's front for
+        # the emulator, its metadata service and placeholder credentials.
         self.aws_env = self.workdir / "aws.env"
-        self.aws_env.write_text(f"AWS_ENDPOINT_URL={self.emulator.url}\n"
+        self.aws_env.write_text(f"AWS_ENDPOINT_URL={self.front.url}\n"
+                                f"AWS_EC2_METADATA_SERVICE_ENDPOINT={self.metadata.url}\n"
                                 "AWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n")
         return self
 
@@ -56,6 +76,9 @@ class Lab:
                  trace: TracebackType | None) -> None:
         for name in list(self.nodes):
             self.remove_worker(name)
+        for server in (self.front, self.metadata):
+            if server:
+                server.stop()
         if self.daemon:
             self.daemon.terminate()
             self.daemon.wait(10)
@@ -80,49 +103,71 @@ class Lab:
                                                                     Versions=["$Latest"])
         return base64.b64decode(data["LaunchTemplateVersions"][0]["LaunchTemplateData"]["UserData"]).decode()
 
-    def boot_worker(self, name: str, user_data: str) -> dict[str, Any]:
+    def boot_worker(self, name: str, user_data: str, wait_for_system: bool = True) -> dict[str, Any]:
+        """Boot a node as the instance `name`: its metadata service knows it by address before it starts."""
         self.nodes.append(name)
-        return boot(name, user_data, [(str(self.aws_env), "/etc/sqs-fleet/aws.env")])
+
+        def registered(address: str) -> None:
+            self.addresses[name] = address
+            if self.metadata:
+                self.metadata.register(address, Instance(name))
+
+        return boot(name, user_data, [(str(self.aws_env), "/etc/sqs-fleet/aws.env")], on_address=registered,
+                    wait_for_system=wait_for_system)
 
     def remove_worker(self, name: str) -> None:
         destroy(name)
+        address = self.addresses.pop(name, None)
+        if address and self.metadata:
+            self.metadata.forget(address)
         if name in self.nodes:
             self.nodes.remove(name)
 
 
 class NodeWorkers:
     """One booted node per instance of the group, named after the instance: it runs the launch template's
-    user-data (cloud-init, ansible-pull, the consumer role) as an EC2 instance would. Boots and terminations
-    run in the background, as on EC2: an instance counts as in service once its consumer is active. A
-    terminated node's consumer is stopped as the shutdown stops it (SIGTERM: drain), its logs are kept in
-    `logs`, then the node is removed."""
+    user-data (cloud-init, ansible-pull, the node roles) as an EC2 instance would. Boots and terminations run
+    in the background, as on EC2. The nodes complete their own lifecycle actions through the lab: the launch
+    action once the consumer is active (CONTINUE) or when the bootstrap fails (ABANDON), the termination action
+    once the lifecycle watcher has stopped the consumer. Readiness is the node's word, not a boot deadline: a
+    slow boot is late, not failed. A node whose instance is gone is stopped as a shutdown stops it (SIGTERM:
+    drain), its logs are kept in `logs`, then it is removed."""
+
+    completes_lifecycle = True
 
     def __init__(self, lab: Lab, user_data: str, logs: Path) -> None:
         self.lab, self.user_data, self.logs = lab, user_data, logs
         self.booting: dict[str, threading.Thread] = {}
-        self.active: set[str] = set()
+        self.started: set[str] = set()  # nodes whose systemd runs (their bootstrap may still be going)
         self.stopping: list[threading.Thread] = []
-        self.failed: dict[str, str] = {}  # instance -> why its node did not boot
+        self.failed: dict[str, str] = {}  # instance -> why its node could not even start
         self.failure_told: set[str] = set()
+        self.removed_at: dict[str, float] = {}  # instance -> when its node was removed (epoch seconds)
         logs.mkdir(parents=True, exist_ok=True)
         image()  # built once here, not by parallel boots
 
     def _boot(self, name: str) -> None:
         try:
-            self.lab.boot_worker(name, self.user_data)
+            self.lab.boot_worker(name, self.user_data, wait_for_system=False)
+            self.started.add(name)
         except (RuntimeError, subprocess.CalledProcessError) as error:
             self.failed[name] = str(error)
 
     def _terminate(self, name: str) -> None:
         try:
-            exec_in(name, ["systemctl", "stop", "sqs-consumer"])
+            exec_in(name, ["systemctl", "stop", "sqs-consumer"])  # already stopped when the watcher completed
             for source, kept in (("/var/log/sqs-consumer/consumer.log", f"{name}.log"),
-                                 ("/var/log/sqs-fleet-bootstrap.log", f"{name}.bootstrap.txt")):
+                                 ("/var/log/sqs-fleet-bootstrap.log", f"{name}.bootstrap.txt"),
+                                 ("/var/log/sqs-lifecycle-watcher.log", f"{name}.lifecycle.txt")):
                 (self.logs / kept).write_text(exec_in(name, ["cat", source]).stdout)
-        except (KeyError, FileNotFoundError):  # the node never finished booting: nothing to drain or keep
+        except (KeyError, FileNotFoundError):  # the node never started far enough: nothing to drain or keep
             pass
         finally:
             self.lab.remove_worker(name)
+            self.removed_at[name] = time.time()
+            # When the instance was gone, beside its logs: the report and tests measure the drain with it.
+            (self.logs / f"{name}.removed.txt").write_text(
+                datetime.datetime.fromtimestamp(self.removed_at[name], datetime.timezone.utc).isoformat() + "\n")
 
     def follow(self, instances: Sequence[str]) -> list[str]:
         events = []
@@ -132,33 +177,19 @@ class NodeWorkers:
             events.append(f"node {name} booting")
         for name in [n for n in self.booting if n not in instances]:
             self.booting.pop(name).join()
-            self.active.discard(name)
+            self.started.discard(name)
             self.stopping.append(threading.Thread(target=self._terminate, args=(name,), name=f"stop-{name}"))
             self.stopping[-1].start()
-            events.append(f"node {name} terminating (consumer drains on SIGTERM)")
+            events.append(f"node {name} removed")
         for name, thread in self.booting.items():
-            if name in self.active:
-                continue
-            if name in self.failed and not thread.is_alive():
-                if name not in self.failure_told:
-                    self.failure_told.add(name)
-                    events.append(f"node {name} failed to boot: {self.failed[name]}")
-            elif self.consumer_active(name):
-                self.active.add(name)
-                events.append(f"node {name} in service (consumer active)")
+            if name in self.failed and not thread.is_alive() and name not in self.failure_told:
+                self.failure_told.add(name)
+                events.append(f"node {name} failed to start: {self.failed[name]}")
         return events
 
-    @staticmethod
-    def consumer_active(name: str) -> bool:
-        """Whether the node's consumer runs, asked while the node may still be booting: the consumer starts
-        during ansible-pull, before the node's boot has finished."""
-        try:
-            return exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active"
-        except (KeyError, FileNotFoundError):  # not started far enough to be entered yet
-            return False
-
     def in_service(self) -> set[str]:
-        return set(self.active)
+        """The nodes running; whether one serves is its launch action's to say."""
+        return set(self.started)
 
     def stop(self) -> None:
         self.follow([])

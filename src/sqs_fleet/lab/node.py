@@ -23,7 +23,7 @@ import subprocess  # nosec B404 - runs fixed system tools
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +148,12 @@ def own_cgroup(name: str) -> list[Path]:
 
 
 def boot(
-    name: str, user_data: str | None, files: Sequence[tuple[str, str]] = (), wait_seconds: float = 60
+    name: str, user_data: str | None, files: Sequence[tuple[str, str]] = (), wait_seconds: float = 60,
+    on_address: Callable[[str], None] | None = None, wait_for_system: bool = True,
 ) -> dict[str, Any]:
+    """Boot a node; `on_address` learns its bridge address before it starts. Returns once systemd reports the
+    system running (or degraded), or with `wait_for_system` false as soon as the node's systemd is there: a
+    slow boot (cloud-init's final stage, ansible-pull) is then the node's own business, not a failure."""
     problem = missing_requirements()
     if problem:
         raise RuntimeError(problem)
@@ -177,6 +181,8 @@ def boot(
     with ADDRESS_LOCK:  # nodes may boot in parallel threads: claim the address before the next one looks
         address = address_of(name)
         save(directory, {"name": name, "address": address})
+    if on_address:
+        on_address(address)
     host_end = f"vf{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     run("ip", "netns", "add", namespace)
     run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace)
@@ -208,6 +214,8 @@ def boot(
             if "leader_pid" not in node:
                 node["leader_pid"] = int(leader[0])
                 save(directory, node)  # commands can enter the node while it is still starting
+            if not wait_for_system:
+                return node
             state = run("nsenter", "-t", leader[0], "-a", "systemctl", "is-system-running", check=False).stdout.strip()
             if state in ("running", "degraded"):
                 node["boot_state"] = state

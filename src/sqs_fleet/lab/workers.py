@@ -14,7 +14,11 @@ CONSUMER = Path(consumer.__file__)
 
 
 class ProcessWorkers:
-    """One local consumer process per instance, started with the node's configuration."""
+    """One local consumer process per instance, started with the node's configuration. A process cannot complete
+    lifecycle actions: the scaling loop completes them for it (emulation), a launch once it has started, a
+    termination once it has exited."""
+
+    completes_lifecycle = False
 
     def __init__(self, queue: str, poll_interval: float, env: Mapping[str, str], logs: Path) -> None:
         self.queue, self.poll_interval, self.env, self.logs = queue, poll_interval, dict(env), logs

@@ -59,9 +59,10 @@ SAMPLE = {
 # The roles' own inputs, as site.yml passes them from the stack's names above.
 SAMPLE |= {
     "identity_queue_name": SAMPLE["stack_queue_name"],
-    "identity_account_principal": f"arn:aws:iam::{ACCOUNT}:root",
     "identity_partition": "aws",
     "identity_group_name": SAMPLE["stack_group_name"],
+    "identity_group_arn": f"arn:aws:autoscaling:eu-west-1:{ACCOUNT}:autoScalingGroup:*:"
+                          "autoScalingGroupName/sqs-fleet-prod-workers",
     "queue_name": SAMPLE["stack_queue_name"],
     "queue_dead_letter_name": SAMPLE["stack_dead_letter_queue_name"],
     "queue_arn": QUEUE_ARN,

@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import subprocess  # nosec B404 - runs the project's own site.yml
 import sys
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sqs_fleet import REPO, aws
+from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CONSUMER, ProcessWorkers
 from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
 from sqs_fleet.scaletest.widgets import render_dashboards
@@ -44,6 +46,9 @@ AWS_PERIOD_SECONDS = 60.0
 # How long one "minute" lasts on the emulator, unless --period-seconds says otherwise: the one default.
 EMULATOR_PERIOD_SECONDS = 10.0
 PRODUCER = CONSUMER.with_name("producer.py")
+# Real seconds a booted node may take to complete its launch action (boot, cloud-init, ansible-pull; several
+# boots share the machine's cores).
+LAB_BOOT_SECONDS = 600
 LOG_SHIPPING_CHECKS = 5  # the agent ships every few seconds; half a minute apart, this waits at most 2.5 minutes
 
 
@@ -128,10 +133,14 @@ def machine() -> str:
 
 def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work: Path) -> Stack:
     """site.yml on the lab's emulator, with workers that pull this commit and wait one scaled minute; the stack
-    it recorded."""
+    it recorded. A node boots in real seconds, which the loop's scaled clock does not shrink: the launch hook's
+    heartbeat is set to cover LAB_BOOT_SECONDS of real time (within the hook's 7200 s limit), so a slow boot is
+    late, not abandoned."""
     record = work / "lab-stack.json"
+    launch_timeout = max(600, min(7200, math.ceil(LAB_BOOT_SECONDS * 60 / period_seconds)))
     variables = lab.site_variables(fleet_poll_interval=max(1, round(period_seconds)),
-                                   scaling_idle_window=idle_minutes * 60, stack_output_file=str(record))
+                                   fleet_launch_timeout=launch_timeout, scaling_idle_window=idle_minutes * 60,
+                                   stack_output_file=str(record))
     env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(work / "ansible-home")}
     playbook = Path(sys.executable).with_name("ansible-playbook")
     run = subprocess.run([str(playbook), "site.yml", "-e", json.dumps(variables)],  # noqa: S603  # nosec B603
@@ -201,22 +210,29 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
                       events=lambda expected: shipped_log_events(stack.log_group, began, expected),
                       span=lambda _: (began.replace(second=0, microsecond=0),
                                       datetime.datetime.now(datetime.timezone.utc)))
+    # Lifecycle actions (emulation: the emulator has none), on the loop's scaled clock, completed by the nodes
+    # through the lab's Auto Scaling front, or by the loop for local processes.
+    actions = LifecycleActions()
+    metadata = None
     if args.workers == "nodes":
         from sqs_fleet.lab.fleet import Lab, NodeWorkers
 
-        lab = context.enter_context(Lab(work / "lab"))
+        lab = context.enter_context(Lab(work / "lab", actions))
         stack = provision_lab_stack(lab, period, args.idle_minutes, work)
         fleet = Fleet(stack, lab.client)
         workers: Any = NodeWorkers(lab, lab.launch_template_user_data(stack.launch_template), logs)
+        metadata = lab.metadata
         producer_env, description = lab.environment(), (
             "booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
-            "cloud-init, ansible-pull of this commit, the consumer role")
+            "cloud-init, ansible-pull of this commit, the consumer and lifecycle watcher roles; they complete "
+            "their own lifecycle actions through the lab's metadata service and Auto Scaling front (emulation)")
     else:
         stack = Stack.load(args.stack or output_file("local"))
         fleet = Fleet(stack, aws.clients())
         workers = ProcessWorkers(stack.queue_name, poll_interval=period, env=os.environ, logs=logs)
-        producer_env, description = {}, "local consumer processes started with the node's configuration"
-    scaling = EmulatedScaling(fleet, workers)
+        producer_env, description = {}, ("local consumer processes started with the node's configuration; the loop "
+                                         "completes their lifecycle actions (emulation)")
+    scaling = EmulatedScaling(fleet, workers, actions=actions, metadata=metadata, period_seconds=period)
     return Target(stack, FleetWatch(fleet, scaling), producer_env, description,
                   events=lambda _: worker_events(logs),
                   span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)))

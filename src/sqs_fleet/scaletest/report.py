@@ -124,9 +124,13 @@ PROCESS = {
    treat-missing-data, the backlog expression `visible + inflight`), runs the step policy of each alarm in
    ALARM (re-invoked every period, as Auto Scaling does), sets the group's desired capacity on the
    emulator (on scale-in terminating only unprotected instances), and gives every instance of the group a
-   worker. A terminated instance stays in Terminating:Wait, still running, until the drain hook's heartbeat
-   times out, as on AWS when nothing completes the action; then its worker gets SIGTERM: it finishes the
-   message in hand and releases the rest.
+   worker. It plays the lifecycle hooks (emulation: the emulator has no lifecycle actions): a new instance
+   waits in Pending:Wait and counts as in service only once its launch action is completed with CONTINUE
+   (booted nodes complete it themselves once their consumer is active, ABANDON when their bootstrap fails;
+   for local processes the loop completes it); a terminated instance stays in Terminating:Wait, still
+   running, until its termination action is completed (a node's lifecycle watcher reads Terminated from the
+   lab's metadata service, stops the consumer, which finishes the message in hand and releases the rest,
+   then completes it) or the drain hook's heartbeat times out.
 4. The run ends when the queue is drained and the group is back to zero; the figures come from the
    timeline and the workers' JSON logs, the metric evidence from the emulator's CloudWatch.""",
     "aws": """\
@@ -170,8 +174,8 @@ def observations(numbers: dict[str, Any], timeline: list[dict[str, Any]]) -> str
     waiting = sum(p.get("terminating", 0) for p in timeline)
     if waiting:
         lines.append(f"Terminated instances spent {waiting} instance-minutes in Terminating:Wait, held by the drain "
-                     "lifecycle hook until its heartbeat timed out (nothing on the node completes the action yet), "
-                     "still consuming; their workers drained on SIGTERM when they went.")
+                     "lifecycle hook until their termination action was completed or its heartbeat timed out "
+                     "(the decisions say which); their consumers drained before they went.")
     lines.append(f"Messages lost: {numbers['messages lost']}; dead letters: {numbers['dead letters']}.")
     if numbers["messages processed more than once"]:
         lines.append(f"{numbers['messages processed more than once']} message(s) were processed more than once, "

@@ -9,7 +9,13 @@ instances, the alarms' states and what was decided. What decides is a `Scaling`,
   metrics from GetQueueAttributes, evaluates the stack's alarms as CloudWatch does, runs the step policies of
   the alarms in ALARM as Auto Scaling does (scale-in protection honoured), sets the group's desired
   capacity, and gives every instance of the group a worker: a local consumer process
-  (`sqs_fleet.sim.workers.ProcessWorkers`) or a booted node (`sqs_fleet.lab.fleet.NodeWorkers`).
+  (`sqs_fleet.lab.workers.ProcessWorkers`) or a booted node (`sqs_fleet.lab.fleet.NodeWorkers`). It plays the
+  group's lifecycle hooks with the lab's `LifecycleActions` (emulation: moto has none) on a scaled clock: a
+  new instance waits in Pending:Wait until its launch action settles (CONTINUE: in service; ABANDON or a
+  timeout with ABANDON: terminated, "launch abandoned"), a terminated one in Terminating:Wait until its action
+  is completed or its heartbeat runs out, its metadata's target lifecycle state turned Terminated. Booted
+  nodes complete their own actions; for local processes the loop completes them (launch once the process has
+  started, termination once it has exited).
 
 Names come from the recorded stack; alarms, policies and group bounds are read back from AWS (or the
 emulator), never from the project's variables. A time scale shrinks a period (60 s on AWS) to a few
@@ -27,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqs_fleet.lab.lifecycle import LAUNCHING, TERMINATING, LifecycleActions
 from sqs_fleet.sim.semantics import (
     ALARM,
     aggregate,
@@ -34,7 +41,6 @@ from sqs_fleet.sim.semantics import (
     expression_value,
     instances_to_terminate,
     new_capacity,
-    termination_wait_minutes,
 )
 from sqs_fleet.stack import Stack, StackNotFound
 
@@ -52,11 +58,14 @@ class CannotPlay(RuntimeError):
 
 
 class Workers(Protocol):
+    # True when the workers complete their own lifecycle actions (booted nodes); else the loop completes them.
+    completes_lifecycle: bool
+
     def follow(self, instances: Sequence[str]) -> list[str]:
         """Start a worker for each new instance id, stop the workers of instances gone; say what was done."""
 
     def in_service(self) -> set[str]:
-        """The instances whose worker is consuming."""
+        """The instances whose worker runs."""
 
     def stop(self) -> None: ...
 
@@ -137,6 +146,22 @@ def live_ids(group: dict[str, Any]) -> list[str]:
     return [i["InstanceId"] for i in live(group)]
 
 
+class TargetLifecycleState(Protocol):
+    """Where an instance reads its metadata (the lab's metadata service): autoscaling/target-lifecycle-state
+    and spot/instance-action."""
+
+    def set_target_lifecycle_state(self, instance_id: str, state: str) -> None: ...
+
+    def notice_spot_interruption(self, instance_id: str, seconds_ahead: int = 120) -> None: ...
+
+
+def aws_clock(period_seconds: float, tick_seconds: float = 60.0) -> Callable[[], float]:
+    """AWS time in seconds for a loop whose tick (`tick_seconds` of AWS time) lasts `period_seconds` of real
+    time, so a 300 s heartbeat lasts as many ticks as it spans on AWS."""
+    began = time.monotonic()
+    return lambda: (time.monotonic() - began) * tick_seconds / period_seconds
+
+
 class Scaling(Protocol):
     """What decides the group's size each period: AWS itself, or the local loop playing it."""
 
@@ -187,11 +212,15 @@ class EmulatedScaling:
     (the backlog publisher's high-resolution metric), else one minute. SQS's own metrics stay one point a minute
     at any tick. Nothing on the emulator runs the publisher's Lambda function nor its schedule, so each tick the
     loop invokes the same handler in-process, with the environment the function has on the emulator.
+
+    `actions`: the lifecycle actions the workers complete (the lab's, which its nodes reach; by default the
+    loop's own), run on the loop's scaled clock (`period_seconds` of real time per tick); `metadata`: where a
+    node reads its target lifecycle state and Spot notices.
     """
 
-    def __init__(self, fleet: Fleet, workers: Workers,
-                 spot_notice: Callable[[str], None] | None = None) -> None:
-        self.fleet, self.workers = fleet, workers
+    def __init__(self, fleet: Fleet, workers: Workers, actions: LifecycleActions | None = None,
+                 metadata: TargetLifecycleState | None = None, period_seconds: float = 60.0) -> None:
+        self.fleet, self.workers, self.metadata = fleet, workers, metadata
         autoscaling = fleet.autoscaling
         self.policies = {p["PolicyARN"]: p for p in
                          autoscaling.describe_policies(AutoScalingGroupName=fleet.group_name)["ScalingPolicies"]}
@@ -202,14 +231,18 @@ class EmulatedScaling:
         # A period the loop cannot play fails here, before anything is sent.
         self.tick_seconds = tick_seconds(fleet.alarms)
         self.ticks = {a["AlarmName"]: self.alarm_ticks(a) for a in fleet.alarms}
-        self.termination_wait = math.ceil(termination_wait_minutes(
-            autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=fleet.group_name)["LifecycleHooks"])
-            * 60 / self.tick_seconds)  # in ticks
-        self.terminating: dict[str, int] = {}  # instance in Terminating:Wait -> the tick it goes
+        self.actions = actions or LifecycleActions()
+        self.actions.clock = aws_clock(period_seconds, self.tick_seconds)
+        # The group's hooks by transition (the stack has one of each at most).
+        self.hooks = {h["LifecycleTransition"]: h for h in autoscaling.describe_lifecycle_hooks(
+            AutoScalingGroupName=fleet.group_name)["LifecycleHooks"]}
+        self.known: set[str] = set()  # every instance seen in the group
+        self.pending: set[str] = set()  # in Pending:Wait: launch action not settled yet
+        self.serving_ids: set[str] = set()  # launch action settled with CONTINUE
+        self.terminating: set[str] = set()  # in Terminating:Wait: still running, still billed
         self.tick = 0  # the tick being played
         self.publisher = EmulatedPublisher.for_stack(fleet) if fleet.stack.data.get("publisher") else None
-        # Spot: instance -> the tick its interruption terminates it; the lab's notice (its metadata service).
-        self.spot_notice = spot_notice
+        # Spot: instance -> the tick its interruption terminates it; the notice goes to the metadata service.
         self.interruptions: dict[int, list[str]] = {}  # tick of the notice -> instances
         self.interrupted: dict[str, int] = {}
         self.spot_interruptions = 0
@@ -241,8 +274,13 @@ class EmulatedScaling:
                 ("GroupTotalInstances", len(live_ids(group)) + len(self.terminating)))])
 
     def serving(self, group: dict[str, Any]) -> set[str]:
-        """Instances in service: live in the group, their worker consuming (Terminating:Wait is not)."""
-        return self.workers.in_service() & set(live_ids(group))
+        """Instances in service: live in the group and, with a launch hook, past it with CONTINUE (their own
+        word that the consumer is active); without one, their worker running (Terminating:Wait is not)."""
+        live = set(live_ids(group))
+        if LAUNCHING in self.hooks:
+            return live & self.serving_ids
+        return self.workers.in_service() & live
+
 
     def alarm_ticks(self, alarm: dict[str, Any]) -> int:
         """How many of the loop's ticks one period of this alarm spans."""
@@ -256,15 +294,6 @@ class EmulatedScaling:
             raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s: the local loop plays whole "
                              f"ticks of {self.tick_seconds} s")
         return period // self.tick_seconds
-
-    @staticmethod
-    def alarm_minutes(alarm: dict[str, Any]) -> int:
-        """How many one-minute SQS points one period of this alarm spans (alarms on AWS/SQS metrics)."""
-        period = alarm_period(alarm)
-        if period % 60:
-            raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s: SQS publishes one data point "
-                             "a minute, and the local loop evaluates periods of whole minutes only")
-        return period // 60
 
     def alarm_value(self, alarm: dict[str, Any]) -> float | None:
         """The alarm's data point for the period that just ended, from the points published in it."""
@@ -317,14 +346,21 @@ class EmulatedScaling:
         """Set the desired capacity; on scale-in terminate only what AWS would (never a protected instance)."""
         running = live(group)
         victims = instances_to_terminate(running, desired) if desired < len(running) else []
+        drain = self.hooks.get(TERMINATING)
         for instance in victims:
             self.fleet.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance,
                                                                             ShouldDecrementDesiredCapacity=True)
-            if self.termination_wait:
-                # The drain hook holds it, still running, until its heartbeat times out (nothing completes it).
-                self.terminating[instance] = tick + self.termination_wait
-                minutes = self.termination_wait * self.tick_seconds / 60
-                decisions.append(f"terminate {instance}: Terminating:Wait for up to {minutes:g} minutes")
+            self.pending.discard(instance)
+            self.serving_ids.discard(instance)
+            if drain:
+                # The drain hook holds it, still running, until its action is completed or its heartbeat runs out;
+                # the instance reads Terminated from its metadata and drains.
+                self.actions.begin(instance, self.fleet.group_name, drain)
+                self.terminating.add(instance)
+                if self.metadata:
+                    self.metadata.set_target_lifecycle_state(instance, "Terminated")
+                decisions.append(f"terminate {instance}: Terminating:Wait (hook {drain['LifecycleHookName']}, "
+                                 f"heartbeat {drain.get('HeartbeatTimeout', 3600)} s)")
             else:
                 decisions.append(f"terminate {instance}")
         kept = len(running) - len(victims) - desired
@@ -352,8 +388,8 @@ class EmulatedScaling:
         for instance in self.interruptions.pop(tick, []):
             self.interrupted[instance] = tick + math.ceil(SPOT_NOTICE_SECONDS / self.tick_seconds)
             self.spot_interruptions += 1
-            if self.spot_notice is not None:
-                self.spot_notice(instance)
+            if self.metadata is not None:
+                self.metadata.notice_spot_interruption(instance, SPOT_NOTICE_SECONDS)
             decisions.append(f"spot interruption notice for {instance} (emulated): terminated in two minutes")
         for instance in [i for i, until in self.interrupted.items() if until <= tick]:
             del self.interrupted[instance]
@@ -363,9 +399,62 @@ class EmulatedScaling:
             except self.fleet.autoscaling.exceptions.ClientError as error:
                 decisions.append(f"spot interruption of {instance}: already gone ({error})")
                 continue
+            self.pending.discard(instance)
+            self.serving_ids.discard(instance)
             decisions.append(f"spot interruption: {instance} terminated by EC2 (emulated); the group replaces it")
             terminated = True
         return terminated
+
+    def begin_launches(self, group: dict[str, Any], decisions: list[str]) -> None:
+        """Each instance new in the group waits in Pending:Wait for its launch action, if the group has a hook."""
+        launch = self.hooks.get(LAUNCHING)
+        for instance in [i for i in live_ids(group) if i not in self.known]:
+            self.known.add(instance)
+            if launch:
+                self.actions.begin(instance, self.fleet.group_name, launch)
+                self.pending.add(instance)
+                decisions.append(f"{instance}: Pending:Wait (hook {launch['LifecycleHookName']}, "
+                                 f"heartbeat {launch.get('HeartbeatTimeout', 3600)} s)")
+
+    def settle(self, decisions: list[str]) -> bool:
+        """Apply the lifecycle actions settled since the last look (completed, or timed out to the hook's default
+        result); True when an abandoned launch terminated an instance (Auto Scaling then launches another)."""
+        for action in self.actions.expire():
+            decisions.append(f"{action.instance_id}: {action.hook} heartbeat timed out, default result {action.result}")
+        abandoned = False
+        for instance in sorted(i for i in self.pending if not self.actions.waiting(i)):
+            self.pending.discard(instance)
+            settled = self.actions.settled(instance)
+            if settled and settled.result == "CONTINUE":
+                self.serving_ids.add(instance)
+                decisions.append(f"{instance}: launch action CONTINUE: InService")
+                continue
+            why = "heartbeat timed out" if settled is None or settled.timed_out else "the instance abandoned it"
+            decisions.append(f"{instance}: launch abandoned ({why}): terminated, a replacement launches")
+            self.fleet.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=instance,
+                                                                            ShouldDecrementDesiredCapacity=False)
+            abandoned = True
+        for instance in sorted(i for i in self.terminating if not self.actions.waiting(i)):
+            self.terminating.discard(instance)
+            settled = self.actions.settled(instance)
+            how = ("its heartbeat timed out" if settled is None or settled.timed_out
+                   else f"its termination action was completed with {settled.result}")
+            decisions.append(f"{instance}: terminated, {how}")
+        return abandoned
+
+    def complete_for_local_workers(self, group: dict[str, Any], decisions: list[str]) -> None:
+        """Local processes cannot complete lifecycle actions; the loop does it for them (emulation): a launch once
+        the process runs, a termination once follow() has stopped it and it has exited."""
+        running = self.workers.in_service()
+        for instance in sorted(self.pending & running):
+            self.actions.complete(self.fleet.group_name, self.hooks[LAUNCHING]["LifecycleHookName"], "CONTINUE",
+                                  instance_id=instance)
+        for instance in sorted(self.terminating - running):
+            if self.actions.waiting(instance):
+                self.actions.complete(self.fleet.group_name, self.hooks[TERMINATING]["LifecycleHookName"],
+                                      "CONTINUE", instance_id=instance)
+                decisions.append(f"{instance}: worker exited; termination action completed with CONTINUE "
+                                 "(by the loop for a local process)")
 
     def period(self, minute: int, counts: Counts, group: dict[str, Any]) -> Outcome:
         """One tick of the loop (`minute` is the tick's index: a minute, or 10 s with high-resolution alarms)."""
@@ -384,12 +473,18 @@ class EmulatedScaling:
         desired = self.evaluate(tick, group, decisions)
         if desired != group["DesiredCapacity"]:
             self.resize(tick, group, desired, decisions)
-            group = self.fleet.group()
-        for instance in [i for i, until in self.terminating.items() if until <= tick]:
-            del self.terminating[instance]
-            decisions.append(f"{instance}: lifecycle heartbeat timed out, default result: terminated")
+        self.settle(decisions)
+        group = self.fleet.group()
+        self.begin_launches(group, decisions)
+        if self.workers.completes_lifecycle:
+            # A node in Terminating:Wait keeps running until its own watcher has completed the action.
+            decisions += self.workers.follow(live_ids(group) + sorted(self.terminating))
+        else:
+            decisions += self.workers.follow(live_ids(group))  # a terminating process is stopped (SIGTERM: drain)
+            self.complete_for_local_workers(group, decisions)
+            if self.settle(decisions):
+                group = self.fleet.group()
         running = live_ids(group)
-        decisions += self.workers.follow(running + list(self.terminating))
         if tick % self.ticks_per_minute == 0:
             self.publish_group_metrics(tick, group)
         return Outcome(group=group, instances=len(running) + len(self.terminating),

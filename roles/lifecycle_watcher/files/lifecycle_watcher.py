@@ -1,0 +1,1 @@
+../../../files/lifecycle_watcher.py
