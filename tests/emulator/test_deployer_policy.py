@@ -189,8 +189,6 @@ def derived_resources(action: str, region: str, account: str, params: dict[str, 
         "natgateway": [f"{regional}:natgateway/{v}" for v in listed(params, "NatGatewayId")],
         "elastic-ip": [f"{regional}:elastic-ip/{v}" for v in listed(params, "AllocationId")],
         "vpc-endpoint": [f"{regional}:vpc-endpoint/{v}" for v in listed(params, "VpcEndpointId")],
-        "security-group": [f"{regional}:security-group/{g}" for g in listed(params, "GroupId")],
-        "launch-template": [f"{regional}:launch-template/{t}" for t in listed(params, "LaunchTemplateId")],
     }
     takes = SAR.get(action.lower(), set())
     return [arn for kind, found in arns.items() if kind in takes for arn in found]

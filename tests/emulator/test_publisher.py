@@ -16,8 +16,23 @@ from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch
 from sqs_fleet.stack import Stack
 
 
+class NoticeRecorder:
+    """Where the loop gives an instance its metadata: records the Spot notices."""
+
+    def __init__(self) -> None:
+        self.noticed: list[str] = []
+
+    def set_target_lifecycle_state(self, instance_id: str, state: str) -> None:
+        pass
+
+    def notice_spot_interruption(self, instance_id: str, seconds_ahead: int = 120) -> None:
+        self.noticed.append(instance_id)
+
+
 class IdleWorkers:
     """Workers that take nothing: the test moves the queue itself."""
+
+    completes_lifecycle = False  # the loop completes their lifecycle actions
 
     def __init__(self) -> None:
         self.followed: list[str] = []
@@ -175,8 +190,8 @@ def test_a_spot_interruption_terminates_two_minutes_after_its_notice_and_the_gro
     stack = deployed["stack"]
     empty(aws, stack)
     send(aws, stack, 15)
-    noticed: list[str] = []
-    watch = loop(stack, aws, spot_notice=noticed.append)
+    metadata = NoticeRecorder()
+    watch = loop(stack, aws, metadata=metadata)
     scaling = watch.scaling
     watch.step()
     before = [i["InstanceId"] for i in watch.fleet.group()["Instances"]]
@@ -185,7 +200,7 @@ def test_a_spot_interruption_terminates_two_minutes_after_its_notice_and_the_gro
     scaling.interrupt([victim], at_minute=0.5)  # tick 3
     for _ in range(16):
         watch.step()
-    assert noticed == [victim] and scaling.spot_interruptions == 1
+    assert metadata.noticed == [victim] and scaling.spot_interruptions == 1
     notice = next(p.minute for p in watch.timeline if any(f"notice for {victim}" in d for d in p.decisions))
     gone = next(p.minute for p in watch.timeline if any(f"{victim} terminated" in d for d in p.decisions))
     assert notice == 3 and (gone - notice) * scaling.tick_seconds == 120

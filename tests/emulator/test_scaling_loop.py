@@ -21,9 +21,9 @@ IDLE_PERIODS = 5
 SQS = {"stack_scaling_metric_source": "sqs"}  # scaling on AWS/SQS's one-minute metrics
 
 
-def emulated(stack, aws, workers, period_seconds: float = 1.0) -> FleetWatch:
+def emulated(stack, aws, workers) -> FleetWatch:
     fleet = Fleet(stack, aws)
-    return FleetWatch(fleet, EmulatedScaling(fleet, workers, period_seconds=period_seconds))
+    return FleetWatch(fleet, EmulatedScaling(fleet, workers))
 
 
 class SilentWorkers:
@@ -195,21 +195,23 @@ def test_actions_nobody_completes_time_out_launch_abandoned_and_drain_after_its_
     launched = {i["InstanceId"] for i in loop.fleet.group()["Instances"]}
     # Launched, running, but not in service: nothing said it works.
     assert (first.desired, first.instances, first.in_service) == (1, 1, 0)
-    timeline = loop.run(until=lambda t: any("launch abandoned" in d for d in t[-1].decisions), max_periods=8,
-                        period_seconds=1.0)
+    tick = loop.scaling.tick_seconds
+    launch_ticks, drain_ticks = 120 // tick, 300 // tick
+    timeline = loop.run(until=lambda t: any("launch abandoned" in d for d in t[-1].decisions),
+                        max_periods=launch_ticks + 4, period_seconds=1.0)
     abandoned = timeline[-1]
-    # The 120 s launch heartbeat is two periods; its default result ABANDON terminates the instance, and Auto
-    # Scaling launches a replacement to keep the desired capacity.
-    assert 2 <= abandoned.minute <= 4 and all(p.in_service == 0 for p in timeline)
+    # The 120 s launch heartbeat spans 120 s of ticks; its default result ABANDON terminates the instance, and
+    # Auto Scaling launches a replacement to keep the desired capacity.
+    assert launch_ticks <= abandoned.minute <= launch_ticks + 1 and all(p.in_service == 0 for p in timeline)
     assert any("launch abandoned (heartbeat timed out)" in d for d in abandoned.decisions)
     replacement = {i["InstanceId"] for i in loop.fleet.group()["Instances"]}
     assert len(replacement) == 1 and not replacement & launched
 
-    # A terminating instance whose action nobody completes waits out the drain hook's 300 s heartbeat (five
-    # periods), still running and billed, then goes.
+    # A terminating instance whose action nobody completes waits out the drain hook's 300 s heartbeat, still
+    # running and billed, then goes.
     victim = replacement.pop()
     loop.scaling.resize(abandoned.minute, loop.fleet.group(), 0, [])
-    timeline = loop.run(until=lambda t: t[-1].terminating == 0, max_periods=10, period_seconds=1.0)
+    timeline = loop.run(until=lambda t: t[-1].terminating == 0, max_periods=drain_ticks + 4, period_seconds=1.0)
     waited = [p.terminating for p in timeline[abandoned.minute + 1:]]
-    assert waited[-1] == 0 and set(waited[:-1]) == {1} and 4 <= len(waited) - 1 <= 6  # about 5 periods
+    assert waited[-1] == 0 and set(waited[:-1]) == {1} and drain_ticks - 1 <= len(waited) - 1 <= drain_ticks + 1
     assert f"{victim}: terminated, its heartbeat timed out" in timeline[-1].decisions

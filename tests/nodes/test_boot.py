@@ -22,9 +22,9 @@ from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements
 from sqs_fleet.stack import Stack
 
 NAMES = Stack.from_inventory("local")
+GROUP = NAMES.group_name
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
-
 
 
 @pytest.fixture(scope="module")

@@ -210,7 +210,7 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
                       events=lambda expected: shipped_log_events(stack.log_group, began, expected),
                       span=lambda _: (began.replace(second=0, microsecond=0),
                                       datetime.datetime.now(datetime.timezone.utc)))
-    # Lifecycle actions (emulation: the emulator has none), on the loop's scaled clock, completed by the nodes
+    # Lifecycle actions (emulation: the emulator has none), on the loop's clock, completed by the nodes
     # through the lab's Auto Scaling front, or by the loop for local processes.
     actions = LifecycleActions()
     metadata = None
@@ -232,7 +232,7 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
         workers = ProcessWorkers(stack.queue_name, poll_interval=period, env=os.environ, logs=logs)
         producer_env, description = {}, ("local consumer processes started with the node's configuration; the loop "
                                          "completes their lifecycle actions (emulation)")
-    scaling = EmulatedScaling(fleet, workers, actions=actions, metadata=metadata, period_seconds=period)
+    scaling = EmulatedScaling(fleet, workers, actions=actions, metadata=metadata)
     return Target(stack, FleetWatch(fleet, scaling), producer_env, description,
                   events=lambda _: worker_events(logs),
                   span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)))

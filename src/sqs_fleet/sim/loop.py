@@ -155,13 +155,6 @@ class TargetLifecycleState(Protocol):
     def notice_spot_interruption(self, instance_id: str, seconds_ahead: int = 120) -> None: ...
 
 
-def aws_clock(period_seconds: float, tick_seconds: float = 60.0) -> Callable[[], float]:
-    """AWS time in seconds for a loop whose tick (`tick_seconds` of AWS time) lasts `period_seconds` of real
-    time, so a 300 s heartbeat lasts as many ticks as it spans on AWS."""
-    began = time.monotonic()
-    return lambda: (time.monotonic() - began) * tick_seconds / period_seconds
-
-
 class Scaling(Protocol):
     """What decides the group's size each period: AWS itself, or the local loop playing it."""
 
@@ -214,12 +207,11 @@ class EmulatedScaling:
     loop invokes the same handler in-process, with the environment the function has on the emulator.
 
     `actions`: the lifecycle actions the workers complete (the lab's, which its nodes reach; by default the
-    loop's own), run on the loop's scaled clock (`period_seconds` of real time per tick); `metadata`: where a
-    node reads its target lifecycle state and Spot notices.
+    loop's own); `metadata`: where a node reads its target lifecycle state and Spot notices.
     """
 
     def __init__(self, fleet: Fleet, workers: Workers, actions: LifecycleActions | None = None,
-                 metadata: TargetLifecycleState | None = None, period_seconds: float = 60.0) -> None:
+                 metadata: TargetLifecycleState | None = None) -> None:
         self.fleet, self.workers, self.metadata = fleet, workers, metadata
         autoscaling = fleet.autoscaling
         self.policies = {p["PolicyARN"]: p for p in
@@ -231,8 +223,10 @@ class EmulatedScaling:
         # A period the loop cannot play fails here, before anything is sent.
         self.tick_seconds = tick_seconds(fleet.alarms)
         self.ticks = {a["AlarmName"]: self.alarm_ticks(a) for a in fleet.alarms}
+        # Lifecycle actions run on the loop's clock (AWS time: ticks played), so a 300 s heartbeat lasts the
+        # ticks it spans on AWS however long a tick takes to play.
         self.actions = actions or LifecycleActions()
-        self.actions.clock = aws_clock(period_seconds, self.tick_seconds)
+        self.actions.clock = lambda: float(self.tick * self.tick_seconds)
         # The group's hooks by transition (the stack has one of each at most).
         self.hooks = {h["LifecycleTransition"]: h for h in autoscaling.describe_lifecycle_hooks(
             AutoScalingGroupName=fleet.group_name)["LifecycleHooks"]}
