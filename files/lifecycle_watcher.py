@@ -189,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--node-config", default="/etc/sqs-fleet/node.json", metavar="PATH",
                         help="the node configuration with the group and hook names (default %(default)s)")
+    parser.add_argument("--group", help="the Auto Scaling group (instead of the node configuration's)")
+    parser.add_argument("--hook", help="its termination lifecycle hook (with --group)")
+    parser.add_argument("--launch-hook", default="", help="its launch lifecycle hook, if it has one (with --group)")
     parser.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
                         help="seconds between looks at the metadata (default 5), e.g. 1")
     parser.add_argument("--stop-command", default="systemctl stop sqs-consumer.service", metavar="COMMAND",
@@ -196,11 +199,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--active-command", default="systemctl is-active --quiet sqs-consumer.service",
                         metavar="COMMAND", help="exits 0 once the consumer is active (default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
-        group, hook, launch_hook = node_names(args.node_config)
-    except (OSError, ValueError, KeyError) as error:
-        print(f"error: node configuration {args.node_config}: {error!r}", file=sys.stderr)
-        return 2
+    if args.group and args.hook:
+        group, hook, launch_hook = args.group, args.hook, args.launch_hook or None
+    else:
+        try:
+            group, hook, launch_hook = node_names(args.node_config)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"error: node configuration {args.node_config}: {error!r}", file=sys.stderr)
+            return 2
     if args.interval <= 0 or not args.stop_command.strip():
         print("error: --interval must be above 0 and --stop-command not empty", file=sys.stderr)
         return 2

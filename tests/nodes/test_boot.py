@@ -98,12 +98,16 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
         assert exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() != "active"
         watcher = node_events(name, "/var/log/sqs-lifecycle-watcher.log")
         names = [e["event"] for e in watcher]
-        assert names.index("consumer_stopped") < names.index("lifecycle_action_completed")
+        # The launch action was completed first (once the consumer was active); the termination action only
+        # once the consumer had stopped.
+        drained = next(i for i, e in enumerate(watcher) if e["event"] == "lifecycle_action_completed"
+                       and e["hook"] == "drain")
+        assert names.index("consumer_stopped") < drained
         consumer_stopped = next(e for e in node_events(name, "/var/log/sqs-consumer/consumer.log")
                                 if e["event"] == "consumer_stopped")
         last_processed = [e for e in node_events(name, "/var/log/sqs-consumer/consumer.log")
                           if e["event"] == "message_processed"][-1]
-        completed = watcher[names.index("lifecycle_action_completed")]
+        completed = watcher[drained]
         print(f"\nnode termination: Terminated -> action completed {completed_after:.1f} s (host clock); "
               f"consumer stopped -> completed {(at(completed) - at(consumer_stopped)).total_seconds():.1f} s; "
               f"watcher's stop + complete {completed['seconds']} s; last message processed -> completed "

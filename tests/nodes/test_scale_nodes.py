@@ -30,9 +30,10 @@ def test_a_burst_boots_nodes_that_consume_it_all_and_the_group_returns_to_zero(m
     assert 0 < numbers["minutes to first instance in service"] <= numbers["minutes to queue drained"]
     assert timeline[-1]["desired"] == 0 and timeline[-1]["instances"] == 0
     decisions = [d for p in timeline for d in p["decisions"]]
-    # In service on the nodes' own word (launch action CONTINUE), however slow the boot; none failed or was
-    # abandoned; each termination completed by the node's watcher, not by the drain hook's heartbeat.
-    assert sum("launch action CONTINUE: InService" in d for d in decisions) == 2, decisions
+    # In service on the nodes' own word (launch action CONTINUE), however slow the boot (one may be scaled in
+    # while still in Pending:Wait, once the other has taken half the burst); none failed or was abandoned; each
+    # termination completed by the node's watcher, not by the drain hook's heartbeat.
+    assert 1 <= sum("launch action CONTINUE: InService" in d for d in decisions) <= 2, decisions
     assert not [d for d in decisions if "failed to start" in d or "launch abandoned" in d or "timed out" in d]
     assert sum("termination action was completed with CONTINUE" in d for d in decisions) == 2, decisions
     workers = {e["worker"] for e in result["worker log excerpt"]}
@@ -54,7 +55,8 @@ def show_drains(logs) -> None:
                               if line.startswith("{")] for suffix in (".lifecycle.txt", ".log"))
         seen = next(at(e["ts"]) for e in watcher
                     if e["event"] == "target_lifecycle_state" and e["state"] == "Terminated")
-        completed = next(at(e["ts"]) for e in watcher if e["event"] == "lifecycle_action_completed")
+        completed = next(at(e["ts"]) for e in watcher if e["event"] == "lifecycle_action_completed"
+                         and e["hook"] == "drain")
         last = max((at(e["ts"]) for e in consumer if e["event"] == "message_processed"), default=None)
         gone = at(removed.read_text())
         print(f"\n{name}: Terminated seen -> action completed {(completed - seen).total_seconds():.1f} s, -> node gone "

@@ -125,7 +125,7 @@ def save(directory: Path, node: dict[str, Any]) -> None:
 def address_of(name: str) -> str:
     """A stable address on the bridge for this node's name (10.77.0.2 - 10.77.0.250), or the next one free
     when another live node holds it."""
-    taken = {json.loads(path.read_text()).get("address") for path in STATE.glob("*/node.json")
+    taken = {json.loads(path.read_text()).get("address") for path in (STATE / "nodes").glob("*/node.json")
              if path.parent.name != name}
     start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % 249
     for offset in range(249):
