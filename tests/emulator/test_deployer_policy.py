@@ -113,6 +113,8 @@ class Recording:
     requests: dict[str, int] = field(default_factory=dict)
     # EC2 resource id -> its tags, as last seen after a phase (aws:ResourceTag/* of the calls on it)
     tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Route table association id -> the route table and subnet it joins (DisassociateRouteTable names only it)
+    associations: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 # ---- from a recorded request to calls ---------------------------------------------------------------------
@@ -207,8 +209,11 @@ def resource_tags(arn: str, tags: dict[str, dict[str, str]]) -> dict[str, list[s
     return {f"aws:resourcetag/{k.lower()}": [v] for k, v in found.items()}
 
 
-def calls_of(entry: dict[str, Any], account: str, tags: dict[str, dict[str, str]] | None = None) -> list[Call]:
+def calls_of(entry: dict[str, Any], account: str, tags: dict[str, dict[str, str]] | None = None,
+             associations: dict[str, dict[str, str]] | None = None) -> list[Call]:
     service, operation, region, params = request_parts(entry)
+    # AWS authorizes a call by association id on the route table and subnet it joins.
+    params = {**(associations or {}).get(str(params.get("AssociationId")), {}), **params}
     action = ACTION_OF.get(f"{service}:{operation}", f"{service}:{operation}")
     context: dict[str, list[str]] = {"aws:requestedregion": [region]}
     if service == "ec2":
@@ -364,9 +369,15 @@ def record_runs(server: Emulator, work: Path, record: Path) -> Recording:
         for page in ec2.get_paginator("describe_tags").paginate():
             for tag in page["Tags"]:
                 recording.tags.setdefault(tag["ResourceId"], {})[tag["Key"]] = tag["Value"]
+        for page in ec2.get_paginator("describe_route_tables").paginate():
+            for table in page["RouteTables"]:
+                recording.associations |= {a["RouteTableAssociationId"]: {
+                    "RouteTableId": a["RouteTableId"], **({"SubnetId": a["SubnetId"]} if "SubnetId" in a else {})}
+                    for a in table.get("Associations", [])}
         _, position = recorded(record, position)
         recording.requests[name] = len(entries)
-        recording.phases[name] = [c for e in entries for c in calls_of(e, account, recording.tags)]
+        recording.phases[name] = [c for e in entries
+                                  for c in calls_of(e, account, recording.tags, recording.associations)]
 
     for name, args in (("site.yml cold", ["site.yml"]), ("site.yml rerun", ["site.yml"]),
                        ("produce.yml", ["produce.yml", "-e", "count=5"])):
