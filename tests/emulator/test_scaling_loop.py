@@ -77,8 +77,8 @@ def test_burst_scales_out_to_the_max_drains_and_scales_in_to_zero_after_the_idle
 
 
 def test_messages_processed_are_counted_in_the_period_they_fell_in():
-    timeline = [Period(minute=m, at=1000.0 + 10 * m, visible=0, in_flight=0, dead_letters=0, desired=0,
-                       instances=0, in_service=0, terminating=0, alarms={}) for m in range(3)]
+    timeline = [Period(minute=m, seconds=60 * m, at=1000.0 + 10 * m, visible=0, in_flight=0, dead_letters=0,
+                       desired=0, instances=0, in_service=0, terminating=0, alarms={}) for m in range(3)]
 
     def processed(at: float) -> dict[str, str]:
         return {"event": "message_processed", "ts": datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
@@ -86,7 +86,7 @@ def test_messages_processed_are_counted_in_the_period_they_fell_in():
 
     events = [processed(999.5), processed(1000.0), processed(1009.9), processed(1010.0), processed(1030.0),
               {"event": "consumer_stopped", "ts": processed(1015.0)["ts"]}]
-    # Before the first record counts in minute 0; after the last record, in the last minute.
+    # Before the first record counts in tick 0; after the last record, in the last tick.
     assert processed_per_period(processed_minutes(timeline, events, 10), len(timeline)) == [3, 1, 1]
     assert processed_minutes(timeline, [processed(at) for at in (999.5, 1015.0, 1024.0)], 10) == [0.0, 1.5, 2.4]
 
@@ -119,7 +119,7 @@ def test_report_generator_runs_a_short_plan(emulator, run_playbook, stack_file, 
     assert json.loads((tmp_path / DATA_FILE).read_text())["figures"]["messages processed"] == 25
     # What a user sees as it runs: a header, one line per period, then the figures as a table; no JSON.
     shown = capsys.readouterr().out.splitlines()
-    header = next(i for i, line in enumerate(shown) if line.split()[:2] == ["minute", "visible"])
+    header = next(i for i, line in enumerate(shown) if line.split()[:3] == ["tick", "seconds", "visible"])
     assert shown[header + 1].split()[0] == "0" and "{" not in "".join(shown)
     assert any(line.startswith("messages lost") and line.split()[-1] == "0" for line in shown)
 

@@ -26,8 +26,12 @@ def test_a_burst_boots_nodes_that_consume_it_all_and_the_group_returns_to_zero(m
     numbers, timeline = result["figures"], result["timeline"]
     assert numbers["messages processed"] == 20 and numbers["messages lost"] == 0
     assert numbers["peak instances"] == 2  # ceil(20 / 10)
+    # In AWS minutes (a tick is 60 s, or 10 s with the publisher's 10-second alarm): scaled out in tick 0,
+    # decided at its end.
     assert numbers["minutes to first scale-out"] == 0
+    assert numbers["seconds from first message to scale-out decision"] == result["conditions"]["tick seconds"]
     assert 0 < numbers["minutes to first instance in service"] <= numbers["minutes to queue drained"]
+    assert numbers["seconds from last message to last termination"] > 0 and numbers["spot interruptions"] == 0
     assert timeline[-1]["desired"] == 0 and timeline[-1]["instances"] == 0
     decisions = [d for p in timeline for d in p["decisions"]]
     # In service on the nodes' own word (launch action CONTINUE), however slow the boot (one may be scaled in

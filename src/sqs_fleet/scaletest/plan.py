@@ -12,7 +12,9 @@ CloudWatch holds, consumer log lines, the dead-letter queue) and writes REPORT.m
   CloudWatch and Auto Scaling. Workers are local consumer processes on the stack site.yml recorded
   (`make demo` first), or, with `--workers nodes` (root), booted nodes running the launch template's
   user-data: then this tool starts its own lab (emulator and git daemon on the nodes' bridge) and runs
-  site.yml on it. A "minute" lasts --period-seconds; every figure is given in those minutes.
+  site.yml on it. A tick of the loop (60 s of AWS time, 10 s when an alarm reads 10-second periods) lasts
+  --period-seconds; every figure is given in AWS time. `--spot-interruptions N` interrupts N instances in
+  service mid-burst (emulated Spot notices).
 - `--target aws`: real CloudWatch alarms and Auto Scaling act on the stack site.yml made in AWS; this tool
   only produces, watches once a minute and collects the evidence (scaling activities, metric data,
   CloudWatch Logs). `ansible-playbook scale_test.yml -i inventory/prod` runs it with the stack's record.
@@ -39,11 +41,11 @@ from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CONSUMER, ProcessWorkers
 from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
 from sqs_fleet.scaletest.widgets import render_dashboards
-from sqs_fleet.sim.loop import AwsScaling, CannotPlay, EmulatedScaling, Fleet, FleetWatch, Period
+from sqs_fleet.sim.loop import AwsScaling, CannotPlay, EmulatedScaling, Fleet, FleetWatch, Period, alarm_period
 from sqs_fleet.stack import Stack, StackNotFound, output_file
 
-AWS_PERIOD_SECONDS = 60.0
-# How long one "minute" lasts on the emulator, unless --period-seconds says otherwise: the one default.
+AWS_PERIOD_SECONDS = float(AwsScaling.tick_seconds)  # on AWS a tick lasts what it spans: real time
+# How long one tick lasts on the emulator, unless --period-seconds says otherwise: the one default.
 EMULATOR_PERIOD_SECONDS = 10.0
 PRODUCER = CONSUMER.with_name("producer.py")
 # Real seconds a booted node may take to complete its launch action (boot, cloud-init, ansible-pull; several
@@ -168,14 +170,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the stack site.yml recorded (default: .run/stacks/local.json)")
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--period-seconds", type=float, default=EMULATOR_PERIOD_SECONDS,
-                        help="how long a 'minute' lasts on the emulator (on AWS it is 60 s)")
+                        help="real seconds one tick of the loop lasts on the emulator (a tick is 60 s of AWS time, "
+                             "10 s with 10-second alarms; on AWS it lasts 60 s)")
     parser.add_argument("--idle-minutes", type=int, default=15, help="the scale-in idle window (nodes: site.yml)")
-    parser.add_argument("--max-minutes", type=int, default=120)
+    parser.add_argument("--max-minutes", type=int, default=120, help="give up after this many AWS minutes")
+    parser.add_argument("--spot-interruptions", type=int, default=0, metavar="N",
+                        help="on the emulator: interrupt N instances in service mid-burst (Spot notices, emulated)")
     parser.add_argument("--out", type=Path, default=REPO, help="where REPORT.md and its report/ folder go")
     args = parser.parse_args(argv)
     problem = check_target(args.target) or (
         "--messages must be at least 1" if args.messages < 1 else None) or (
-        "--period-seconds must be above 0" if args.period_seconds <= 0 else None)
+        "--period-seconds must be above 0" if args.period_seconds <= 0 else None) or (
+        "--spot-interruptions must be 0 or more" if args.spot_interruptions < 0 else None) or (
+        "--spot-interruptions is emulated on the emulator only: on AWS, EC2 interrupts Spot instances itself"
+        if args.spot_interruptions and args.target == "aws" else None)
     if problem:
         print(f"scale_test: {problem}", file=sys.stderr)
         return 2
@@ -261,14 +269,16 @@ def shipped_log_events(log_group: str, since: datetime.datetime, expected: int) 
     return events
 
 
-COLUMNS = ("minute", "visible", "in flight", "desired", "instances", "in service")
+COLUMNS = ("tick", "seconds", "visible", "in flight", "desired", "instances", "in service")
 
 
 def show_period(period: Period) -> None:
-    """One line per period as the run goes: the counts, then what was decided."""
+    """One line per period (a tick; seconds: AWS time at its start) as the run goes: the counts, then what was
+    decided."""
     if period.minute == 0:
         print("  ".join(f"{c:>10}" for c in COLUMNS) + "  decided")
-    values = (period.minute, period.visible, period.in_flight, period.desired, period.instances, period.in_service)
+    values = (period.minute, period.seconds, period.visible, period.in_flight, period.desired, period.instances,
+              period.in_service)
     print("  ".join(f"{v:>10}" for v in values) + "  " + ("; ".join(period.decisions) or "-"), flush=True)
 
 
@@ -276,6 +286,24 @@ def show_figures(numbers: dict[str, Any]) -> None:
     width = max(len(name) for name in numbers)
     print("\n".join(["", "figure".ljust(width) + "  value", "-" * width + "  -----"]
                     + [f"{name.ljust(width)}  {'-' if value is None else value}" for name, value in numbers.items()]))
+
+
+def spot_interrupter(scaling: EmulatedScaling, count: int) -> Callable[[Period], None]:
+    """Once, after the first tick that ends with at least `count` instances in service and messages still in
+    the queue (mid-burst): Spot interruption notices for `count` of them, given at the next tick's start."""
+    done = False
+
+    def interrupt(period: Period) -> None:
+        nonlocal done
+        if done or count < 1 or period.in_service < count or period.visible + period.in_flight == 0:
+            return
+        victims = sorted(scaling.serving(scaling.fleet.group()))[:count]
+        if len(victims) < count:
+            return
+        scaling.interrupt(victims, at_minute=(period.minute + 1) * scaling.tick_seconds / 60)
+        done = True
+
+    return interrupt
 
 
 def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None) -> int:
@@ -288,12 +316,23 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
         watch, fleet, stack = target.watch, target.watch.fleet, target.stack
         group = fleet.group()
         scale_in = fleet.alarm("scale_in")
-        idle_minutes = int(scale_in["EvaluationPeriods"]) if scale_in else None
+        # The scale-in alarm's idle window in AWS minutes (its periods may be 10 s).
+        idle_minutes = (f"{int(scale_in['EvaluationPeriods']) * alarm_period(scale_in) / 60:g}" if scale_in
+                        else None)
+        scaling, tick = watch.scaling, watch.scaling.tick_seconds
+        show = show_period
+        if isinstance(scaling, EmulatedScaling) and args.spot_interruptions:
+            interrupt = spot_interrupter(scaling, args.spot_interruptions)
+
+            def show(period: Period) -> None:
+                show_period(period)
+                interrupt(period)
+
         if not produce(stack.queue_name, args.messages, target.producer_env):
             return 1
         timeline = watch.run(until=lambda t: len(t) > 3 and t[-1].visible + t[-1].in_flight == 0
                              and t[-1].desired == 0 and t[-1].instances == 0,
-                             max_periods=args.max_minutes, period_seconds=period, show=show_period)
+                             max_periods=math.ceil(args.max_minutes * 60 / tick), period_seconds=period, show=show)
         dead_letters = dead_letter_sample(fleet.sqs, fleet.queues[fleet.dlq_name])
         boards = dashboards(fleet.cloudwatch, list(stack.dashboards.values()))
         events = target.events(args.messages - timeline[-1].dead_letters)
@@ -304,7 +343,8 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
                                    args.out, args.target == "aws")
 
     processed_at = processed_minutes(timeline, events, period)
-    numbers = figures(timeline, events, args.messages, processed_at)
+    numbers = figures(timeline, events, args.messages, processed_at, tick,
+                      scaling.spot_interruptions if isinstance(scaling, EmulatedScaling) else None)
     processed = processed_per_period(processed_at, len(timeline))
     bootstrap = sorted(logs.glob("*.bootstrap.txt"))
     on_aws = args.target == "aws"
@@ -314,7 +354,8 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
         "date": datetime.date.today().isoformat(),
         "produced by": (f"real AWS ({stack.region})" if on_aws else
                         "the embedded emulator (moto) with the local scaling loop; not measured on AWS"),
-        "conditions": {"messages": args.messages, "seconds per minute": period, "workers": target.workers,
+        "conditions": {"messages": args.messages, "tick seconds": tick, "real seconds per tick": period,
+                       "spot interruptions": args.spot_interruptions, "workers": target.workers,
                        "machine": "AWS" if on_aws else machine(),
                        "stack": f"prefix {stack.prefix}, {group['MinSize']} to {group['MaxSize']} instances, "
                                 f"scale-in after {idle_minutes} idle minutes",
@@ -331,7 +372,7 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
         "dashboards": boards,
         "dashboard images": images,
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
-        "plots": plots(timeline, processed, label, args.out),
+        "plots": plots(timeline, processed_at, tick, label, args.out),
     }
     (args.out / DATA_FILE).write_text(json.dumps(result, indent=1, default=str))
     (args.out / "REPORT.md").write_text(report(result, watch.scaling.states))

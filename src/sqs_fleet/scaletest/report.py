@@ -1,5 +1,8 @@
 """The figures, plots and REPORT.md of one run of the scale-out / scale-in test plan (sqs_fleet.scaletest.plan):
-everything is drawn from the run's timeline, its workers' log lines and the evidence collected."""
+everything is drawn from the run's timeline, its workers' log lines and the evidence collected.
+
+A period of the timeline is one tick of the run: `tick_seconds` of AWS time (60 s on AWS; on the emulator 10 s
+when an alarm reads 10-second periods). Figures are in AWS time, never in ticks."""
 
 from __future__ import annotations
 
@@ -15,40 +18,57 @@ from typing import Any
 from sqs_fleet.sim.loop import Period
 
 
-def first(timeline: list[Period], condition: Callable[[Period], bool]) -> int | None:
-    return next((p.minute for p in timeline if condition(p)), None)
+def first(timeline: list[Period], condition: Callable[[Period], bool]) -> Period | None:
+    return next((p for p in timeline if condition(p)), None)
+
+
+def aws_minutes(period: Period | None) -> float | None:
+    """When a period began, in AWS minutes from the run's start (one decimal)."""
+    return None if period is None else round(period.seconds / 60, 1)
 
 
 def minute_of(starts: list[float], at: float, period_seconds: float) -> float:
-    """Where a moment falls on the timeline's minutes: period i runs from its record (starts[i]) to the next
-    one; before the first record is minute 0, and nothing counts past the last period."""
+    """Where a moment falls on the timeline, as a fractional tick index: period i runs from its record
+    (starts[i]) to the next one; before the first record is tick 0, and nothing counts past the last period."""
     i = max(0, bisect.bisect_right(starts, at) - 1)
     length = starts[i + 1] - starts[i] if i + 1 < len(starts) else period_seconds
     return i + min(max(0.0, at - starts[i]) / length, 0.99)
 
 
 def processed_minutes(timeline: list[Period], events: list[dict[str, Any]], period_seconds: float) -> list[float]:
-    """When each message was processed, in the timeline's minutes, earliest first."""
+    """When each message was processed, as fractional tick indexes of the timeline, earliest first
+    (period_seconds: real seconds a period lasted, for the last one)."""
     starts = [p.at for p in timeline]
     return sorted(minute_of(starts, datetime.datetime.fromisoformat(e["ts"]).timestamp(), period_seconds)
                   for e in events if e["event"] == "message_processed")
 
 
-def processed_per_period(minutes: list[float], periods: int) -> list[int]:
+def processed_per_period(ticks: list[float], periods: int) -> list[int]:
     """Messages processed in each period, from the moments processed_minutes placed on the timeline."""
-    counts = Counter(int(minute) for minute in minutes)
+    counts = Counter(int(tick) for tick in ticks)
     return [counts.get(period, 0) for period in range(periods)]
 
 
-def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
-            processed_at: list[float]) -> dict[str, Any]:
-    """The run's figures; processed_at: processed_minutes() of the same events."""
+def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int, processed_at: list[float],
+            tick_seconds: int, spot_interruptions: int | None = None) -> dict[str, Any]:
+    """The run's figures, in AWS time; processed_at: processed_minutes() of the same events (tick indexes);
+    tick_seconds: AWS seconds per period; spot_interruptions: the emulator's count, or None on AWS, where the
+    scaling activities that mention an interruption are counted."""
     processed = Counter(e["idempotency_key"] for e in events if e["event"] == "message_processed")
     repeats = sum(n - 1 for n in processed.values())
     skipped = sum(1 for e in events if e["event"] == "message_duplicate")
-    first_processed = next(iter(processed_at), None)
+    first_processed = processed_at[0] if processed_at else None
+    last_processed = processed_at[-1] if processed_at else None
     drained = first(timeline, lambda p: p.minute > 0 and p.visible + p.in_flight == 0)
+
+    def after_drain(p: Period) -> bool:
+        return drained is not None and p.minute > drained.minute
+
+    scaled_out = first(timeline, lambda p: p.desired > 0)
+    emptied = first(timeline, lambda p: after_drain(p) and p.instances == 0)
     dead_letters = timeline[-1].dead_letters if timeline else 0
+    if spot_interruptions is None:
+        spot_interruptions = sum("interruption" in d.lower() for p in timeline for d in p.decisions)
     return {
         "messages produced": produced,
         "messages processed": len(processed),
@@ -56,16 +76,25 @@ def figures(timeline: list[Period], events: list[dict[str, Any]], produced: int,
         "redeliveries recognised and skipped": skipped,
         "messages lost": produced - len(processed) - dead_letters,
         "dead letters": dead_letters,
-        "minutes to first scale-out": first(timeline, lambda p: p.desired > 0),
-        "minutes to first instance in service": first(timeline, lambda p: p.in_service > 0),
-        # Rounded down: a message processed in minute 1 is never reported as minute 2.
+        "minutes to first scale-out": aws_minutes(scaled_out),
+        "minutes to first instance in service": aws_minutes(first(timeline, lambda p: p.in_service > 0)),
+        # Rounded down (in tenths of a minute, 6 s): a message processed at 0:59 is never reported as minute 1.
         "minutes to first message processed": None if first_processed is None
-        else math.floor(first_processed * 10) / 10,
-        "minutes to queue drained": drained,
-        "minutes to zero instances": first(timeline, lambda p: drained is not None and p.minute > drained
-                                           and p.desired == 0 and p.instances == 0),
+        else math.floor(first_processed * tick_seconds / 6 + 1e-9) / 10,
+        "minutes to queue drained": aws_minutes(drained),
+        "minutes to zero instances": aws_minutes(first(timeline, lambda p: after_drain(p) and p.desired == 0
+                                                       and p.instances == 0)),
         "peak instances": max((p.instances for p in timeline), default=0),
-        "instance-minutes": sum(p.instances for p in timeline),
+        "instance-minutes": round(sum(p.instances for p in timeline) * tick_seconds / 60, 1),
+        "instance-minutes after the drain": None if drained is None
+        else round(sum(p.instances for p in timeline if after_drain(p)) * tick_seconds / 60, 1),
+        # The last instance went during the tick before the first one that saw none.
+        "seconds from last message to last termination": None if emptied is None or last_processed is None
+        else round(emptied.seconds - last_processed * tick_seconds, 1),
+        # The burst was sent before tick 0; a tick's decision is made on the data of the whole tick, at its end.
+        "seconds from first message to scale-out decision": None if scaled_out is None
+        else (scaled_out.minute + 1) * tick_seconds,
+        "spot interruptions": spot_interruptions,
     }
 
 
@@ -76,18 +105,24 @@ QUEUE_PLOT = f"{OUTPUTS}/queue-and-instances.png"
 PROCESSED_PLOT = f"{OUTPUTS}/processed-per-minute.png"
 
 
-def plots(timeline: list[Period], processed: list[int], label: str, out: Path) -> list[str]:
-    """The run's two plots, written under `out`; their paths relative to it."""
+def processed_per_minute(processed_at: list[float], tick_seconds: int, periods: int) -> list[int]:
+    """Messages processed in each AWS minute of a run of `periods` ticks (processed_at: tick indexes)."""
+    counts = Counter(int(tick * tick_seconds // 60) for tick in processed_at)
+    return [counts.get(minute, 0) for minute in range(math.ceil(periods * tick_seconds / 60))]
+
+
+def plots(timeline: list[Period], processed_at: list[float], tick_seconds: int, label: str, out: Path) -> list[str]:
+    """The run's two plots, in AWS minutes, written under `out`; their paths relative to it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    minutes = [p.minute for p in timeline]
+    minutes = [p.seconds / 60 for p in timeline]
     figure, depth = plt.subplots(figsize=(9, 4))
     depth.plot(minutes, [p.visible for p in timeline], label="visible", color="tab:blue")
     depth.plot(minutes, [p.in_flight for p in timeline], label="in flight", color="tab:cyan")
-    depth.set_xlabel("minute (one period)")
+    depth.set_xlabel(f"AWS minutes (one point per {tick_seconds} s tick)")
     depth.set_ylabel("messages")
     instances = depth.twinx()
     instances.step(minutes, [p.desired for p in timeline], where="post", label="desired", color="tab:red")
@@ -105,8 +140,9 @@ def plots(timeline: list[Period], processed: list[int], label: str, out: Path) -
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(9, 3))
-    axis.bar(minutes, processed, color="tab:green")
-    axis.set_xlabel("minute (one period)")
+    per_minute = processed_per_minute(processed_at, tick_seconds, len(timeline))
+    axis.bar(range(len(per_minute)), per_minute, width=0.9, align="edge", color="tab:green")
+    axis.set_xlabel("AWS minute")
     axis.set_ylabel("messages processed")
     axis.set_title(f"Messages processed per minute ({label})")
     figure.tight_layout()
@@ -145,33 +181,37 @@ PROCESS = {
 }
 
 
-def instance_minutes_after_drain(numbers: dict[str, Any], timeline: list[dict[str, Any]]) -> int:
-    drained = numbers["minutes to queue drained"]
-    return sum(p["instances"] for p in timeline if drained is not None and p["minute"] > drained)
-
-
-def observations(numbers: dict[str, Any], timeline: list[dict[str, Any]]) -> str:
-    """What this run shows, in words drawn from its own timeline."""
+def observations(numbers: dict[str, Any], timeline: list[dict[str, Any]], tick_seconds: int) -> str:
+    """What this run shows, in words drawn from its own timeline (periods: ticks of tick_seconds of AWS time)."""
     out = next((p for p in timeline if p["desired"] > 0), None)
     sizes = " -> ".join(str(d) for i, d in enumerate(p["desired"] for p in timeline)
                         if i == 0 or d != timeline[i - 1]["desired"])
-    idle = instance_minutes_after_drain(numbers, timeline)
     lines = []
     if out is None:
         lines.append("The group never scaled out: check the scale-out alarm and its policy.")
     else:
         in_service = numbers["minutes to first instance in service"]
-        lines.append(f"The first scale-out came in minute {out['minute']}, for a backlog of "
-                     f"{out['visible'] + out['in_flight']} messages, to {out['desired']} instance(s) at once; "
-                     f"the first message was processed at minute {numbers['minutes to first message processed']}"
-                     + (f", and the instances were seen in service at the start of minute {in_service}: booting "
-                        "and configuring a worker takes that long." if in_service and in_service > out["minute"]
+        decided = numbers["seconds from first message to scale-out decision"]
+        lines.append(f"The first scale-out was decided in tick {out['minute']} (ticks of {tick_seconds} s), "
+                     f"{decided} s after the burst, for a backlog of {out['visible'] + out['in_flight']} messages, "
+                     f"to {out['desired']} instance(s) at once; the first message was processed at minute "
+                     f"{numbers['minutes to first message processed']}"
+                     + (f", and the instances were seen in service at minute {in_service}: booting and configuring "
+                        "a worker takes that long." if in_service is not None and in_service * 60 > out["seconds"]
                         else "."))
+    idle = numbers["instance-minutes after the drain"]
     lines.append(f"The desired capacity went {sizes}. Once the backlog is 0 the scale-out alarm returns to OK and "
                  "the group keeps its last size until the scale-in alarm has seen the whole idle window of empty "
-                 f"periods: {idle} of the {numbers['instance-minutes']} instance-minutes came after the queue was "
-                 "drained, the price of not scaling in on SQS's delayed or missing metrics.")
-    waiting = sum(p.get("terminating", 0) for p in timeline)
+                 f"periods: {idle if idle is not None else 'none'} of the {numbers['instance-minutes']} "
+                 "instance-minutes came after the queue was drained, the price of not scaling in on SQS's delayed "
+                 "or missing metrics"
+                 + (f"; the last instance went {numbers['seconds from last message to last termination']} s after "
+                    "the last message was processed (seen at the start of the first tick without one)."
+                    if numbers["seconds from last message to last termination"] is not None else "."))
+    if numbers["spot interruptions"]:
+        lines.append(f"{numbers['spot interruptions']} Spot interruption(s): each instance had its two-minute "
+                     "notice, was terminated without lowering the desired capacity, and the group replaced it.")
+    waiting = round(sum(p.get("terminating", 0) for p in timeline) * tick_seconds / 60, 1)
     if waiting:
         lines.append(f"Terminated instances spent {waiting} instance-minutes in Terminating:Wait, held by the drain "
                      "lifecycle hook until their termination action was completed or its heartbeat timed out "
@@ -205,9 +245,10 @@ from the widget's JSON as CloudWatch holds it and the metric data GetMetricData 
 def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     """REPORT.md: the test process, what was observed, the figures and the evidence, from one run."""
     conditions, numbers, timeline = result["conditions"], result["figures"], result["timeline"]
+    tick = conditions["tick seconds"]
     rows = "\n".join(f"| {name} | {value} |" for name, value in numbers.items())
     periods = "\n".join(
-        f"| {p['minute']} | {p['visible']} | {p['in_flight']} | {p['processed']} | {p['desired']} | "
+        f"| {p['minute']} | {p['seconds']} | {p['visible']} | {p['in_flight']} | {p['processed']} | {p['desired']} | "
         f"{p['instances']} | {p['in_service']} | {p['terminating']} | {'; '.join(p['decisions']) or ''} |"
         for p in timeline)
     excerpt = "\n".join(json.dumps(e) for e in result["worker log excerpt"])
@@ -219,12 +260,16 @@ def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     dead = "\n".join(f"- `{body}`" for body in result["dead letters sample"]) or "- none"
     boards = "\n\n".join(f"`{name}`:\n" + "\n".join(f"- {widget}" for widget in widgets)
                            for name, widgets in result["dashboards"].items())
-    busy = numbers["instance-minutes"] - instance_minutes_after_drain(numbers, timeline)
+    busy = round(numbers["instance-minutes"] - (numbers["instance-minutes after the drain"] or 0), 1)
+    spot = conditions.get("spot interruptions", 0)
+    interruptions = (f"{spot} Spot interruption(s) emulated mid-burst (a two-minute notice, then EC2 terminates "
+                     "the instance and the group replaces it)" if spot else "no Spot interruption")
     return f"""# Scale-out / scale-in test report
 
 Produced by `{conditions["command"]}` on {result["date"]}: **{result["produced by"]}**.
-Conditions: {conditions["messages"]} messages in one burst; one "minute" (an alarm period) lasted
-{conditions["seconds per minute"]} s; workers: {conditions["workers"]}; machine: {conditions["machine"]}.
+Conditions: {conditions["messages"]} messages in one burst; one tick of the run ({tick} s of AWS time) lasted
+{conditions["real seconds per tick"]} s; {interruptions}; workers: {conditions["workers"]}; machine:
+{conditions["machine"]}.
 The stack is the one `site.yml` made ({conditions["stack"]}); alarms, policies and group bounds were read
 back from it, not from the project's variables.
 
@@ -237,8 +282,9 @@ back from it, not from the project's variables.
 | --- | --- |
 {rows}
 
-Minutes are alarm periods, counted from the first period, which began as soon as the burst was sent; a
-message processed between two periods' records counts in the earlier one.
+Minutes and seconds are AWS time, counted from the first tick, which began as soon as the burst was sent;
+a tick's figure is taken at its start (its decision at its end), and a message processed between two ticks'
+records counts in the earlier one.
 Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())}.
 
 ![Queue depth and instances]({QUEUE_PLOT})
@@ -246,12 +292,12 @@ Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())
 ![Messages processed per minute]({PROCESSED_PLOT})
 
 ## Observations
-{observations(numbers, timeline)}
+{observations(numbers, timeline, tick)}
 
-## Timeline (one row per period) and the decisions
+## Timeline (one row per tick of {tick} s) and the decisions
 
-| minute | visible | in flight | processed | desired | instances | in service | terminating | decisions |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| tick | AWS seconds | visible | in flight | processed | desired | instances | in service | terminating | decisions |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {periods}
 
 ## Metric data in CloudWatch (one-minute maxima over the run)
@@ -283,7 +329,7 @@ scaling activities, CloudWatch metric data and CloudWatch Logs; it rewrites this
 as an AWS run. {result["aws note"]}
 
 ## Compared with the reference designs
-The public solutions of this exercise scale with simple +4/-4 policies on the visible count, with no
+Common public designs of such a fleet scale with simple +4/-4 policies on the visible count, with no
 dead-letter queue and no protection of in-flight work. Replayed on this run's timeline (a model, not a
 run of those solutions): scaling in as soon as the visible count reads 0 would have stopped at minute
 {numbers["minutes to queue drained"]} and used about {busy} instance-minutes instead of

@@ -72,7 +72,9 @@ class Workers(Protocol):
 
 @dataclass
 class Period:
+    # The tick's index in the run (0, 1, ...): a minute only when a tick is 60 s of AWS time; `seconds` says when.
     minute: int
+    seconds: int  # AWS seconds from the run's start to this tick's start: minute * the scaling's tick_seconds
     at: float  # when it was recorded (epoch seconds): what happened until the next period's `at` belongs to it
     visible: int
     in_flight: int
@@ -159,6 +161,7 @@ class Scaling(Protocol):
     """What decides the group's size each period: AWS itself, or the local loop playing it."""
 
     states: dict[str, str]  # alarm name -> state
+    tick_seconds: int  # AWS seconds one period (a tick of the run) spans
 
     def period(self, minute: int, counts: Counts, group: dict[str, Any]) -> Outcome: ...
 
@@ -167,6 +170,8 @@ class Scaling(Protocol):
 
 class AwsScaling:
     """On AWS: CloudWatch and Auto Scaling act; this reads their states and the new scaling activities."""
+
+    tick_seconds = 60  # the plan watches AWS once a minute, in real time
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
@@ -555,7 +560,7 @@ class FleetWatch:
         outcome = self.scaling.period(len(self.timeline), counts, self.fleet.group())
         keys = self.fleet.alarm_keys
         period = Period(
-            minute=len(self.timeline), at=time.time(),
+            minute=len(self.timeline), seconds=len(self.timeline) * self.scaling.tick_seconds, at=time.time(),
             visible=int(counts[(self.fleet.queue_name, "ApproximateNumberOfMessagesVisible")]),
             in_flight=int(counts[(self.fleet.queue_name, "ApproximateNumberOfMessagesNotVisible")]),
             dead_letters=int(counts[(self.fleet.dlq_name, "ApproximateNumberOfMessagesVisible")]),
