@@ -30,7 +30,10 @@ def test_a_burst_boots_nodes_that_consume_it_all_and_the_group_returns_to_zero(m
     # decided at its end.
     assert numbers["minutes to first scale-out"] == 0
     assert numbers["seconds from first message to scale-out decision"] == result["conditions"]["tick seconds"]
-    assert 0 < numbers["minutes to first instance in service"] <= numbers["minutes to queue drained"]
+    # A node says it is in service once its consumer is active; the loop sees it at its next tick, by which
+    # time a small burst may already be drained.
+    assert 0 < numbers["minutes to first message processed"] <= numbers["minutes to queue drained"]
+    assert numbers["minutes to first instance in service"] > 0
     assert numbers["seconds from last message to last termination"] > 0 and numbers["spot interruptions"] == 0
     assert timeline[-1]["desired"] == 0 and timeline[-1]["instances"] == 0
     decisions = [d for p in timeline for d in p["decisions"]]
