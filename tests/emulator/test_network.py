@@ -129,6 +129,8 @@ def test_default_public_needs_an_internet_route_and_leaves_out_zones_without_the
     assert "us-east-1e" not in messages  # left out before the routes are read
     assert autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{PREFIX}-workers"])[
         "AutoScalingGroups"] == []
+    # The preflight runs before the queues are made.
+    assert aws("sqs").list_queues(QueueNamePrefix=PREFIX).get("QueueUrls", []) == []
 
     gateway = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
     ec2.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc)
