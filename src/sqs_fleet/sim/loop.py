@@ -10,12 +10,12 @@ instances, the alarms' states and what was decided. What decides is a `Scaling`,
   the alarms in ALARM as Auto Scaling does (scale-in protection honoured), sets the group's desired
   capacity, and gives every instance of the group a worker: a local consumer process
   (`sqs_fleet.lab.workers.ProcessWorkers`) or a booted node (`sqs_fleet.lab.fleet.NodeWorkers`). It plays the
-  group's lifecycle hooks with the lab's `LifecycleActions` (emulation: moto has none) on a scaled clock: a
-  new instance waits in Pending:Wait until its launch action settles (CONTINUE: in service; ABANDON or a
-  timeout with ABANDON: terminated, "launch abandoned"), a terminated one in Terminating:Wait until its action
-  is completed or its heartbeat runs out, its metadata's target lifecycle state turned Terminated. Booted
-  nodes complete their own actions; for local processes the loop completes them (launch once the process has
-  started, termination once it has exited).
+  group's lifecycle hooks with the lab's `LifecycleActions` (emulation: moto has none) on its own clock (the
+  ticks played, in AWS seconds): a new instance waits in Pending:Wait until its launch action settles
+  (CONTINUE: in service; ABANDON or a timeout with ABANDON: terminated, "launch abandoned"), a terminated one
+  in Terminating:Wait until its action is completed or its heartbeat runs out, its metadata's target lifecycle
+  state turned Terminated. Booted nodes complete their own actions; for local processes the loop completes
+  them (launch once the process has started, termination once it has exited).
 
 Names come from the recorded stack; alarms, policies and group bounds are read back from AWS (or the
 emulator), never from the project's variables. A time scale shrinks a period (60 s on AWS) to a few

@@ -203,11 +203,11 @@ def main():
         module.fail_json(msg=f"policy of {params['name']}: not a JSON document ({error})")
     if existing is None:
         if not module.check_mode:
-            created = policies.call(f"create policy {params['name']}", "create_policy", PolicyName=params["name"],
-                                    Path=path, PolicyDocument=json.dumps(document), Description=params["description"],
-                                    **({"Tags": [{"Key": k, "Value": v} for k, v in want_tags.items()]}
-                                       if want_tags else {}))["Policy"]
-            existing = policies.get(created["Arn"])
+            # CreatePolicy returns the policy as GetPolicy would: no second read.
+            existing = policies.call(f"create policy {params['name']}", "create_policy", PolicyName=params["name"],
+                                     Path=path, PolicyDocument=json.dumps(document), Description=params["description"],
+                                     **({"Tags": [{"Key": k, "Value": v} for k, v in want_tags.items()]}
+                                        if want_tags else {}))["Policy"]
         result = {"changed": True, "diff": {"before": {}, "after": {"document": document, "tags": want_tags}}}
         if existing:
             result["policy"] = camel_dict_to_snake_dict(existing, ignore_list=["Tags"])
