@@ -41,9 +41,15 @@ DELIVERY_KEY_TTL = 7 * 24 * 3600
 
 
 def log(event: str, level: str = "info", **fields: Any) -> None:
-    """One JSON object per line on stdout, the SQS consumer's keys."""
-    print(json.dumps({"ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                      "level": level, "event": event, **fields}, default=str), flush=True)
+    """One JSON object per line on stdout, the SQS consumer's keys.
+
+    The pool's processes share stdout: each line goes out in one write (print would write the newline apart
+    when stdout is unbuffered, and two processes' lines could run together).
+    """
+    line = json.dumps({"ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                       "level": level, "event": event, **fields}, default=str)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def ssm_parameter(name: str, region: str | None) -> str:

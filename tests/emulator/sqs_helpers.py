@@ -95,7 +95,9 @@ class ConsumerProcess:
 
 
 def events(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    # Complete lines only: a running consumer may be writing the last one while it is read.
+    return [json.loads(line) for line in text.splitlines(keepends=True)
+            if line.startswith("{") and line.endswith("\n")]
 
 
 def processed_ids(all_events: list[dict[str, Any]]) -> list[str]:

@@ -46,7 +46,9 @@ def worker(server: RedisServer, out: Path, *options: str) -> subprocess.Popen[st
 
 
 def lines(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    # Complete lines only: the worker may be writing the last one while it is read.
+    return [json.loads(line) for line in out.read_text().splitlines(keepends=True)
+            if line.startswith("{") and line.endswith("\n")]
 
 
 def produce(server: RedisServer, count: int, seed: int = 7) -> list[str]:
