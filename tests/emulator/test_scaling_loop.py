@@ -124,6 +124,31 @@ def test_report_generator_runs_a_short_plan(emulator, run_playbook, stack_file, 
     assert any(line.startswith("messages lost") and line.split()[-1] == "0" for line in shown)
 
 
+def test_the_comparison_plays_both_designs_on_one_burst_with_spot_interruptions(
+        emulator, stack_file, monkeypatch, tmp_path):
+    """--compare makes each design's stack itself (site.yml with its settings), previous first."""
+    emulator.reset()
+    for name, value in emulator.environment().items():
+        monkeypatch.setenv(name, value)
+    assert plan.main(["--compare", "--messages", "120", "--period-seconds", "0.5", "--spot-interruptions", "2",
+                      "--stack", str(stack_file), "--out", str(tmp_path)]) == 0
+    previous, current = json.loads((tmp_path / DATA_FILE).read_text())["comparison"]
+    assert (previous["design"], current["design"]) == ("previous", "current")
+    assert (previous["conditions"]["tick seconds"], current["conditions"]["tick seconds"]) == (60, 10)
+    for run in (previous, current):
+        assert run["figures"]["messages processed"] == 120, run["design"]
+        assert (run["figures"]["messages lost"], run["figures"]["dead letters"]) == (0, 0), run["design"]
+        assert run["figures"]["spot interruptions"] == 2, run["design"]
+    # Idle capacity: the previous design keeps its instances for 15 idle minutes, then 300 s of heartbeat.
+    assert (previous["figures"]["instance-minutes after the drain"]
+            > current["figures"]["instance-minutes after the drain"])
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "| figure | previous | current |" in report
+    assert "| spot interruptions | 2 | 2 |" in report
+    # The stack is left in the current design.
+    assert Stack.load(stack_file).data["scaling"]["metric_source"] == "publisher"
+
+
 def test_scale_in_keeps_an_instance_protected_from_scale_in_and_publishes_the_sqs_metrics(
         emulator, run_playbook, aws, stack_file, tmp_path):
     emulator.reset()

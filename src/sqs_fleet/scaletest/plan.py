@@ -15,6 +15,11 @@ CloudWatch holds, consumer log lines, the dead-letter queue) and writes REPORT.m
   site.yml on it. A tick of the loop (60 s of AWS time, 10 s when an alarm reads 10-second periods) lasts
   --period-seconds; every figure is given in AWS time. `--spot-interruptions N` interrupts N instances in
   service mid-burst (emulated Spot notices).
+  `--design previous` plays the design before the backlog publisher and the nodes' lifecycle watcher (AWS/SQS
+  one-minute metrics, a 15-minute idle window, terminations held by the drain hook's heartbeat); `--compare`
+  plays the previous design, then the current one, on the same burst, and REPORT.md sets their figures side by
+  side. Both run site.yml on the emulator with the design's settings (local processes only) and leave the
+  stack in the current design.
 - `--target aws`: real CloudWatch alarms and Auto Scaling act on the stack site.yml made in AWS; this tool
   only produces, watches once a minute and collects the evidence (scaling activities, metric data,
   CloudWatch Logs). `ansible-playbook scale_test.yml -i inventory/prod` runs it with the stack's record.
@@ -52,6 +57,27 @@ PRODUCER = CONSUMER.with_name("producer.py")
 # boots share the machine's cores).
 LAB_BOOT_SECONDS = 600
 LOG_SHIPPING_CHECKS = 5  # the agent ships every few seconds; half a minute apart, this waits at most 2.5 minutes
+
+
+@dataclass(frozen=True)
+class Design:
+    """A scaling design the plan can play on the emulator: the site.yml settings that make it, and whether the
+    workers complete their own termination actions."""
+
+    name: str
+    summary: str
+    site_variables: dict[str, Any]
+    completes_terminations: bool
+
+
+DESIGNS = {
+    "current": Design("current", "backlog publisher's 10-second metric, short idle window, workers complete their "
+                      "lifecycle actions", {}, completes_terminations=True),
+    "previous": Design("previous", "AWS/SQS one-minute metrics, 15-minute idle window, terminations held by the "
+                       "drain hook's 300 s heartbeat", {"stack_scaling_metric_source": "sqs",
+                                                         "stack_scaling_idle_window": 900},
+                       completes_terminations=False),
+}
 
 
 def parse_log_line(line: str, worker: str) -> dict[str, Any] | None:
@@ -152,6 +178,19 @@ def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work
     return Stack.load(record)
 
 
+def configure_stack(design: Design, record: Path, work: Path) -> None:
+    """site.yml on the emulator with the design's settings, recording the stack where the plan reads it."""
+    env = {**os.environ, "ANSIBLE_HOME": str(work / "ansible-home"), "ANSIBLE_DEPRECATION_WARNINGS": "false"}
+    playbook = Path(sys.executable).with_name("ansible-playbook")
+    print(f"site.yml with the {design.name} design ({design.summary})", flush=True)
+    run = subprocess.run([str(playbook), "site.yml", "-e",  # noqa: S603  # nosec B603
+                          json.dumps({**design.site_variables, "stack_output_file": str(record)})],
+                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise SystemExit(f"site.yml ({design.name} design) failed on the emulator:\n{run.stdout[-3000:]}"
+                         f"{run.stderr[-2000:]}")
+
+
 def check_target(target: str) -> str | None:
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if target == "aws" and endpoint:
@@ -176,6 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=int, default=120, help="give up after this many AWS minutes")
     parser.add_argument("--spot-interruptions", type=int, default=0, metavar="N",
                         help="on the emulator: interrupt N instances in service mid-burst (Spot notices, emulated)")
+    parser.add_argument("--design", choices=tuple(DESIGNS), default="current",
+                        help="on the emulator, local processes: the scaling design to play (previous: AWS/SQS "
+                             "metrics, 15-minute idle window, terminations held by the drain hook's heartbeat)")
+    parser.add_argument("--compare", action="store_true",
+                        help="on the emulator, local processes: play the previous design, then the current one, "
+                             "on the same burst, and set their figures side by side in REPORT.md")
     parser.add_argument("--out", type=Path, default=REPO, help="where REPORT.md and its report/ folder go")
     args = parser.parse_args(argv)
     problem = check_target(args.target) or (
@@ -183,7 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--period-seconds must be above 0" if args.period_seconds <= 0 else None) or (
         "--spot-interruptions must be 0 or more" if args.spot_interruptions < 0 else None) or (
         "--spot-interruptions is emulated on the emulator only: on AWS, EC2 interrupts Spot instances itself"
-        if args.spot_interruptions and args.target == "aws" else None)
+        if args.spot_interruptions and args.target == "aws" else None) or (
+        "--design and --compare play designs on the emulator with local processes only"
+        if (args.compare or args.design != "current") and (args.target == "aws" or args.workers == "nodes")
+        else None)
     if problem:
         print(f"scale_test: {problem}", file=sys.stderr)
         return 2
@@ -207,7 +255,8 @@ class Target:
     span: Callable[[int], tuple[datetime.datetime, datetime.datetime]]  # the run's metric window, given its periods
 
 
-def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: Path, period: float) -> Target:
+def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: Path, period: float,
+                design: Design) -> Target:
     logs = work / "workers"
     if args.target == "aws":
         stack = Stack.load(args.stack or output_file("local"))
@@ -240,7 +289,8 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
         workers = ProcessWorkers(stack.queue_name, poll_interval=period, env=os.environ, logs=logs)
         producer_env, description = {}, ("local consumer processes started with the node's configuration; the loop "
                                          "completes their lifecycle actions (emulation)")
-    scaling = EmulatedScaling(fleet, workers, actions=actions, metadata=metadata)
+    scaling = EmulatedScaling(fleet, workers, actions=actions, metadata=metadata,
+                              complete_terminations=design.completes_terminations)
     return Target(stack, FleetWatch(fleet, scaling), producer_env, description,
                   events=lambda _: worker_events(logs),
                   span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)))
@@ -307,12 +357,42 @@ def spot_interrupter(scaling: EmulatedScaling, count: int) -> Callable[[Period],
 
 
 def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None) -> int:
+    """Play the design asked for, or both designs with --compare (previous first, so the stack ends in the
+    current one); REPORT.md describes the last run played."""
+    designs = [DESIGNS["previous"], DESIGNS["current"]] if args.compare else [DESIGNS[args.design]]
+    record = args.stack or output_file("local")
+    runs: list[dict[str, Any]] = []
+    code = 0
+    try:
+        for design in designs:
+            if args.compare or design.name != "current":
+                configure_stack(design, record, args.out / ".run" / "scale-test")
+            result, states = play(args, period, argv, design)
+            runs.append(result)
+            code = code or result["exit code"]
+    finally:
+        if designs[-1].name != "current":
+            configure_stack(DESIGNS["current"], record, args.out / ".run" / "scale-test")
+    final = runs[-1]
+    if args.compare:
+        final["comparison"] = [{"design": r["design"], "conditions": r["conditions"], "figures": r["figures"]}
+                               for r in runs]
+    (args.out / DATA_FILE).write_text(json.dumps(final, indent=1, default=str))
+    (args.out / "REPORT.md").write_text(report(final, states))
+    print(f"\nReport: {args.out / 'REPORT.md'}")
+    return code
+
+
+def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
+         design: Design) -> tuple[dict[str, Any], dict[str, str]]:
+    """One run of the plan: burst, watch until drained and back to zero, evidence; its result and the alarms'
+    final states."""
     work = args.out / ".run" / "scale-test"
     logs = work / "workers"
     for old in logs.glob("*"):
         old.unlink()
     with contextlib.ExitStack() as context:
-        target = open_target(args, context, work, period)
+        target = open_target(args, context, work, period, design)
         watch, fleet, stack = target.watch, target.watch.fleet, target.stack
         group = fleet.group()
         scale_in = fleet.alarm("scale_in")
@@ -329,7 +409,7 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
                 interrupt(period)
 
         if not produce(stack.queue_name, args.messages, target.producer_env):
-            return 1
+            raise SystemExit(1)
         timeline = watch.run(until=lambda t: len(t) > 3 and t[-1].visible + t[-1].in_flight == 0
                              and t[-1].desired == 0 and t[-1].instances == 0,
                              max_periods=math.ceil(args.max_minutes * 60 / tick), period_seconds=period, show=show)
@@ -351,11 +431,13 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
     label = "AWS" if on_aws else f"emulator, local scaling loop, {args.workers}"
     result: dict[str, Any] = {
         "target": args.target,
+        "design": design.name,
         "date": datetime.date.today().isoformat(),
         "produced by": (f"real AWS ({stack.region})" if on_aws else
                         "the embedded emulator (moto) with the local scaling loop; not measured on AWS"),
         "conditions": {"messages": args.messages, "tick seconds": tick, "real seconds per tick": period,
                        "spot interruptions": args.spot_interruptions, "workers": target.workers,
+                       "design": f"{design.name}: {design.summary}",
                        "machine": "AWS" if on_aws else machine(),
                        "stack": f"prefix {stack.prefix}, {group['MinSize']} to {group['MaxSize']} instances, "
                                 f"scale-in after {idle_minutes} idle minutes",
@@ -374,15 +456,13 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
         "plots": plots(timeline, processed_at, tick, label, args.out),
     }
-    (args.out / DATA_FILE).write_text(json.dumps(result, indent=1, default=str))
-    (args.out / "REPORT.md").write_text(report(result, watch.scaling.states))
     show_figures(numbers)
-    print(f"\nReport: {args.out / 'REPORT.md'}")
+    result["exit code"] = 0 if numbers["messages lost"] == 0 else 1
     if numbers["minutes to zero instances"] is None:
         print(f"scale_test: the queue was not drained and the group not back to zero within {args.max_minutes} "
               "minutes; the report shows how far it got", file=sys.stderr)
-        return 1
-    return 0 if numbers["messages lost"] == 0 else 1
+        result["exit code"] = 1
+    return result, dict(watch.scaling.states)
 
 
 if __name__ == "__main__":

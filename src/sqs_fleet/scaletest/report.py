@@ -242,6 +242,36 @@ from the widget's JSON as CloudWatch holds it and the metric data GetMetricData 
 """
 
 
+def side_by_side(comparison: list[dict[str, Any]]) -> str:
+    """The figures of the designs played on the same burst, one column each, with the share of the instance-minutes
+    spent after the drain and what differed in each run's conditions."""
+    if not comparison:
+        return ""
+    names = [run["design"] for run in comparison]
+
+    def share(numbers: dict[str, Any]) -> str:
+        total, after = numbers["instance-minutes"], numbers["instance-minutes after the drain"]
+        return "-" if not total or after is None else f"{round(100 * after / total)}%"
+
+    rows = [f"| {name} | " + " | ".join("-" if run["figures"][name] is None else str(run["figures"][name])
+                                        for run in comparison) + " |" for name in comparison[0]["figures"]]
+    rows.append("| share of instance-minutes after the drain | "
+                + " | ".join(share(run["figures"]) for run in comparison) + " |")
+    rows += [f"| {key} | " + " | ".join(str(run["conditions"][key]) for run in comparison) + " |"
+             for key in ("design", "tick seconds", "stack")]
+    return f"""
+## The current design and the previous one, side by side
+The same burst ({comparison[0]["conditions"]["messages"]} messages, {comparison[0]["conditions"]["spot interruptions"]}
+Spot interruption(s) emulated mid-burst) played with each design on the emulator, one after the other, by
+`--compare`; each design's stack was made by site.yml with its settings. The rest of this report is the
+{names[-1]} design's run.
+
+| figure | {" | ".join(names)} |
+| --- | {" | ".join("---" for _ in names)} |
+{chr(10).join(rows)}
+"""
+
+
 def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     """REPORT.md: the test process, what was observed, the figures and the evidence, from one run."""
     conditions, numbers, timeline = result["conditions"], result["figures"], result["timeline"]
@@ -293,7 +323,7 @@ Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())
 
 ## Observations
 {observations(numbers, timeline, tick)}
-
+{side_by_side(result.get("comparison", []))}
 ## Timeline (one row per tick of {tick} s) and the decisions
 
 | tick | AWS seconds | visible | in flight | processed | desired | instances | in service | terminating | decisions |

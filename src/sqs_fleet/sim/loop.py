@@ -212,12 +212,15 @@ class EmulatedScaling:
     loop invokes the same handler in-process, with the environment the function has on the emulator.
 
     `actions`: the lifecycle actions the workers complete (the lab's, which its nodes reach; by default the
-    loop's own); `metadata`: where a node reads its target lifecycle state and Spot notices.
+    loop's own); `metadata`: where a node reads its target lifecycle state and Spot notices;
+    `complete_terminations`: False plays local processes whose termination action nothing completes, so the
+    drain hook's heartbeat decides (a fleet without the nodes' lifecycle watcher).
     """
 
     def __init__(self, fleet: Fleet, workers: Workers, actions: LifecycleActions | None = None,
-                 metadata: TargetLifecycleState | None = None) -> None:
+                 metadata: TargetLifecycleState | None = None, complete_terminations: bool = True) -> None:
         self.fleet, self.workers, self.metadata = fleet, workers, metadata
+        self.complete_terminations = complete_terminations
         autoscaling = fleet.autoscaling
         self.policies = {p["PolicyARN"]: p for p in
                          autoscaling.describe_policies(AutoScalingGroupName=fleet.group_name)["ScalingPolicies"]}
@@ -390,14 +393,16 @@ class EmulatedScaling:
             if self.metadata is not None:
                 self.metadata.notice_spot_interruption(instance, SPOT_NOTICE_SECONDS)
             decisions.append(f"spot interruption notice for {instance} (emulated): terminated in two minutes")
-        for instance in [i for i, until in self.interrupted.items() if until <= tick]:
+        due = [i for i, until in self.interrupted.items() if until <= tick]
+        # Scale-in may have taken an announced instance first (the emulator answers a call on it with a 500).
+        in_group = set(live_ids(self.fleet.group())) if due else set()
+        for instance in due:
             del self.interrupted[instance]
-            try:
-                self.fleet.autoscaling.terminate_instance_in_auto_scaling_group(
-                    InstanceId=instance, ShouldDecrementDesiredCapacity=False)
-            except self.fleet.autoscaling.exceptions.ClientError as error:
-                decisions.append(f"spot interruption of {instance}: already gone ({error})")
+            if instance not in in_group or instance in self.terminating:
+                decisions.append(f"spot interruption of {instance}: already terminating or gone")
                 continue
+            self.fleet.autoscaling.terminate_instance_in_auto_scaling_group(
+                InstanceId=instance, ShouldDecrementDesiredCapacity=False)
             self.pending.discard(instance)
             self.serving_ids.discard(instance)
             decisions.append(f"spot interruption: {instance} terminated by EC2 (emulated); the group replaces it")
@@ -448,7 +453,7 @@ class EmulatedScaling:
         for instance in sorted(self.pending & running):
             self.actions.complete(self.fleet.group_name, self.hooks[LAUNCHING]["LifecycleHookName"], "CONTINUE",
                                   instance_id=instance)
-        for instance in sorted(self.terminating - running):
+        for instance in sorted(self.terminating - running) if self.complete_terminations else []:
             if self.actions.waiting(instance):
                 self.actions.complete(self.fleet.group_name, self.hooks[TERMINATING]["LifecycleHookName"],
                                       "CONTINUE", instance_id=instance)
