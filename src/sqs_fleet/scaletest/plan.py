@@ -46,7 +46,16 @@ from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CONSUMER, ProcessWorkers
 from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
 from sqs_fleet.scaletest.widgets import render_dashboards
-from sqs_fleet.sim.loop import AwsScaling, CannotPlay, EmulatedScaling, Fleet, FleetWatch, Period, alarm_period
+from sqs_fleet.sim.loop import (
+    AwsScaling,
+    CannotPlay,
+    EmulatedScaling,
+    Fleet,
+    FleetWatch,
+    Period,
+    alarm_period,
+    tick_seconds,
+)
 from sqs_fleet.stack import Stack, StackNotFound, output_file
 
 AWS_PERIOD_SECONDS = float(AwsScaling.tick_seconds)  # on AWS a tick lasts what it spans: real time
@@ -56,6 +65,7 @@ PRODUCER = CONSUMER.with_name("producer.py")
 # Real seconds a booted node may take to complete its launch action (boot, cloud-init, ansible-pull; several
 # boots share the machine's cores).
 LAB_BOOT_SECONDS = 600
+CONSUMER_POLL_SECONDS = 60  # the consumer's wait between polls (fleet_poll_interval), in AWS time
 LOG_SHIPPING_CHECKS = 5  # the agent ships every few seconds; half a minute apart, this waits at most 2.5 minutes
 
 
@@ -286,7 +296,10 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
     else:
         stack = Stack.load(args.stack or output_file("local"))
         fleet = Fleet(stack, aws.clients())
-        workers = ProcessWorkers(stack.queue_name, poll_interval=period, env=os.environ, logs=logs)
+        # A worker waits a minute of AWS time between polls whatever the tick, so both designs' workers process
+        # at the same rate in AWS time.
+        poll_interval = period * CONSUMER_POLL_SECONDS / tick_seconds(fleet.alarms)
+        workers = ProcessWorkers(stack.queue_name, poll_interval=poll_interval, env=os.environ, logs=logs)
         producer_env, description = {}, ("local consumer processes started with the node's configuration; the loop "
                                          "completes their lifecycle actions (emulation)")
     scaling = EmulatedScaling(fleet, workers, actions=actions, metadata=metadata,
