@@ -13,8 +13,13 @@ Configuration (environment variables):
   BACKLOG_METRIC_NAME      metric name (default Backlog)
   BACKLOG_DIMENSION_NAME   the metric's one dimension (default QueueName)
   BACKLOG_DIMENSION_VALUE  its value (required: the queue's name)
+  BACKLOG_READER           where the backlog comes from: sqs (default) or redis
   BACKLOG_QUEUE_URL        the queue the SQS reader reads (required by it)
-  BACKLOG_READER           where the backlog comes from: sqs (default)
+  BACKLOG_REDIS_QUEUE      the Celery queue (a Redis list) the redis reader reads (required by it)
+  BACKLOG_REDIS_ENDPOINT_PARAMETER  SSM parameter with the broker's host:port, reached over TLS, or
+  BACKLOG_REDIS_URL        a redis:// URL without credentials (a lab broker)
+  BACKLOG_REDIS_AUTH_PARAMETER      SSM SecureString with the AUTH token (optional)
+  BACKLOG_REDIS_DEAD_LETTER_LIST    Redis list of poison jobs, published as DeadJobs (optional)
   BACKLOG_PERIOD           seconds between data points: 1 to 60 (default 10)
   BACKLOG_PUBLISHES        data points per invocation (default 6)
 
@@ -74,9 +79,48 @@ class SqsReader:
         return sum(int(attributes.get(name, 0)) for name in self.ATTRIBUTES)
 
 
+class RedisReader:
+    """PendingJobs of a Celery queue on Redis: jobs waiting in its list + jobs workers hold (unacked), in one
+    MULTI/EXEC (redis_backlog.pending_jobs); with a dead-letter list, its length is published as DeadJobs."""
+
+    def __init__(self, client: Any, queue: str, dead_letter_list: str = "") -> None:
+        self.client, self.queue, self.dead_letter_list = client, queue, dead_letter_list
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str], clients: Clients) -> RedisReader:
+        import redis  # packaged with the function for this reader only
+
+        queue = required(env, "BACKLOG_REDIS_QUEUE")
+        ssm = clients("ssm") if env.get("BACKLOG_REDIS_ENDPOINT_PARAMETER") or env.get("BACKLOG_REDIS_AUTH_PARAMETER") \
+            else None
+        url = env.get("BACKLOG_REDIS_URL", "")
+        if not url:
+            endpoint = parameter(ssm, required(env, "BACKLOG_REDIS_ENDPOINT_PARAMETER"))
+            url = f"rediss://{endpoint}/0?ssl_cert_reqs=required"  # ElastiCache: TLS, certificate verified
+        token = parameter(ssm, env["BACKLOG_REDIS_AUTH_PARAMETER"]) if env.get("BACKLOG_REDIS_AUTH_PARAMETER") else None
+        client = redis.Redis.from_url(url, password=token, socket_timeout=5, socket_connect_timeout=5)
+        return cls(client, queue, env.get("BACKLOG_REDIS_DEAD_LETTER_LIST", ""))
+
+    def backlog(self) -> int:
+        import redis_backlog
+
+        return redis_backlog.pending_jobs(self.client, self.queue)
+
+    def extra_metrics(self) -> dict[str, int]:
+        import redis_backlog
+
+        return {redis_backlog.DEAD_METRIC: redis_backlog.dead_jobs(self.client, self.dead_letter_list)} \
+            if self.dead_letter_list else {}
+
+
+def parameter(ssm: Any, name: str) -> str:
+    return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+
+
 # BACKLOG_READER -> how to make that reader from the environment.
 READERS: dict[str, Callable[[Mapping[str, str], Clients], BacklogReader]] = {
     "sqs": SqsReader.from_environment,
+    "redis": RedisReader.from_environment,
 }
 
 
@@ -127,12 +171,16 @@ def log(event: str, **fields: Any) -> None:
                       "event": event, **fields}, default=str), flush=True)
 
 
-def publish(cloudwatch: Any, settings: Settings, value: int, at: datetime.datetime) -> None:
-    """One data point at one-second resolution, so alarms may use 10-second periods of it."""
+def publish(cloudwatch: Any, settings: Settings, value: int, at: datetime.datetime,
+            extra: Mapping[str, int] | None = None) -> None:
+    """One data point at one-second resolution, so alarms may use 10-second periods of it (and the reader's
+    other metrics, under the same dimension, in the same call)."""
+    values = {settings.metric_name: value, **(extra or {})}
     cloudwatch.put_metric_data(Namespace=settings.namespace, MetricData=[{
-        "MetricName": settings.metric_name,
+        "MetricName": name,
         "Dimensions": [{"Name": settings.dimension_name, "Value": settings.dimension_value}],
-        "Timestamp": at, "Value": float(value), "Unit": "Count", "StorageResolution": 1}])
+        "Timestamp": at, "Value": float(count), "Unit": "Count", "StorageResolution": 1}
+        for name, count in values.items()])
 
 
 def clients_for(env: Mapping[str, str]) -> Clients:
@@ -172,8 +220,9 @@ def run(settings: Settings, reader: BacklogReader, cloudwatch: Any, context: Any
             if wait > 0:
                 sleep(wait)
         value = reader.backlog()
+        extra = getattr(reader, "extra_metrics", dict)()
         at = datetime.datetime.fromtimestamp(now() + shift, datetime.timezone.utc)
-        publish(cloudwatch, settings, value, at)
+        publish(cloudwatch, settings, value, at, extra)
         values.append(value)
     return values
 

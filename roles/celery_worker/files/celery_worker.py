@@ -1,0 +1,1 @@
+../../../files/celery_worker.py
