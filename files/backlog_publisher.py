@@ -220,7 +220,7 @@ def run(settings: Settings, reader: BacklogReader, cloudwatch: Any, context: Any
             if wait > 0:
                 sleep(wait)
         value = reader.backlog()
-        extra = getattr(reader, "extra_metrics", dict)()
+        extra: dict[str, int] = getattr(reader, "extra_metrics", dict)()
         at = datetime.datetime.fromtimestamp(now() + shift, datetime.timezone.utc)
         publish(cloudwatch, settings, value, at, extra)
         values.append(value)

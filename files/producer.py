@@ -1,16 +1,25 @@
 #!/usr/bin/env python3
-"""Send vehicle messages to an SQS queue, in batches, with nothing lost silently.
+"""Send vehicle messages to an SQS queue, or vehicle jobs to a Celery queue on Redis, in batches, with nothing
+lost silently.
 
 Examples:
   producer.py --queue sqs-fleet-local-vehicles --count 100 --seed 7
   producer.py --queue https://sqs.eu-west-1.amazonaws.com/123456789012/q --file vehicles.json
   jq -c '.[]' fleet.json | producer.py --queue q --file - --json
+  producer.py --broker redis --queue sqs-fleet-prod-vehicles --count 100 \\
+      --endpoint-parameter /sqs-fleet/prod/broker/endpoint --auth-parameter /sqs-fleet/prod/broker/auth-token
+  REDIS_AUTH_TOKEN=... producer.py --broker redis --broker-url redis://127.0.0.1:6390/0 --queue jobs --count 10
 
 Every record is validated before anything is sent; an invalid one is reported with its position and
 nothing is sent (unless --skip-invalid). Entries SQS rejects for a reason of its own (throttling, a
 server fault) are retried with backoff; what still could not be sent is listed and the exit status is 1.
 Region, profile and endpoint come from the standard AWS environment (AWS_REGION, AWS_PROFILE,
 AWS_ENDPOINT_URL); the queue may also come from QUEUE_URL.
+With --broker redis each record becomes a Celery task message of files/celery_worker.py, enqueued
+500 to a pipeline (one round trip each); a chunk the broker could not take is retried with backoff, and
+--replicas N waits until N replicas hold each chunk. The token comes from REDIS_AUTH_TOKEN or the SSM
+SecureString --auth-parameter names; the broker from --broker-url or the SSM parameter --endpoint-parameter
+names (host:port, reached over TLS).
 Exit status: 0 all sent, 1 some not sent, 2 bad input or configuration.
 """
 
@@ -19,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import threading
 import time
@@ -44,6 +54,9 @@ from vehicles import (
 BATCH_ENTRIES = 10  # SendMessageBatch's limit
 BATCH_BYTES = 1024 * 1024  # SendMessageBatch's payload limit (sum of bodies and attributes)
 ENTRY_ATTEMPTS = 5  # tries of an entry that failed for a reason that is not the sender's
+REDIS_CHUNK = 500  # Celery task messages per Redis pipeline (one round trip)
+# A job on Redis is held to the SQS queue's default MaximumMessageSize: the same validation in both modes.
+REDIS_MAX_BYTES = 262144
 
 
 @dataclass
@@ -177,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--retry-backoff", type=float, default=0.2, metavar="SECONDS",
                         help="first backoff before retrying failed entries (doubles each time; default 0.2)")
+    redis = parser.add_argument_group("Redis broker (--broker redis)")
+    redis.add_argument("--broker", choices=("sqs", "redis"), default=os.environ.get("BROKER") or "sqs",
+                       help="where to send: the SQS queue (default) or a Celery queue on Redis")
+    redis.add_argument("--broker-url", help="redis:// or rediss:// URL without the token (a lab broker)")
+    redis.add_argument("--endpoint-parameter", help="SSM parameter with the broker's host:port (TLS is used)")
+    redis.add_argument("--auth-parameter", help="SSM SecureString with the AUTH token (else $REDIS_AUTH_TOKEN)")
+    redis.add_argument("--region", help="AWS region of the SSM parameters (default: the environment's)")
+    redis.add_argument("--replicas", type=int, default=0, metavar="N",
+                       help="wait until N replicas hold each chunk (default 0)")
     return parser
 
 
@@ -188,6 +210,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--count must be 0 or more")
     if args.concurrency < 1:
         parser.error("--concurrency must be 1 or more")
+    if args.replicas < 0:
+        parser.error("--replicas must be 0 or more")
+    if args.broker == "redis" and not (args.broker_url or args.endpoint_parameter):
+        parser.error("--broker redis needs --broker-url or --endpoint-parameter")
+    if args.broker_url and "@" in args.broker_url:
+        parser.error("--broker-url holds credentials: give the token in REDIS_AUTH_TOKEN or --auth-parameter")
     return args
 
 
@@ -208,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         records = load(args)
     except (OSError, ValueError) as error:
         return fail(f"cannot read {args.file}: {error}")
+    if args.broker == "redis":
+        return produce_to_redis(args, records)
 
     try:
         client = sqs_client()
@@ -216,25 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             QueueUrl=url, AttributeNames=["MaximumMessageSize"])["Attributes"]["MaximumMessageSize"])
     except Exception as error:  # no credentials, no such queue, no endpoint: all configuration
         return fail(f"cannot use queue {args.queue}: {error}")
+    entries, skipped = checked_entries(records, max_size, args.skip_invalid)
+    if entries is None:
+        return 2
 
-    entries: list[Entry] = []
-    invalid: list[tuple[int, str]] = []
-    for position, record in enumerate(records, start=1):
-        errors = validation_errors(record)
-        body = json.dumps(record, separators=(",", ":")) if not errors else ""
-        entry = Entry(position, body, str(uuid.uuid4()))
-        if not errors and entry.size > max_size:
-            errors = [f"message is {entry.size} bytes, above the queue's MaximumMessageSize of {max_size}"]
-        if errors:
-            invalid.append((position, "; ".join(errors)))
-        else:
-            entries.append(entry)
-    for position, reason in invalid:
-        print(f"invalid record {position}: {reason}", file=sys.stderr)
-    if invalid and not args.skip_invalid:
-        return fail(f"{len(invalid)} invalid record(s); nothing sent (use --skip-invalid to send the rest)")
-
-    report = Report(skipped=len(invalid))
+    report = Report(skipped=skipped)
     limiter = RateLimiter(args.rate)
     progress = Progress(len(entries), enabled=sys.stderr.isatty() and not args.json)
     started = time.monotonic()
@@ -249,6 +265,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress.close()
     elapsed = time.monotonic() - started
     print_summary(report, len(records), elapsed, args.json)
+    return 1 if report.not_sent else 0
+
+
+def checked_entries(records: Sequence[Any], max_size: int, skip_invalid: bool) -> tuple[list[Entry] | None, int]:
+    """The valid records as entries (each with a fresh idempotency key) and how many were left out; None when
+    some are invalid and --skip-invalid was not given. Every invalid one is reported with its position."""
+    entries: list[Entry] = []
+    invalid: list[tuple[int, str]] = []
+    for position, record in enumerate(records, start=1):
+        errors = validation_errors(record)
+        body = json.dumps(record, separators=(",", ":")) if not errors else ""
+        entry = Entry(position, body, str(uuid.uuid4()))
+        if not errors and entry.size > max_size:
+            errors = [f"message is {entry.size} bytes, above the queue's MaximumMessageSize of {max_size}"]
+        if errors:
+            invalid.append((position, "; ".join(errors)))
+        else:
+            entries.append(entry)
+    for position, reason in invalid:
+        print(f"invalid record {position}: {reason}", file=sys.stderr)
+    if invalid and not skip_invalid:
+        fail(f"{len(invalid)} invalid record(s); nothing sent (use --skip-invalid to send the rest)")
+        return None, len(invalid)
+    return entries, len(invalid)
+
+
+def produce_to_redis(args: argparse.Namespace, records: Sequence[Any]) -> int:
+    """The records as Celery jobs on Redis: the same validation, report and exit status as for SQS."""
+    import celery_worker  # files/: the worker's application, which knows how its jobs look
+
+    try:
+        token = os.environ.get("REDIS_AUTH_TOKEN")
+        if args.auth_parameter and not token:
+            token = celery_worker.ssm_parameter(args.auth_parameter, args.region)
+        endpoint = None if args.broker_url else celery_worker.ssm_parameter(args.endpoint_parameter, args.region)
+        url = celery_worker.broker_url(args.broker_url, endpoint, token)
+        app = celery_worker.make_app(url, args.queue, f"{args.queue}-dlq")
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as error:  # no parameter, no credentials, broker unreachable or AUTH refused
+        return fail(f"cannot use the Redis broker for {args.queue}: {error}")
+    entries, skipped = checked_entries(records, REDIS_MAX_BYTES, args.skip_invalid)
+    if entries is None:
+        return 2
+    report = Report(skipped=skipped)
+    started = time.monotonic()
+    for start in range(0, len(entries), REDIS_CHUNK):
+        chunk = entries[start:start + REDIS_CHUNK]
+        jobs = [(json.loads(entry.body), entry.key) for entry in chunk]
+        for attempt in range(1, ENTRY_ATTEMPTS + 1):
+            report.requests += 1
+            try:
+                celery_worker.enqueue(app, jobs, chunk=REDIS_CHUNK, replicas=args.replicas)
+            except Exception as error:  # a failed pipeline sends none of its chunk (MULTI/EXEC): all again
+                again = attempt < ENTRY_ATTEMPTS
+                for entry in chunk:
+                    log_failure(entry, type(error).__name__, str(error), attempt, again)
+                if again:
+                    time.sleep(args.retry_backoff * 2 ** (attempt - 1))
+                    continue
+                report.not_sent += [(entry.position, str(error)) for entry in chunk]
+            else:
+                report.sent += len(chunk)
+            break
+    print_summary(report, len(records), time.monotonic() - started, args.json)
     return 1 if report.not_sent else 0
 
 

@@ -112,5 +112,14 @@ class Stack:
         return dict(self.data["alarms"])
 
     @property
+    def broker(self) -> dict[str, Any]:
+        """kind (sqs or redis); for redis, its group, SSM parameters, Celery queue, dead-letter list, alarms."""
+        return dict(self.data.get("broker") or {"kind": "sqs"})
+
+    @property
+    def on_redis(self) -> bool:
+        return self.broker.get("kind") == "redis"
+
+    @property
     def dashboards(self) -> dict[str, str]:
         return dict(self.data["dashboards"])

@@ -2,10 +2,13 @@
 data plane the emulator cannot give (moto records ElastiCache groups but serves no Redis).
 
     sqs-fleet-redis start [--port N] [--host ADDR] [--password-file F]   # idempotent; prints the URL (no token)
+    sqs-fleet-redis start --auth-parameter /sqs-fleet/local-redis/broker/auth-token  # the stack's token (SSM)
     sqs-fleet-redis stop
     sqs-fleet-redis status                                                # exit 0 when it answers PING
 
-AUTH is on (requirepass): the token comes from --password-file, or is generated and kept in .run/. No disk
+AUTH is on (requirepass): the token comes from --password-file, from the SSM SecureString site.yml made for
+the stack (--auth-parameter, read from the emulator: a server running with another token is restarted), or is
+generated; it is kept in .run/ (mode 0600). No disk
 persistence, no TLS (the lab passes a plain loopback or bridge URL; ElastiCache is reached over TLS).
 Tests import `start_redis` to run a private server on a free port.
 """
@@ -113,29 +116,53 @@ def _recorded(name: str) -> RedisServer | None:
     return RedisServer(host, int(port), password, pid, RUN_DIR / f"{name}.log")
 
 
+def ensure(name: str = "redis", port: int = DEFAULT_PORT, host: str = HOST, password: str | None = None) -> RedisServer:
+    """The lab's server of this name, started unless it already answers (with `password`, when one is given:
+    a server running with another token is stopped first)."""
+    current = _recorded(name)
+    if current is not None and answers(current.host, current.port, current.password) and \
+            password in (None, current.password) and (current.host, current.port) == (host, port):
+        return current
+    if current is not None:
+        current.stop()
+    server = start_redis(port, RUN_DIR / f"{name}.log", password, host=host)
+    token = RUN_DIR / f"{name}.token"
+    token.touch(mode=0o600)
+    token.write_text(server.password)
+    (RUN_DIR / f"{name}.pid").write_text(str(server.pid))
+    (RUN_DIR / f"{name}.addr").write_text(f"{server.host} {server.port}")
+    return server
+
+
+def stack_token(auth_parameter: str) -> str:
+    """The AUTH token site.yml keeps in SSM for the stack (from the emulator, or AWS as configured)."""
+    from sqs_fleet import aws
+
+    ssm = aws.client("ssm")
+    return str(ssm.get_parameter(Name=auth_parameter, WithDecryption=True)["Parameter"]["Value"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("REDIS_PORT", DEFAULT_PORT)))
     parser.add_argument("--host", default=HOST, help="address to listen on (a test network's host end)")
-    parser.add_argument("--password-file", type=Path, help="the AUTH token to require (default: generated)")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--password-file", type=Path, help="the AUTH token to require (default: generated)")
+    token.add_argument("--auth-parameter", help="the SSM SecureString holding the stack's AUTH token")
     parser.add_argument("--name", default="redis", help="several servers keep their state apart by name")
     args = parser.parse_args(argv)
     current = _recorded(args.name)
     alive = current is not None and answers(current.host, current.port, current.password)
 
     if args.command == "start":
-        if current is not None and alive:
-            print(current.url)
-            return 0
-        password = args.password_file.read_text().strip() if args.password_file else None
-        server = start_redis(args.port, RUN_DIR / f"{args.name}.log", password, host=args.host)
-        token = RUN_DIR / f"{args.name}.token"
-        token.touch(mode=0o600)
-        token.write_text(server.password)
-        (RUN_DIR / f"{args.name}.pid").write_text(str(server.pid))
-        (RUN_DIR / f"{args.name}.addr").write_text(f"{server.host} {server.port}")
-        print(server.url)
+        try:
+            password = (args.password_file.read_text().strip() if args.password_file else
+                        stack_token(args.auth_parameter) if args.auth_parameter else None)
+        except Exception as error:  # no such parameter, no emulator
+            print(f"redis: cannot read the AUTH token: {error}", file=sys.stderr)
+            return 2
+        print(ensure(args.name, args.port, args.host, password).url)
         return 0
     if args.command == "stop":
         if current is not None:
@@ -150,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["RedisServer", "free_port", "start_redis"]
+__all__ = ["RedisServer", "ensure", "free_port", "stack_token", "start_redis"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

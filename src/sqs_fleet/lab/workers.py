@@ -1,16 +1,19 @@
-"""Workers for the local scaling loop when nodes cannot boot: one local consumer process per instance."""
+"""Workers for the local scaling loop when nodes cannot boot: one local worker process per instance, the SQS
+consumer or, for a stack on Redis, the Celery worker."""
 
 from __future__ import annotations
 
 import signal
-import subprocess  # nosec B404 - starts the project's own consumer
+import subprocess  # nosec B404 - starts the project's own workers
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import celery_worker
 import consumer
 
 CONSUMER = Path(consumer.__file__)
+CELERY_WORKER = Path(celery_worker.__file__)
 
 
 class ProcessWorkers:
@@ -25,6 +28,10 @@ class ProcessWorkers:
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         logs.mkdir(parents=True, exist_ok=True)
 
+    def command(self, name: str) -> list[str]:
+        return [sys.executable, str(CONSUMER), "--queue", self.queue, "--wait-time", "1",
+                "--poll-interval", str(self.poll_interval), "--state-file", str(self.logs / f"{name}.seen")]
+
     def in_service(self) -> set[str]:
         return set(self.running)
 
@@ -32,17 +39,32 @@ class ProcessWorkers:
         events = []
         for name in [n for n in instances if n not in self.running]:
             with (self.logs / f"{name}.log").open("ab") as out:
-                self.running[name] = subprocess.Popen(  # noqa: S603  # nosec B603 - the project's consumer
-                    [sys.executable, str(CONSUMER), "--queue", self.queue, "--wait-time", "1",
-                     "--poll-interval", str(self.poll_interval), "--state-file", str(self.logs / f"{name}.seen")],
-                    env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                self.running[name] = subprocess.Popen(  # noqa: S603  # nosec B603 - the project's worker
+                    self.command(name), env=self.env, stdout=out, stderr=subprocess.STDOUT)
             events.append(f"worker started on {name}")
         for name in [n for n in self.running if n not in instances]:
             process = self.running.pop(name)
-            process.send_signal(signal.SIGTERM)  # what the instance's shutdown does: drain, then exit
+            # What the instance's shutdown does: SIGTERM to the main process (systemd's KillMode=mixed for the
+            # Celery worker), which drains and exits.
+            process.send_signal(signal.SIGTERM)
             process.wait(60)
             events.append(f"worker on {name} drained and stopped")
         return events
 
     def stop(self) -> None:
         self.follow([])
+
+
+class CeleryProcessWorkers(ProcessWorkers):
+    """One local Celery worker per instance on the lab's Redis (its token in REDIS_AUTH_TOKEN of `env`), as the
+    celery_worker role runs it; `job_seconds`: real seconds each job takes, so a burst lasts a while."""
+
+    def __init__(self, queue: str, broker_url: str, env: Mapping[str, str], logs: Path, concurrency: int = 2,
+                 job_seconds: float = 0.0) -> None:
+        super().__init__(queue, 0.0, env, logs)
+        self.broker_url, self.concurrency, self.job_seconds = broker_url, concurrency, job_seconds
+
+    def command(self, name: str) -> list[str]:
+        return [sys.executable, str(CELERY_WORKER), "--queue", self.queue, "--broker-url", self.broker_url,
+                "--concurrency", str(self.concurrency), "--restore-interval", "1",
+                "--simulate-work", str(self.job_seconds)]

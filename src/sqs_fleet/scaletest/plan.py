@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from sqs_fleet import REPO, aws
+from sqs_fleet.lab import redis as lab_redis
 from sqs_fleet.lab.lifecycle import LifecycleActions
-from sqs_fleet.lab.workers import CONSUMER, ProcessWorkers
+from sqs_fleet.lab.workers import CONSUMER, CeleryProcessWorkers, ProcessWorkers
 from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
 from sqs_fleet.scaletest.widgets import render_dashboards
 from sqs_fleet.sim.loop import (
@@ -118,13 +119,19 @@ def cloudwatch_log_events(logs: Any, log_group: str, since: datetime.datetime) -
 
 
 def metric_evidence(cloudwatch: Any, queue: str, dlq: str, group: str, start: datetime.datetime,
-                    end: datetime.datetime) -> dict[str, dict[str, Any]]:
-    """What CloudWatch holds for the run, one-minute maxima: points, peak and last value per metric."""
-    wanted = [("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue),
-              ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", queue),
-              ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq),
-              ("AWS/AutoScaling", "GroupDesiredCapacity", "AutoScalingGroupName", group),
-              ("AWS/AutoScaling", "GroupInServiceInstances", "AutoScalingGroupName", group)]
+                    end: datetime.datetime, pending: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """What CloudWatch holds for the run, one-minute maxima: points, peak and last value per metric (on Redis,
+    the publisher's PendingJobs and DeadJobs instead of the SQS queue's)."""
+    group_metrics = [("AWS/AutoScaling", "GroupDesiredCapacity", "AutoScalingGroupName", group),
+                     ("AWS/AutoScaling", "GroupInServiceInstances", "AutoScalingGroupName", group)]
+    if pending:
+        [(dimension, value)] = pending["dimensions"].items()
+        wanted = [(pending["namespace"], pending["name"], dimension, value),
+                  (pending["namespace"], "DeadJobs", dimension, value), *group_metrics]
+    else:
+        wanted = [("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue),
+                  ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", queue),
+                  ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq), *group_metrics]
     queries = [{"Id": f"m{n}", "MetricStat": {"Metric": {"Namespace": namespace, "MetricName": metric,
                                                          "Dimensions": [{"Name": dimension, "Value": value}]},
                                               "Period": 60, "Stat": "Maximum"}}
@@ -231,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compare", action="store_true",
                         help="on the emulator, local processes: play the previous design, then the current one, "
                              "on the same burst, and set their figures side by side in REPORT.md")
+    parser.add_argument("--job-seconds", type=float, default=6.0,
+                        help="on a stack on Redis: AWS seconds each Celery job takes (default 6)")
     parser.add_argument("--out", type=Path, default=REPO, help="where REPORT.md and its report/ folder go")
     args = parser.parse_args(argv)
     problem = check_target(args.target) or (
@@ -263,6 +272,8 @@ class Target:
     workers: str  # what the workers are, for the report
     events: Callable[[int], list[dict[str, Any]]]  # the consumers' log lines, given how many to expect
     span: Callable[[int], tuple[datetime.datetime, datetime.datetime]]  # the run's metric window, given its periods
+    broker_url: str | None = None  # a Redis broker's URL (no token): jobs go there, not to the SQS queue
+    broker: Any = None  # a client of that broker
 
 
 def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: Path, period: float,
@@ -295,6 +306,8 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
             "their own lifecycle actions through the lab's metadata service and Auto Scaling front (emulation)")
     else:
         stack = Stack.load(args.stack or output_file("local"))
+        if stack.on_redis:
+            return open_redis_target(args, stack, logs, period, design)
         fleet = Fleet(stack, aws.clients())
         # A worker waits a minute of AWS time between polls whatever the tick, so both designs' workers process
         # at the same rate in AWS time.
@@ -309,10 +322,36 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
                   span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)))
 
 
-def produce(queue: str, messages: int, env: dict[str, str]) -> bool:
+def open_redis_target(args: argparse.Namespace, stack: Stack, logs: Path, period: float, design: Design) -> Target:
+    """A stack on Redis with local Celery workers: the lab's Redis server (the emulator serves none) with the
+    stack's AUTH token from SSM, the Celery queue's counts, one worker process per instance."""
+    import redis
+
+    server = lab_redis.ensure(password=lab_redis.stack_token(stack.broker["auth_parameter"]))
+    client = redis.Redis(host=server.host, port=server.port, password=server.password)
+    client.delete(stack.queue_name, stack.dead_letter_queue_name, "unacked", "unacked_index")  # a clean burst
+    fleet = Fleet(stack, aws.clients(), broker=client)
+    env = {**os.environ, "REDIS_AUTH_TOKEN": server.password}
+    # A job lasts --job-seconds of AWS time, whatever a tick lasts in real time.
+    workers = CeleryProcessWorkers(stack.queue_name, server.url, env, logs,
+                                   job_seconds=args.job_seconds * period / tick_seconds(fleet.alarms))
+    scaling = EmulatedScaling(fleet, workers, actions=LifecycleActions(),
+                              complete_terminations=design.completes_terminations)
+    return Target(stack, FleetWatch(fleet, scaling), {"REDIS_AUTH_TOKEN": server.password},
+                  f"local Celery worker processes (2 pool processes each, {args.job_seconds:g} s of AWS time per "
+                  "job) on the lab's Redis server (Valkey) with the stack's AUTH token; the loop completes their "
+                  "lifecycle actions (emulation)",
+                  events=lambda _: worker_events(logs),
+                  span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)),
+                  broker_url=server.url, broker=client)
+
+
+def produce(queue: str, messages: int, env: dict[str, str], broker_url: str | None = None) -> bool:
+    """The burst, with the project's producer: to the SQS queue, or as Celery jobs to the Redis broker."""
+    redis_mode = ["--broker", "redis", "--broker-url", broker_url] if broker_url else []
     burst = subprocess.run(  # noqa: S603  # nosec B603 - the project's producer
-        [sys.executable, str(PRODUCER), "--queue", queue, "--count", str(messages), "--seed", "2001", "--json"],
-        env={**os.environ, **env}, capture_output=True, text=True, check=False)
+        [sys.executable, str(PRODUCER), "--queue", queue, "--count", str(messages), "--seed", "2001", "--json",
+         *redis_mode], env={**os.environ, **env}, capture_output=True, text=True, check=False)
     if burst.returncode != 0:
         print(f"scale_test: the producer failed: {burst.stderr[-2000:]}", file=sys.stderr)
         return False
@@ -421,16 +460,17 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
                 show_period(period)
                 interrupt(period)
 
-        if not produce(stack.queue_name, args.messages, target.producer_env):
+        if not produce(stack.queue_name, args.messages, target.producer_env, target.broker_url):
             raise SystemExit(1)
         timeline = watch.run(until=lambda t: len(t) > 3 and t[-1].visible + t[-1].in_flight == 0
                              and t[-1].desired == 0 and t[-1].instances == 0,
                              max_periods=math.ceil(args.max_minutes * 60 / tick), period_seconds=period, show=show)
-        dead_letters = dead_letter_sample(fleet.sqs, fleet.queues[fleet.dlq_name])
+        dead_letters = ([item.decode() for item in target.broker.lrange(fleet.dlq_name, 0, 2)] if target.broker
+                        else dead_letter_sample(fleet.sqs, fleet.queues[fleet.dlq_name]))
         boards = dashboards(fleet.cloudwatch, list(stack.dashboards.values()))
         events = target.events(args.messages - timeline[-1].dead_letters)
         evidence = metric_evidence(fleet.cloudwatch, fleet.queue_name, fleet.dlq_name, fleet.group_name,
-                                   *target.span(len(timeline)))
+                                   *target.span(len(timeline)), pending=stack.broker.get("pending_metric"))
         # What a user would see on the dashboards over the run (sqs_fleet.scaletest.widgets).
         images = render_dashboards(fleet.cloudwatch, list(stack.dashboards.values()), *target.span(len(timeline)),
                                    args.out, args.target == "aws")

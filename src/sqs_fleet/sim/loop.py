@@ -101,9 +101,13 @@ class Outcome:
 class Fleet:
     """The stack's queue, group and alarms as AWS (or the emulator) holds them."""
 
-    def __init__(self, stack: Stack, client: Callable[[str], Any]) -> None:
+    def __init__(self, stack: Stack, client: Callable[[str], Any], broker: Any = None) -> None:
         self.stack = stack
         self.client = client
+        # A Redis client of the broker, for a stack on Redis: the counts come from the Celery queue.
+        if stack.on_redis and broker is None:
+            raise CannotPlay("the stack's broker is Redis: give the fleet a client of it (the lab's Redis server)")
+        self.broker = broker
         self.sqs, self.cloudwatch, self.autoscaling = client("sqs"), client("cloudwatch"), client("autoscaling")
         self.queue_name, self.dlq_name, self.group_name = (stack.queue_name, stack.dead_letter_queue_name,
                                                            stack.group_name)
@@ -116,18 +120,38 @@ class Fleet:
         if not self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group_name])[
                 "AutoScalingGroups"]:
             raise StackNotFound(f"Auto Scaling group {self.group_name} does not exist: run site.yml first")
-        # The stack's short alarm keys (scale_out, ...) by full name, as the timeline shows them.
-        self.alarm_keys = {name: key for key, name in stack.alarms.items()}
+        # The stack's short alarm keys (scale_out, ...) by full name, as the timeline shows them; on Redis, with
+        # the alarm that starts a worker from zero.
+        scaling_alarms = {**stack.alarms, **{key: name for key, name in stack.broker.get("alarms", {}).items()
+                                             if key == "scale_out_from_zero"}}
+        self.alarm_keys = {name: key for key, name in scaling_alarms.items()}
         self.alarms: list[dict[str, Any]] = self.cloudwatch.describe_alarms(
             AlarmNames=list(self.alarm_keys))["MetricAlarms"]
 
     def counts(self) -> Counts:
+        if self.broker is not None:
+            return self.broker_counts()
         values = {}
         for name, url in self.queues.items():
             attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(QUEUE_ATTRIBUTE.values()))
             for metric, attribute in QUEUE_ATTRIBUTE.items():
                 values[(name, metric)] = float(attributes["Attributes"][attribute])
         return values
+
+    def broker_counts(self) -> Counts:
+        """The Celery queue's counts under the SQS names the timeline uses, read in one MULTI/EXEC: waiting jobs
+        as visible, jobs workers hold (unacked) as in flight, the dead-letter list as the DLQ's visible."""
+        import redis_backlog  # files/
+
+        with self.broker.pipeline(transaction=True) as pipeline:
+            pipeline.llen(self.queue_name)
+            pipeline.hlen(redis_backlog.UNACKED)
+            pipeline.llen(self.dlq_name)
+            waiting, held, dead = pipeline.execute()
+        return {(self.queue_name, "ApproximateNumberOfMessagesVisible"): float(waiting),
+                (self.queue_name, "ApproximateNumberOfMessagesNotVisible"): float(held),
+                (self.dlq_name, "ApproximateNumberOfMessagesVisible"): float(dead),
+                (self.dlq_name, "ApproximateNumberOfMessagesNotVisible"): 0.0}
 
     def group(self) -> dict[str, Any]:
         group: dict[str, Any] = self.autoscaling.describe_auto_scaling_groups(
@@ -267,13 +291,13 @@ class EmulatedScaling:
 
     def publish_group_metrics(self, tick: int, group: dict[str, Any]) -> None:
         """The group's size at the end of this period (AWS/AutoScaling group metrics, one-minute granularity)."""
+        values = (("GroupDesiredCapacity", group["DesiredCapacity"]),
+                  ("GroupInServiceInstances", len(self.serving(group))),
+                  ("GroupTotalInstances", len(live_ids(group)) + len(self.terminating)))
         self.fleet.cloudwatch.put_metric_data(Namespace="AWS/AutoScaling", MetricData=[
             {"MetricName": metric,
              "Dimensions": [{"Name": "AutoScalingGroupName", "Value": self.fleet.group_name}],
-             "Value": value, "Timestamp": self.stamp(tick)} for metric, value in (
-                ("GroupDesiredCapacity", group["DesiredCapacity"]),
-                ("GroupInServiceInstances", len(self.serving(group))),
-                ("GroupTotalInstances", len(live_ids(group)) + len(self.terminating)))])
+             "Value": value, "Timestamp": self.stamp(tick)} for metric, value in values])
 
     def serving(self, group: dict[str, Any]) -> set[str]:
         """Instances in service: live in the group and, with a launch hook, past it with CONTINUE (their own
@@ -302,8 +326,9 @@ class EmulatedScaling:
         ticks = self.ticks[alarm["AlarmName"]]
 
         def metric(definition: dict[str, Any], statistic: str) -> float | None:
-            queue = next((d["Value"] for d in definition.get("Dimensions", []) if d["Name"] == "QueueName"), "")
-            key = (definition.get("Namespace", ""), queue, definition.get("MetricName", ""))
+            # Every metric the loop records has one dimension: a queue's or the group's name.
+            dimension = next((d["Value"] for d in definition.get("Dimensions", [])), "")
+            key = (definition.get("Namespace", ""), dimension, definition.get("MetricName", ""))
             # The points of this period's ticks (index = tick); a tick nothing was published in has none.
             return aggregate(self.history.get(key, [])[max(0, self.tick + 1 - ticks):self.tick + 1], statistic)
 
@@ -468,6 +493,9 @@ class EmulatedScaling:
             self.publish_queue_metrics(tick, counts)
             for (queue, metric), value in counts.items():
                 self.record(("AWS/SQS", queue, metric), tick, value)
+        # What an alarm on the group's desired capacity reads in this period: the capacity it started with.
+        self.record(("AWS/AutoScaling", self.fleet.group_name, "GroupDesiredCapacity"), tick,
+                    float(group["DesiredCapacity"]))
         if self.publisher is not None:
             published = self.publisher.invoke(self.stamp(tick), decisions)
             if published is not None:

@@ -38,20 +38,26 @@ def step_for(steps: Sequence[Mapping[str, Any]], breach: float) -> Mapping[str, 
     return None
 
 
-# Metric math's arithmetic: metric ids, numbers, + - * / and parentheses; functions are not evaluated here.
-MATH_TOKEN = re.compile(r"\s*(?:(?P<number>\d+(?:\.\d*)?)|(?P<id>[a-z][a-zA-Z0-9_]*)|(?P<op>[-+*/()]))")
+# Metric math as the stack's alarms use it: metric ids, numbers, + - * /, parentheses, the comparisons
+# == != < > <= >= (1 or 0) and IF(condition, then, else); other functions are not evaluated here.
+MATH_TOKEN = re.compile(r"\s*(?:(?P<number>\d+(?:\.\d*)?)|(?P<function>IF)\s*(?=\()|(?P<id>[a-z][a-zA-Z0-9_]*)"
+                        r"|(?P<op>==|!=|<=|>=|[-+*/()<>,]))")
+MATH_COMPARISONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt, "<=": operator.le,
+                    ">=": operator.ge}
 
 
 def expression_value(expression: str, values: Mapping[str, Datapoint]) -> Datapoint:
-    """One data point of a metric-math expression of metric ids (`visible + inflight`, `(a - b) / 60`), as
-    metric math computes it: a missing value counts as 0, but with every input missing there is no data
-    point at all, and a point whose computation divides by zero is dropped (None)."""
+    """One data point of a metric-math expression of metric ids (`visible + inflight`, `(a - b) / 60`,
+    `IF(desired == 0, backlog, 0)`), as metric math computes it: a missing value counts as 0, but with every
+    input missing there is no data point at all, and a point whose computation divides by zero is dropped
+    (None). A comparison is 1 when true, else 0; IF takes `then` where the condition is not 0."""
+    unsupported = f"only + - * /, comparisons and IF of metric ids and numbers are supported, not {expression!r}"
     tokens: list[tuple[str, str]] = []
     position, text = 0, expression.rstrip()
     while position < len(text):
         match = MATH_TOKEN.match(text, position)
         if not match:
-            raise ValueError(f"only + - * / of metric ids and numbers are supported, not {expression!r}")
+            raise ValueError(unsupported)
         kind = match.lastgroup or ""
         tokens.append((kind, match.group(kind)))
         position = match.end()
@@ -64,20 +70,33 @@ def expression_value(expression: str, values: Mapping[str, Datapoint]) -> Datapo
             return tokens[at - 1][1]
         return None
 
+    def expect(token: str) -> None:
+        if not take(token):
+            raise ValueError(unsupported)
+
     def factor() -> float:
         nonlocal at
         if take("-"):
             return -factor()
         if take("("):
-            inner = total()
-            if not take(")"):
-                raise ValueError(f"unbalanced parentheses in {expression!r}")
+            inner = comparison()
+            expect(")")
             return inner
+        if at < len(tokens) and tokens[at][0] == "function":
+            at += 1
+            expect("(")
+            condition = comparison()
+            expect(",")
+            then = comparison()
+            expect(",")
+            otherwise = comparison()
+            expect(")")
+            return then if condition else otherwise
         if at < len(tokens) and tokens[at][0] in ("number", "id"):
             kind, token = tokens[at]
             at += 1
             return float(token) if kind == "number" else float(values.get(token) or 0.0)
-        raise ValueError(f"only + - * / of metric ids and numbers are supported, not {expression!r}")
+        raise ValueError(unsupported)
 
     def product() -> float:
         result = factor()
@@ -93,9 +112,15 @@ def expression_value(expression: str, values: Mapping[str, Datapoint]) -> Datapo
             result = result + right if operation == "+" else result - right
         return result
 
-    result = total()
+    def comparison() -> float:
+        result = total()
+        while operation := take(*MATH_COMPARISONS):
+            result = float(MATH_COMPARISONS[operation](result, total()))
+        return result
+
+    result = comparison()
     if at != len(tokens):
-        raise ValueError(f"only + - * / of metric ids and numbers are supported, not {expression!r}")
+        raise ValueError(unsupported)
     present = any(values.get(token) is not None for kind, token in tokens if kind == "id")
     return None if not present or math.isnan(result) else float(result)
 
