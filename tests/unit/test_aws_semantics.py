@@ -41,6 +41,18 @@ def test_metric_math_arithmetic_keeps_precedence_and_drops_a_division_by_zero():
     assert expression_value("sent / idle", values) is None
 
 
+def test_metric_math_if_and_comparisons_gate_the_backlog_on_a_group_at_zero():
+    from_zero = "IF(desired == 0, backlog, 0)"
+    assert expression_value(from_zero, {"desired": 0.0, "backlog": 3.0}) == 3
+    assert expression_value(from_zero, {"desired": 2.0, "backlog": 3.0}) == 0
+    assert expression_value(from_zero, {"desired": None, "backlog": 3.0}) == 3  # missing counts as 0
+    assert expression_value(from_zero, {"desired": None, "backlog": None}) is None
+    assert expression_value("a >= 2 + 1", {"a": 3.0}) == 1  # arithmetic binds tighter than a comparison
+    assert expression_value("IF(a != 1, a * 2, -1)", {"a": 1.0}) == -1
+    with pytest.raises(ValueError, match="only"):
+        expression_value("IF(a, 1)", {"a": 1.0})
+
+
 def test_the_first_message_raises_the_scale_out_alarm_in_one_period():
     assert alarm_state(SCALE_OUT, [None, None, 1], OK) == ALARM
     assert alarm_state(SCALE_OUT, [5, 0], ALARM) == OK

@@ -65,14 +65,16 @@ def test_bounds_are_inclusive_as_aws_documents():
     assert step_for(steps, -10)["ScalingAdjustment"] == -2
 
 
-def generated_out_steps(max_size: int, per_instance: int) -> list[dict]:
+def generated_out_steps(max_size: int, per_instance: int, threshold: int = 1,
+                        comparison: str = "GreaterThanOrEqualToThreshold") -> list[dict]:
     """Render the scaling role's step list exactly as site.yml does."""
     result = subprocess.run(
         [str(Path(sys.executable).parent / "ansible"), "localhost",
          "-m", "ansible.builtin.debug", "-a", "var=scaling__out_steps",
          "-e", "@roles/scaling/vars/main.yml",
          "-e", json.dumps({"scaling_max_size": max_size, "scaling_backlog_per_instance": per_instance,
-                           "scaling_queue_name": "q", "scaling_period": 60})],
+                           "scaling_queue_name": "q", "scaling_period": 60, "scaling_out_threshold": threshold,
+                           "scaling_out_comparison": comparison})],
         cwd=REPO, capture_output=True, text=True, check=True,
         env={"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
              "PATH": os.environ["PATH"], "ANSIBLE_HOME": str(REPO / ".run" / "ansible-home")},
@@ -87,10 +89,15 @@ def generated_out_steps(max_size: int, per_instance: int) -> list[dict]:
 
 
 @pytest.mark.parametrize(("max_size", "per_instance"), [(1, 1), (1, 100), (2, 5), (4, 10), (4, 100), (20, 3)])
-def test_generated_scale_out_steps_are_valid_and_size_the_group_to_the_backlog(max_size, per_instance):
-    steps = generated_out_steps(max_size, per_instance)
+@pytest.mark.parametrize(("threshold", "comparison"), [
+    (1, "GreaterThanOrEqualToThreshold"),  # any backlog (SQS)
+    (4, "GreaterThanThreshold"),  # the Redis design's PendingJobs > 4
+])
+def test_generated_scale_out_steps_are_valid_and_size_the_group_to_the_backlog(max_size, per_instance, threshold,
+                                                                              comparison):
+    steps = generated_out_steps(max_size, per_instance, threshold, comparison)
     assert step_adjustment_errors(steps) == []
-    threshold = 1
-    for backlog in range(1, (max_size + 2) * per_instance):
+    first = threshold if comparison == "GreaterThanOrEqualToThreshold" else threshold + 1
+    for backlog in range(first, (max_size + 2) * per_instance + first):
         wanted = min(max_size, math.ceil(backlog / per_instance))
         assert step_for(steps, backlog - threshold)["ScalingAdjustment"] == wanted, backlog

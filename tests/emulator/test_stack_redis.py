@@ -1,0 +1,139 @@
+"""site.yml with `broker: redis` on the emulator (inventory/local-redis): the replication group and its token,
+the workers' and the publisher's paths to it, and the design's scaling on PendingJobs; a rerun changes nothing,
+and switching the environment back to SQS removes what only Redis needed."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+
+import pytest
+from conftest import assert_ok
+
+from sqs_fleet import REPO
+from sqs_fleet.stack import Stack
+
+NAMES = Stack.from_inventory("local-redis")
+REDIS = ("-i", "inventory/local-redis")
+
+
+@pytest.fixture(scope="module")
+def stack(emulator, run_playbook, tmp_path_factory):
+    emulator.reset()
+    record = tmp_path_factory.mktemp("redis-stack") / "local-redis.json"
+    run = run_playbook("site.yml", *REDIS, extra_vars={"stack_output_file": str(record)})
+    assert_ok(run, ["site.yml redis"])
+    return {"run": run, "record": json.loads(record.read_text())}
+
+
+def alarms_by_name(aws, names):
+    return {a["AlarmName"]: a for a in aws("cloudwatch").describe_alarms(AlarmNames=list(names))["MetricAlarms"]}
+
+
+def test_replication_group_has_a_replica_failover_tls_encryption_and_auth(stack, aws):
+    broker = stack["record"]["broker"]
+    group = aws("elasticache").describe_replication_groups(ReplicationGroupId=broker["group_id"])[
+        "ReplicationGroups"][0]
+    assert group["AutomaticFailover"] == "enabled" and group["MultiAZ"] == "enabled"
+    assert group["TransitEncryptionEnabled"] and group["AtRestEncryptionEnabled"] and group["AuthTokenEnabled"]
+
+
+def test_auth_token_is_a_secure_string_read_only_by_workers_and_publisher(stack, aws):
+    broker = stack["record"]["broker"]
+    ssm = aws("ssm")
+    token = ssm.get_parameter(Name=broker["auth_parameter"], WithDecryption=True)["Parameter"]
+    assert token["Type"] == "SecureString" and len(token["Value"]) == 64
+    iam = aws("iam")
+    consumer = NAMES["roles"]["consumer"]["name"]
+    reader = iam.get_role_policy(RoleName=consumer, PolicyName=f"{NAMES.prefix}-broker-reader")["PolicyDocument"]
+    publisher = stack["record"]["publisher"]["role"]
+    function = iam.get_role_policy(RoleName=publisher, PolicyName=publisher)["PolicyDocument"]
+    for document in (reader, function):
+        [statement] = [s for s in document["Statement"] if "ssm:GetParameter" in s["Action"]]
+        assert sorted(statement["Resource"]) == sorted(
+            f"arn:aws:ssm:us-east-1:123456789012:parameter{name}"
+            for name in (broker["auth_parameter"], broker["endpoint_parameter"]))
+    # Never in user-data, the stack's record or the run's output.
+    template = aws("ec2").describe_launch_template_versions(LaunchTemplateName=NAMES.launch_template,
+                                                            Versions=["$Latest"])["LaunchTemplateVersions"][0]
+    user_data = base64.b64decode(template["LaunchTemplateData"]["UserData"]).decode()
+    assert "node_broker" in user_data and broker["auth_parameter"] in user_data
+    for text in (user_data, json.dumps(stack["record"]), stack["run"].stdout):
+        assert token["Value"] not in text
+
+
+def test_scaling_follows_the_design_and_starts_from_zero_on_the_first_job(stack, aws):
+    names = stack["record"]["alarms"] | {"from_zero": stack["record"]["broker"]["alarms"]["scale_out_from_zero"]}
+    found = alarms_by_name(aws, names.values())
+    out, scale_in, from_zero = found[names["scale_out"]], found[names["scale_in"]], found[names["from_zero"]]
+    metric = ("BMAT", "PendingJobs", [{"Name": "QueueName", "Value": "local-redis-bmat"}])
+    for alarm in (out, scale_in):
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]) == metric
+    # PendingJobs > 4 over 60 s; <= 0 (< 1 on a count) over 120 s.
+    assert (out["ComparisonOperator"], out["Threshold"], out["Period"], out["EvaluationPeriods"]) == (
+        "GreaterThanThreshold", 4, 60, 1)
+    assert (scale_in["ComparisonOperator"], scale_in["Threshold"], scale_in["Period"],
+            scale_in["EvaluationPeriods"]) == ("LessThanThreshold", 1, 120, 1)
+    queries = {q["Id"]: q for q in from_zero["Metrics"]}
+    assert queries["waiting_at_zero"]["Expression"] == "IF(desired == 0, backlog, 0)"
+    assert queries["desired"]["MetricStat"]["Metric"]["MetricName"] == "GroupDesiredCapacity"
+    assert (from_zero["ComparisonOperator"], from_zero["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
+    policies = {p["PolicyARN"]: p for p in aws("autoscaling").describe_policies(
+        AutoScalingGroupName=NAMES.group_name)["ScalingPolicies"]}
+    [one] = [policies[arn] for arn in from_zero["AlarmActions"]]
+    assert (one["AdjustmentType"], one["StepAdjustments"]) == (
+        "ExactCapacity", [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}])
+
+
+def test_publisher_reads_the_broker_from_inside_the_workers_network(stack, aws):
+    record = stack["record"]
+    function = aws("lambda").get_function(FunctionName=record["publisher"]["function"])
+    configuration = function["Configuration"]
+    variables = configuration["Environment"]["Variables"]
+    assert variables["BACKLOG_READER"] == "redis" and variables["BACKLOG_REDIS_QUEUE"] == NAMES.queue_name
+    assert (variables["BACKLOG_NAMESPACE"], variables["BACKLOG_METRIC_NAME"], variables["BACKLOG_DIMENSION_VALUE"]) \
+        == ("BMAT", "PendingJobs", "local-redis-bmat")
+    groups = aws("ec2").describe_security_groups(Filters=[{"Name": "group-name", "Values": [record["security_group"]]}])
+    workers = groups["SecurityGroups"][0]
+    assert configuration["VpcConfig"]["SecurityGroupIds"] == [workers["GroupId"]]
+    subnets = aws("ec2").describe_subnets(SubnetIds=configuration["VpcConfig"]["SubnetIds"])["Subnets"]
+    assert len({s["AvailabilityZone"] for s in subnets}) == 2
+    # The workers' group reaches the broker's port in their subnets only; the broker admits that group only.
+    egress = [r for r in workers["IpPermissionsEgress"] if r.get("FromPort") == 6379]
+    assert egress and sorted(ip["CidrIp"] for ip in egress[0]["IpRanges"]) == sorted(s["CidrBlock"] for s in subnets)
+    broker = aws("ec2").describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [record["broker"]["security_group"]]}])["SecurityGroups"][0]
+    assert [(r["FromPort"], [p["GroupId"] for p in r["UserIdGroupPairs"]], r["IpRanges"])
+            for r in broker["IpPermissions"]] == [(6379, [workers["GroupId"]], [])]
+    # The network interfaces Lambda makes: in its own subnets and group only.
+    policy = aws("iam").get_role_policy(RoleName=record["publisher"]["role"],
+                                        PolicyName=record["publisher"]["role"])["PolicyDocument"]
+    [create] = [s for s in policy["Statement"] if s["Action"] == "ec2:CreateNetworkInterface"]
+    assert {r.rsplit("/", 1)[-1] for r in create["Resource"]} == {
+        "*", *configuration["VpcConfig"]["SubnetIds"], workers["GroupId"]}
+    # The function carries its Redis reader and redis-py.
+    code = aws("lambda").get_function(FunctionName=record["publisher"]["function"])["Code"]
+    assert code  # moto serves the zip through its own URL; the package is checked where it is built
+    archive = zipfile.ZipFile(io.BytesIO((REPO / ".run" / "build" / f"{record['publisher']['function']}.zip")
+                                         .read_bytes()))
+    names = set(archive.namelist())
+    assert {"backlog_publisher.py", "redis_backlog.py", "redis/__init__.py"} <= names
+
+
+def test_rerun_reports_no_change(stack, run_playbook):
+    rerun = run_playbook("site.yml", *REDIS, extra_vars={"stack_output_file": "/dev/null"})
+    assert_ok(rerun, ["rerun redis"])
+    assert rerun.stats["changed"] == 0
+
+
+def test_switching_back_to_sqs_removes_the_broker_and_the_from_zero_alarm(stack, run_playbook, aws):
+    switched = run_playbook("site.yml", *REDIS, extra_vars={"broker": "sqs", "stack_output_file": "/dev/null"})
+    assert_ok(switched, ["broker sqs"])
+    from_zero = stack["record"]["broker"]["alarms"]["scale_out_from_zero"]
+    assert aws("cloudwatch").describe_alarms(AlarmNames=[from_zero])["MetricAlarms"] == []
+    assert aws("ssm").describe_parameters(ParameterFilters=[
+        {"Key": "Name", "Values": [stack["record"]["broker"]["auth_parameter"]]}])["Parameters"] == []
+    out = alarms_by_name(aws, [stack["record"]["alarms"]["scale_out"]])[stack["record"]["alarms"]["scale_out"]]
+    assert (out["Namespace"], out["MetricName"], out["Threshold"]) == ("SqsFleet", "Backlog", 1)
