@@ -79,6 +79,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
     same application to enqueue (celery_worker.enqueue)."""
     import redis
     from celery import Celery
+    from celery.signals import worker_ready
 
     app = Celery("vehicles", broker=url)
     app.conf.update(
@@ -100,6 +101,10 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         },
     )
     ledger = redis.Redis.from_url(url)
+
+    @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
+    def ready(**_: Any) -> None:
+        log("worker_ready", queue=queue)  # connected and consuming: what a start-up is measured to
 
     def dead_letter(request: Any, vehicle: Any, key: str | None, reason: str) -> None:
         ledger.rpush(dead_letter_list, json.dumps({

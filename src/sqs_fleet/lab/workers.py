@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess  # nosec B404 - starts the project's own workers
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import consumer
 
 CONSUMER = Path(consumer.__file__)
 CELERY_WORKER = Path(celery_worker.__file__)
+READY_SECONDS = 60  # the longest a Celery worker may take to start on a loaded machine
 
 
 class ProcessWorkers:
@@ -63,6 +65,20 @@ class CeleryProcessWorkers(ProcessWorkers):
                  job_seconds: float = 0.0) -> None:
         super().__init__(queue, 0.0, env, logs)
         self.broker_url, self.concurrency, self.job_seconds = broker_url, concurrency, job_seconds
+
+    def follow(self, instances: Sequence[str]) -> list[str]:
+        """As for consumers, but a new worker counts as started once it is consuming (its worker_ready line):
+        Celery takes seconds of real time to start, which the loop's scaled clock would multiply."""
+        new = [n for n in instances if n not in self.running]
+        events = super().follow(instances)
+        deadline = time.monotonic() + READY_SECONDS
+        for name in new:
+            log = self.logs / f"{name}.log"
+            while '"worker_ready"' not in log.read_text() and time.monotonic() < deadline:
+                if self.running[name].poll() is not None:
+                    break  # it exited: the loop sees it as gone
+                time.sleep(0.05)
+        return events
 
     def command(self, name: str) -> list[str]:
         return [sys.executable, str(CELERY_WORKER), "--queue", self.queue, "--broker-url", self.broker_url,

@@ -238,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compare", action="store_true",
                         help="on the emulator, local processes: play the previous design, then the current one, "
                              "on the same burst, and set their figures side by side in REPORT.md")
+    parser.add_argument("--redis-stack", type=Path, default=None,
+                        help="on the emulator, local processes: then play the same burst on this stack on Redis "
+                             "(site.yml -i inventory/local-redis recorded it), in its own section of REPORT.md")
     parser.add_argument("--job-seconds", type=float, default=6.0,
                         help="on a stack on Redis: AWS seconds each Celery job takes (default 6)")
     parser.add_argument("--out", type=Path, default=REPO, help="where REPORT.md and its report/ folder go")
@@ -248,9 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--spot-interruptions must be 0 or more" if args.spot_interruptions < 0 else None) or (
         "--spot-interruptions is emulated on the emulator only: on AWS, EC2 interrupts Spot instances itself"
         if args.spot_interruptions and args.target == "aws" else None) or (
-        "--design and --compare play designs on the emulator with local processes only"
-        if (args.compare or args.design != "current") and (args.target == "aws" or args.workers == "nodes")
-        else None)
+        "--design, --compare and --redis-stack play on the emulator with local processes only"
+        if (args.compare or args.design != "current" or args.redis_stack) and (
+            args.target == "aws" or args.workers == "nodes") else None)
     if problem:
         print(f"scale_test: {problem}", file=sys.stderr)
         return 2
@@ -426,6 +429,10 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
         if designs[-1].name != "current":
             configure_stack(DESIGNS["current"], record, args.out / ".run" / "scale-test")
     final = runs[-1]
+    if args.redis_stack:
+        final["redis"], _ = play(argparse.Namespace(**{**vars(args), "stack": args.redis_stack}), period, argv,
+                                 DESIGNS["current"])
+        code = code or final["redis"]["exit code"]
     if args.compare:
         final["comparison"] = [{"design": r["design"], "conditions": r["conditions"], "figures": r["figures"]}
                                for r in runs]
@@ -481,7 +488,8 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
     processed = processed_per_period(processed_at, len(timeline))
     bootstrap = sorted(logs.glob("*.bootstrap.txt"))
     on_aws = args.target == "aws"
-    label = "AWS" if on_aws else f"emulator, local scaling loop, {args.workers}"
+    label = "AWS" if on_aws else f"emulator, local scaling loop, {args.workers}" + (
+        ", Redis broker" if stack.on_redis else "")
     result: dict[str, Any] = {
         "target": args.target,
         "design": design.name,
@@ -507,7 +515,7 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
         "dashboards": boards,
         "dashboard images": images,
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
-        "plots": plots(timeline, processed_at, tick, label, args.out),
+        "plots": plots(timeline, processed_at, tick, label, args.out, prefix="redis-" if stack.on_redis else ""),
     }
     show_figures(numbers)
     result["exit code"] = 0 if numbers["messages lost"] == 0 else 1

@@ -111,8 +111,11 @@ def processed_per_minute(processed_at: list[float], tick_seconds: int, periods: 
     return [counts.get(minute, 0) for minute in range(math.ceil(periods * tick_seconds / 60))]
 
 
-def plots(timeline: list[Period], processed_at: list[float], tick_seconds: int, label: str, out: Path) -> list[str]:
-    """The run's two plots, in AWS minutes, written under `out`; their paths relative to it."""
+def plots(timeline: list[Period], processed_at: list[float], tick_seconds: int, label: str, out: Path,
+          prefix: str = "") -> list[str]:
+    """The run's two plots, in AWS minutes, written under `out` (file names starting with `prefix`); their paths
+    relative to it."""
+    queue_plot, processed_plot = (f"{OUTPUTS}/{prefix}{Path(name).name}" for name in (QUEUE_PLOT, PROCESSED_PLOT))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,7 +139,7 @@ def plots(timeline: list[Period], processed_at: list[float], tick_seconds: int, 
     depth.set_title(f"Queue depth and instances ({label})")
     figure.tight_layout()
     (out / OUTPUTS).mkdir(parents=True, exist_ok=True)
-    figure.savefig(out / QUEUE_PLOT, dpi=100)
+    figure.savefig(out / queue_plot, dpi=100)
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(9, 3))
@@ -146,9 +149,9 @@ def plots(timeline: list[Period], processed_at: list[float], tick_seconds: int, 
     axis.set_ylabel("messages processed")
     axis.set_title(f"Messages processed per minute ({label})")
     figure.tight_layout()
-    figure.savefig(out / PROCESSED_PLOT, dpi=100)
+    figure.savefig(out / processed_plot, dpi=100)
     plt.close(figure)
-    return [QUEUE_PLOT, PROCESSED_PLOT]
+    return [queue_plot, processed_plot]
 
 
 PROCESS = {
@@ -272,6 +275,61 @@ Spot interruption(s) emulated mid-burst) played with each design on the emulator
 """
 
 
+def redis_section(run: dict[str, Any] | None) -> str:
+    """The same plan on the environment's Redis broker (`broker: redis`): its conditions, figures, plots and
+    evidence."""
+    if not run:
+        return ""
+    conditions, numbers = run["conditions"], run["figures"]
+    rows = "\n".join(f"| {name} | {'-' if value is None else value} |" for name, value in numbers.items())
+    metrics = "\n".join(f"| {name} | {m['points']} | {m['peak']} | {m['last']} |"
+                        for name, m in run["metric evidence"].items())
+
+    def scaling(decisions: list[str]) -> str:
+        return "; ".join(d for d in decisions if "scale" in d or "desired" in d)
+
+    decisions = "\n".join(f"| {p['minute']} | {p['seconds']} | {p['visible']} | {p['in_flight']} | {p['processed']} | "
+                          f"{p['desired']} | {p['instances']} | {scaling(p['decisions'])} |" for p in run["timeline"])
+    excerpt = "\n".join(json.dumps(e) for e in run["worker log excerpt"])
+    queue_plot, processed_plot = run["plots"]
+    return f"""
+## The same plan on the Redis broker (`broker: redis`)
+Produced by `{conditions["command"]}`: **{run["produced by"]}**. Conditions: {conditions["messages"]} jobs in
+one burst through `producer.py --broker redis`; one tick ({conditions["tick seconds"]} s of AWS time) lasted
+{conditions["real seconds per tick"]} s; workers: {conditions["workers"]}; stack: {conditions["stack"]}.
+The emulator holds the ElastiCache replication group but serves no Redis: the data plane is the lab's Redis
+server (Valkey, AUTH with the token site.yml keeps in SSM, no TLS), labelled as emulation. The backlog is
+PendingJobs (waiting + unacked, one MULTI/EXEC) from the same publisher function, played by the loop; the
+alarms are the design's: PendingJobs > 4 over 60 s to scale out, <= 0 over 120 s to scale in, and the
+first job starts one instance from zero. "visible" is the Celery queue's list, "in flight" the jobs workers
+hold (unacked), dead letters the dead-letter list.
+
+| figure | value |
+| --- | --- |
+{rows}
+
+![Queue depth and instances, Redis]({queue_plot})
+
+![Jobs processed per minute, Redis]({processed_plot})
+
+| tick | AWS seconds | waiting | held (unacked) | processed | desired | instances | scaling decisions |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+{decisions}
+
+Metric data in CloudWatch (one-minute maxima):
+
+| metric | points | peak | last |
+| --- | --- | --- | --- |
+{metrics}
+
+Celery worker log excerpt (the SQS consumer's line, event and keys):
+
+```json
+{excerpt}
+```
+"""
+
+
 def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
     """REPORT.md: the test process, what was observed, the figures and the evidence, from one run."""
     conditions, numbers, timeline = result["conditions"], result["figures"], result["timeline"]
@@ -323,7 +381,7 @@ Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())
 
 ## Observations
 {observations(numbers, timeline, tick)}
-{side_by_side(result.get("comparison", []))}
+{side_by_side(result.get("comparison", []))}{redis_section(result.get("redis"))}
 ## Timeline (one row per tick of {tick} s) and the decisions
 
 | tick | AWS seconds | visible | in flight | processed | desired | instances | in service | terminating | decisions |
