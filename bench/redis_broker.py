@@ -2,7 +2,8 @@
 enqueue rate, pipelined and one job a round trip; jobs/s of files/celery_worker.py per pool process; and
 PendingJobs (files/redis_backlog.py) against ground truth while workers prefetch.
 
-    python -m bench.redis_broker [--enqueue-jobs 2000] [--burst-jobs 1500] [--accuracy-jobs 300] [--smoke]
+    python -m bench.redis_broker [--enqueue-jobs 2000] [--burst-jobs 1500] [--accuracy-jobs 300]
+                                 [--kill-jobs 200] [--kill-work 0.1] [--smoke]
 
 Enqueue: celery_worker.enqueue (kombu's publish batch: one pipeline of `chunk` LPUSHes a round trip) at several
 chunk sizes, and Celery's app.send_task once per job; round trips are counted on the client's socket writes, on
@@ -14,6 +15,13 @@ PendingJobs: the whole worker (its process group) is stopped with SIGSTOP for ea
 jobs enqueued minus message_processed lines logged, cannot move between the reading and the log read; what
 differs is PendingJobs' own error, split by the unacked hash into jobs logged but not yet acknowledged (+1) and
 jobs popped by BRPOP but not yet recorded in the hash (-1). The same samples give LLEN alone's error.
+Recovery after SIGKILL mid-burst: two workers on one queue, a burst, and the first worker's process group (main
+process and pool, as a lost instance) killed with SIGKILL while both are stopped (SIGSTOP) right after reading
+the unacked hash, so that the reading is the state at the kill. An entry of that reading is the killed worker's
+when the survivor processes it only once its visibility timeout ran out (restored by the survivor's sweep); the
+survivor's own entries are done within their job's time. Measured: jobs stranded, seconds from the kill to the
+survivor's message_processed line of the last of them (log `ts`), jobs lost, and jobs processed twice (allowed by
+at-least-once delivery: a job logged by the killed worker but not yet acknowledged runs again).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import datetime
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -46,6 +55,8 @@ from sqs_fleet import REPO
 from sqs_fleet.lab.redis import RedisServer, free_port, start_redis
 
 QUEUE, DLQ = "jobs", "jobs-dlq"
+# kombu's Redis transport: delivery tag -> time of delivery, and the lock of the sweep that restores old entries.
+UNACKED_INDEX, RESTORE_MUTEX = "unacked_index", "unacked_mutex"
 Job = tuple[dict[str, Any], str]
 
 
@@ -164,14 +175,16 @@ class LogTail:
 class Worker:
     """files/celery_worker.py in a session of its own, so that its pool processes can be paused together."""
 
-    def __init__(self, server: RedisServer, out: Path, concurrency: int, work: float) -> None:
+    def __init__(self, server: RedisServer, out: Path, concurrency: int, work: float,
+                 options: Sequence[str] = ()) -> None:
         env = {**os.environ, "REDIS_AUTH_TOKEN": server.password,
                "PYTHONPATH": os.pathsep.join([str(REPO / "files"), *sys.path])}
         self.log = LogTail(out)
         with out.open("ab") as stream:
             self.process = subprocess.Popen(
                 [sys.executable, str(REPO / "files" / "celery_worker.py"), "--queue", QUEUE,
-                 "--broker-url", server.url, "--concurrency", str(concurrency), "--simulate-work", str(work)],
+                 "--broker-url", server.url, "--concurrency", str(concurrency), "--simulate-work", str(work),
+                 *options],
                 env=env, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
 
     def group(self) -> list[int]:
@@ -206,6 +219,8 @@ class Worker:
         os.killpg(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
+        if self.process.poll() is not None:  # killed
+            return
         self.resume()
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -216,8 +231,9 @@ class Worker:
 
 
 @contextmanager
-def running_worker(server: RedisServer, out: Path, concurrency: int, work: float = 0.0) -> Iterator[Worker]:
-    worker = Worker(server, out, concurrency, work)
+def running_worker(server: RedisServer, out: Path, concurrency: int, work: float = 0.0,
+                   options: Sequence[str] = ()) -> Iterator[Worker]:
+    worker = Worker(server, out, concurrency, work, options)
     try:
         yield worker
     finally:
@@ -322,6 +338,133 @@ def error_row(label: str, errors: Sequence[int]) -> list[object]:
     return [label, len(errors), sum(1 for e in errors if e == 0), max(abs(e) for e in errors), distribution(errors)]
 
 
+def processed_lines(path: Path) -> list[dict[str, Any]]:
+    """The message_processed lines of a worker's log; complete lines only (a killed worker may leave half one)."""
+    entries = []
+    for line in path.read_bytes().decode(errors="replace").splitlines(keepends=True):
+        if line.startswith("{") and line.endswith("\n"):
+            entry = json.loads(line)
+            if entry["event"] == "message_processed":
+                entries.append(entry)
+    return entries
+
+
+def epoch(ts: str) -> float:
+    return datetime.datetime.fromisoformat(ts).timestamp()
+
+
+def warm_up(app: Any, client: Any, workers: Sequence[Worker], timeout: float = 120) -> None:
+    """A few jobs at a time until every worker has processed one: all of them consume when the burst comes."""
+    deadline = time.monotonic() + timeout
+    round_ = 0
+    while not all(worker.log.read() for worker in workers):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not every worker took a job in {timeout} s")
+        celery_worker.enqueue(app, jobs(2 * len(workers), f"warm-up-{round_}", seed=100 + round_))
+        wait_drained(client, timeout)
+        round_ += 1
+
+
+def kill_first(client: Any, victim: Worker, survivor: Worker) -> tuple[float, dict[str, float], int]:
+    """SIGKILL to the victim's process group (main process and pool) with both workers stopped (SIGSTOP) since
+    the unacked hash was read: no job is taken, acknowledged or restored between the reading and the kill.
+    A moment when the restore sweep's lock is held, or the hash is empty, is let pass (a worker killed holding
+    the lock would hold up every sweep for kombu's unacked_mutex_expire, 300 s).
+    Returns the kill's time (epoch seconds), message id -> time of delivery of each unacked entry, and LLEN."""
+    while True:
+        survivor.pause()
+        victim.pause()
+        with client.pipeline(transaction=True) as pipeline:
+            pipeline.exists(RESTORE_MUTEX)
+            pipeline.hgetall(redis_backlog.UNACKED)
+            pipeline.zrange(UNACKED_INDEX, 0, -1, withscores=True)
+            pipeline.llen(QUEUE)
+            locked, unacked, index, waiting = pipeline.execute()
+        if not locked and unacked:
+            break
+        victim.resume()
+        survivor.resume()
+        time.sleep(0.01)
+    os.killpg(victim.process.pid, signal.SIGKILL)
+    killed_at = time.time()
+    victim.process.wait(10)
+    survivor.resume()
+    delivered = dict(index)
+    return killed_at, {task_id(entry): delivered[tag] for tag, entry in unacked.items()}, int(waiting)
+
+
+def bench_kill(server: RedisServer, app: Any, tmp: Path, count: int, work: float, visibility: int,
+               restore: int) -> list[object]:
+    if 2 * work >= visibility:  # the survivor's own jobs would come back too, and could not be told apart
+        raise ValueError(f"a job of {work} s is too long for a visibility timeout of {visibility} s")
+    client = redis.Redis.from_url(server.url_with_password)
+    client.flushdb()
+    options = ["--visibility-timeout", str(visibility), "--restore-interval", str(restore)]
+    name = f"kill-{visibility}-{restore}"
+    killed_log, survivor_log = tmp / f"{name}-killed.log", tmp / f"{name}-survivor.log"
+    with running_worker(server, killed_log, 2, work, options) as victim, \
+            running_worker(server, survivor_log, 2, work, options) as survivor:
+        warm_up(app, client, [victim, survivor])
+        burst = jobs(count, name, seed=visibility * 100 + restore)
+        keys = {key for _, key in burst}
+        done_before = victim.log.read()
+        celery_worker.enqueue(app, burst)
+        # Mid-burst: once the first worker has done a tenth of it.
+        deadline = time.monotonic() + 60 + count * work
+        while victim.log.read() - done_before < max(1, count // 10):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the first worker did not get through a tenth of the burst; see {killed_log}")
+            time.sleep(0.01)
+        killed_at, held, waiting = kill_first(client, victim, survivor)
+        # Until every job is processed; a job nowhere (neither waiting nor held) for 2 s is lost.
+        deadline = time.monotonic() + visibility + restore + count * work + 60
+        empty_since = None
+        while True:
+            lines = processed_lines(killed_log) + processed_lines(survivor_log)
+            survivor_ids = {entry["message_id"] for entry in processed_lines(survivor_log)}
+            if keys <= {entry["idempotency_key"] for entry in lines} and set(held) <= survivor_ids:
+                break
+            if redis_backlog.pending_jobs(client, QUEUE):
+                empty_since = None
+            elif empty_since is None:
+                empty_since = time.monotonic()
+            elif time.monotonic() - empty_since > 2:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{redis_backlog.pending_jobs(client, QUEUE)} jobs pending after the kill; see "
+                                   f"{killed_log}, {survivor_log}")
+            time.sleep(0.05)
+        wait_drained(client, 30)
+    lines = processed_lines(killed_log) + processed_lines(survivor_log)
+    by_survivor: dict[str, float] = {}
+    for entry in processed_lines(survivor_log):
+        by_survivor.setdefault(entry["message_id"], epoch(entry["ts"]))
+    # The killed worker's entries come back only through the sweep: after their time of delivery + visibility.
+    stranded = {tid: at for tid, at in held.items() if by_survivor.get(tid, float("inf")) >= at + visibility}
+    recovered = [by_survivor[tid] for tid in stranded if tid in by_survivor]
+    times = Counter(entry["idempotency_key"] for entry in lines if entry["idempotency_key"] in keys)
+    client.flushdb()
+    return [visibility, restore, f"{work:g}", count, waiting, len(stranded),
+            f"{max(recovered) - killed_at:.1f}" if recovered else "-",
+            f"{max(killed_at - at for at in stranded.values()):.2f}" if stranded else "-",
+            f"{visibility + restore + work:g}", f"{len(times)}/{count}", len(keys - set(times)),
+            sum(n - 1 for n in times.values())]
+
+
+def role_defaults() -> tuple[int, int, int]:
+    """Longest job, visibility timeout and restore interval of the celery_worker role as it deploys them."""
+    import yaml
+
+    role = REPO / "roles" / "celery_worker"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    formula = re.search(r"celery_worker__visibility_timeout: \"\{\{ celery_worker_longest_job \| int \+ (\d+) \}\}\"",
+                        (role / "vars" / "main.yml").read_text())
+    if formula is None:
+        raise RuntimeError("roles/celery_worker/vars/main.yml: no visibility timeout of the form longest job + N")
+    longest = int(defaults["celery_worker_longest_job"])
+    return longest, longest + int(formula.group(1)), int(defaults["celery_worker_restore_interval"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--enqueue-jobs", type=int, default=2000, help="jobs sent by each enqueue method a run")
@@ -333,10 +476,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=float, default=0.02,
                         help="simulated work a job (seconds) while PendingJobs is sampled, so that workers hold jobs")
     parser.add_argument("--sample-interval", type=float, default=0.02, help="mean seconds between samples")
+    parser.add_argument("--kill-jobs", type=int, default=200, help="jobs of the burst during which a worker is killed")
+    parser.add_argument("--kill-work", type=float, default=0.1,
+                        help="simulated work a job (seconds) of that burst, so that it lasts several seconds")
     smoke_option(parser)
     args = parser.parse_args(argv)
+    # (visibility timeout, restore interval): the recovery's terms one at a time, the role's restore interval last.
+    kill_settings = [(5, 1), (10, 1), (20, 1), (10, role_defaults()[2])]
     if args.smoke:
         args.enqueue_jobs, args.burst_jobs, args.accuracy_jobs, args.runs = 200, 50, 20, 1
+        args.kill_jobs, kill_settings = 40, [(3, 1)]
     with TemporaryDirectory() as tmp:
         server = start_redis(free_port(), Path(tmp) / "redis.log")
         try:
@@ -377,6 +526,29 @@ def main(argv: list[str] | None = None) -> int:
                       f"{result['moved']}; a sample every {args.sample_interval * 1000:g} ms on average, median pause "
                       f"{result['pause ms']:.1f} ms")
                 assert all(error == 0 for error in result["quiescent"]), result["quiescent"]
+            started = time.monotonic()
+            rows = [bench_kill(server, app, Path(tmp), args.kill_jobs, args.kill_work, visibility, restore)
+                    for visibility, restore in kill_settings]
+            elapsed = time.monotonic() - started
+            longest, visibility, restore = role_defaults()
+            rows.append([f"{visibility} (role)", f"{restore} (role)", f"<= {longest}", "-", "-", "-", "not measured",
+                         "-", f"{visibility + restore} + job", "-", "-", "-"])
+            table(f"Recovery after SIGKILL mid-burst: 2 workers (celery_worker.py, concurrency 2 each, prefetch 1 a "
+                  f"process, acks late) on one queue, a burst onto an empty queue (queue depth = jobs), the first "
+                  f"worker's process group (main and pool) killed once it has done a tenth of the burst; recovery: "
+                  f"kill to the survivor's message_processed ts of the last job the killed worker held; "
+                  f"machine: {machine()}",
+                  ["visibility timeout s", "restore interval s", "job s", "jobs", "queue depth at kill", "stranded",
+                   "recovery s", "held before kill s", "visibility + restore + job s", "processed", "lost",
+                   "duplicates"], rows)
+            print(f"  a stranded job is restored by the first sweep after its delivery + the visibility timeout "
+                  f"(so recovery from the kill is that minus how long it was held already, plus up to one restore "
+                  f"interval), at the head of the queue, then run: recovery ~= visibility timeout + restore "
+                  f"interval + job. The role sets the visibility timeout to the longest job + "
+                  f"{visibility - longest} s ({visibility} s with celery_worker_longest_job {longest}) and the "
+                  f"restore interval to {restore} s: the jobs of a worker lost mid-job are done "
+                  f"~{visibility + restore} s + the job's time later, too long to wait for here. (Measured rows: "
+                  f"{elapsed:.0f} s, workers' start included.)")
             print(f"\nload average at the end: {load()} (other work on the machine shows in the spread)")
         finally:
             server.stop()

@@ -49,7 +49,10 @@ TAG_ON_CREATE = {"iam:CreateRole": "iam:TagRole", "iam:CreatePolicy": "iam:TagPo
                  "ec2:CreateSecurityGroup": "ec2:CreateTags", "ec2:CreateVpc": "ec2:CreateTags",
                  "ec2:CreateSubnet": "ec2:CreateTags", "ec2:CreateInternetGateway": "ec2:CreateTags",
                  "ec2:CreateRouteTable": "ec2:CreateTags", "ec2:AllocateAddress": "ec2:CreateTags",
-                 "ec2:CreateNatGateway": "ec2:CreateTags", "ec2:CreateVpcEndpoint": "ec2:CreateTags"}
+                 "ec2:CreateNatGateway": "ec2:CreateTags", "ec2:CreateVpcEndpoint": "ec2:CreateTags",
+                 "ssm:PutParameter": "ssm:AddTagsToResource",
+                 "elasticache:CreateReplicationGroup": "elasticache:AddTagsToResource",
+                 "elasticache:CreateCacheSubnetGroup": "elasticache:AddTagsToResource"}
 # Dependent actions AWS checks during a call that never appear as calls.
 DEPENDENT = {"iam:AddRoleToInstanceProfile": "iam:PassRole", "lambda:CreateFunction": "iam:PassRole",
              "lambda:UpdateFunctionConfiguration": "iam:PassRole", "scheduler:CreateSchedule": "iam:PassRole",
@@ -191,6 +194,14 @@ def derived_resources(action: str, region: str, account: str, params: dict[str, 
         "natgateway": [f"{regional}:natgateway/{v}" for v in listed(params, "NatGatewayId")],
         "elastic-ip": [f"{regional}:elastic-ip/{v}" for v in listed(params, "AllocationId")],
         "vpc-endpoint": [f"{regional}:vpc-endpoint/{v}" for v in listed(params, "VpcEndpointId")],
+        "parameter": [f"{regional}:parameter/{n.lstrip('/')}" for n in listed(params, "Name") + listed(params, "Names")
+                      if service == "ssm"]
+        + [f"{regional}:parameter/{n.lstrip('/')}" for n in listed(params, "ResourceId") if service == "ssm"],
+        "replicationgroup": [f"{regional}:replicationgroup:{n}" for n in listed(params, "ReplicationGroupId")]
+        + [a for a in listed(params, "ResourceName") if ":replicationgroup:" in a],
+        "cluster": [f"{regional}:cluster:{n}" for n in listed(params, "CacheClusterId")],
+        "subnetgroup": [f"{regional}:subnetgroup:{n}" for n in listed(params, "CacheSubnetGroupName")]
+        + [a for a in listed(params, "ResourceName") if ":subnetgroup:" in a],
     }
     takes = SAR.get(action.lower(), set())
     return [arn for kind, found in arns.items() if kind in takes for arn in found]
@@ -317,18 +328,33 @@ def allowed(policy: dict[str, Any], call: Call) -> bool:
 
 # ---- the recorded runs ------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
-    work = tmp_path_factory.mktemp("deployer")
+def recorded_emulator(tmp_path_factory: pytest.TempPathFactory, name: str,
+                      runs: Any) -> Iterator[Recording]:
+    work = tmp_path_factory.mktemp(name)
     record = work / "requests.jsonl"
     with pytest.MonkeyPatch.context() as patch:  # the server inherits these; nothing else sees them
         patch.setenv("MOTO_ENABLE_RECORDING", "true")
         patch.setenv("MOTO_RECORDER_FILEPATH", str(record))
         server = start_emulator(free_port(), work / "moto.log")
     try:
-        yield record_runs(server, work, record)
+        yield runs(server, work, record)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
+    yield from recorded_emulator(tmp_path_factory, "deployer", record_runs)
+
+
+@pytest.fixture(scope="module")
+def redis_recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recording]:
+    """An environment with `broker: redis` (inventory/local-redis): its own policy, site.yml and teardown."""
+    def runs(server: Emulator, work: Path, record: Path) -> Recording:
+        return record_runs(server, work, record, inventory="inventory/local-redis",
+                           plays=(("site.yml cold", ["site.yml"]),), scale_test=False)
+
+    yield from recorded_emulator(tmp_path_factory, "deployer-redis", runs)
 
 
 def recorded(record: Path, start: int) -> tuple[list[dict[str, Any]], int]:
@@ -339,13 +365,19 @@ def recorded(record: Path, start: int) -> tuple[list[dict[str, Any]], int]:
             {k.lower() for k in e["headers"]}], len(lines)
 
 
-def record_runs(server: Emulator, work: Path, record: Path) -> Recording:
+SQS_PLAYS = (("site.yml cold", ["site.yml"]), ("site.yml rerun", ["site.yml"]),
+             ("produce.yml", ["produce.yml", "-e", "count=5"]))
+
+
+def record_runs(server: Emulator, work: Path, record: Path, inventory: str = "inventory/local",
+                plays: tuple[tuple[str, list[str]], ...] = SQS_PLAYS, scale_test: bool = True) -> Recording:
     env = ansible_env(server, work / "ansible-home")
 
     stack_file = work / "stack.json"
 
     def playbook(*args: str) -> PlaybookRun:
-        result = subprocess.run(["ansible-playbook", *args, "-e", f"stack_output_file={stack_file}"],  # noqa: S603, S607
+        result = subprocess.run(["ansible-playbook", "-i", inventory, *args,  # noqa: S603, S607
+                                 "-e", f"stack_output_file={stack_file}"],
                                 cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=900)
         return PlaybookRun(result.returncode, result.stdout, result.stderr)
 
@@ -357,7 +389,8 @@ def record_runs(server: Emulator, work: Path, record: Path) -> Recording:
     assert again.stats["changed"] == 0, "rendering the same policy again changed it"
     policy = json.loads(policy_file.read_text())
     account = clients(server.environment())("sts").get_caller_identity()["Account"]
-    recording = Recording(policy=policy, account=account, stack=Stack.from_inventory("local"))
+    recording = Recording(policy=policy, account=account,
+                          stack=Stack.from_inventory(inventory.rsplit("/", 1)[-1]))
     _, position = recorded(record, 0)
 
     ec2 = clients(server.environment())("ec2")
@@ -379,8 +412,7 @@ def record_runs(server: Emulator, work: Path, record: Path) -> Recording:
         recording.phases[name] = [c for e in entries
                                   for c in calls_of(e, account, recording.tags, recording.associations)]
 
-    for name, args in (("site.yml cold", ["site.yml"]), ("site.yml rerun", ["site.yml"]),
-                       ("produce.yml", ["produce.yml", "-e", "count=5"])):
+    for name, args in plays:
         run = playbook(*args)
         assert_ok(run, [name])
         if name == "site.yml rerun":
@@ -388,8 +420,9 @@ def record_runs(server: Emulator, work: Path, record: Path) -> Recording:
         phase(name)
     recording.stack = Stack.load(stack_file)
 
-    scale_test_reads(server, recording.stack)
-    phase("scale test reads (AWS mode)")
+    if scale_test:
+        scale_test_reads(server, recording.stack)
+        phase("scale test reads (AWS mode)")
     assert_ok(playbook("teardown.yml"), ["teardown.yml"])
     phase("teardown.yml")
     return recording
@@ -429,6 +462,19 @@ def test_the_policy_allows_every_call_the_playbooks_make(recording: Recording,
     everything = {c.action for calls in recording.phases.values() for c in calls}
     assert {"ec2:DescribeVpcAttribute", "ec2:DescribeTags", "iam:ListEntitiesForPolicy",
             "logs:ListTagsLogGroup", "sqs:SendMessage", "logs:FilterLogEvents"} <= everything
+
+
+def test_the_policy_allows_every_call_of_a_stack_on_redis(redis_recording: Recording) -> None:
+    denied = sorted({f"{phase}: {call.describe()}" for phase, calls in redis_recording.phases.items()
+                     for call in calls if not allowed(redis_recording.policy, call)})
+    assert not denied, "\n".join(denied)
+    everything = {call.action for calls in redis_recording.phases.values() for call in calls}
+    assert {"elasticache:CreateReplicationGroup", "elasticache:DeleteReplicationGroup", "ssm:PutParameter",
+            "ssm:DeleteParameter", "lambda:CreateFunction"} <= everything
+    resources = {c.resource for calls in redis_recording.phases.values() for c in calls}
+    broker = redis_recording.stack.broker
+    assert any(str(r).endswith(f":replicationgroup:{broker['group_id']}") for r in resources)
+    assert any(str(r).endswith(f":parameter{broker['auth_parameter']}") for r in resources)
 
 
 def test_resources_are_derived_for_the_stack(recording: Recording) -> None:

@@ -5,6 +5,7 @@ and switching the environment back to SQS removes what only Redis needed."""
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import json
 import zipfile
@@ -25,7 +26,7 @@ def stack(emulator, run_playbook, tmp_path_factory):
     record = tmp_path_factory.mktemp("redis-stack") / "local-redis.json"
     run = run_playbook("site.yml", *REDIS, extra_vars={"stack_output_file": str(record)})
     assert_ok(run, ["site.yml redis"])
-    return {"run": run, "record": json.loads(record.read_text())}
+    return {"run": run, "record": json.loads(record.read_text()), "record_file": str(record)}
 
 
 def alarms_by_name(aws, names):
@@ -60,7 +61,7 @@ def test_auth_token_is_a_secure_string_read_only_by_workers_and_publisher(stack,
                                                             Versions=["$Latest"])["LaunchTemplateVersions"][0]
     user_data = base64.b64decode(template["LaunchTemplateData"]["UserData"]).decode()
     assert "node_broker" in user_data and broker["auth_parameter"] in user_data
-    for text in (user_data, json.dumps(stack["record"]), stack["run"].stdout):
+    for text in (user_data, json.dumps(stack["record"]), stack["run"].output):
         assert token["Value"] not in text
 
 
@@ -122,8 +123,58 @@ def test_publisher_reads_the_broker_from_inside_the_workers_network(stack, aws):
     assert {"backlog_publisher.py", "redis_backlog.py", "redis/__init__.py"} <= names
 
 
+@pytest.fixture(scope="module")
+def broker_server(stack, aws, tmp_path_factory):
+    """The data plane the emulator lacks: a real Redis server with the token site.yml keeps in SSM."""
+    from sqs_fleet.lab.redis import free_port, start_redis
+
+    token = aws("ssm").get_parameter(Name=stack["record"]["broker"]["auth_parameter"],
+                                     WithDecryption=True)["Parameter"]["Value"]
+    server = start_redis(free_port(), tmp_path_factory.mktemp("broker") / "redis.log", password=token)
+    yield server
+    server.stop()
+
+
+def test_produce_playbook_enqueues_jobs_on_the_broker(stack, run_playbook, broker_server):
+    import redis
+
+    run = run_playbook("produce.yml", *REDIS, extra_vars={"count": 5, "stack_broker_lab_url": broker_server.url})
+    assert_ok(run, ["produce.yml redis"])
+    assert "sent 5 of 5 jobs" in run.output
+    client = redis.Redis(host=broker_server.host, port=broker_server.port, password=broker_server.password)
+    assert client.llen(NAMES.queue_name) == 5
+    assert broker_server.password not in run.output + run.stderr
+
+
+def test_publisher_puts_pending_jobs_and_dead_jobs_from_the_broker(stack, aws, broker_server, emulator):
+    import backlog_publisher
+    import redis
+
+    client = redis.Redis(host=broker_server.host, port=broker_server.port, password=broker_server.password)
+    client.delete(NAMES.queue_name, NAMES.dead_letter_queue_name, "unacked")
+    client.rpush(NAMES.queue_name, *[f"job-{n}" for n in range(3)])
+    client.hset("unacked", mapping={"tag-1": "held", "tag-2": "held"})  # two jobs a worker holds
+    client.rpush(NAMES.dead_letter_queue_name, "poison")
+    function = stack["record"]["publisher"]["function"]
+    variables = aws("lambda").get_function_configuration(FunctionName=function)["Environment"]["Variables"]
+    # The function's own environment, the lab's address in place of its own (the emulator serves no Redis).
+    env = {**variables, "BACKLOG_REDIS_URL": broker_server.url, **emulator.environment()}
+    result = backlog_publisher.invoke({"publishes": 1}, None, env)
+    assert result["values"] == [5]
+    cloudwatch = aws("cloudwatch")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    dimensions = [{"Name": "QueueName", "Value": "local-redis-bmat"}]
+    for metric, value in (("PendingJobs", 5.0), ("DeadJobs", 1.0)):
+        listed = cloudwatch.list_metrics(Namespace="BMAT", MetricName=metric, Dimensions=dimensions)["Metrics"]
+        assert listed, metric
+        points = cloudwatch.get_metric_statistics(
+            Namespace="BMAT", MetricName=metric, Dimensions=dimensions, Statistics=["Maximum"], Period=60,
+            StartTime=now - datetime.timedelta(minutes=5), EndTime=now + datetime.timedelta(minutes=1))["Datapoints"]
+        assert [p["Maximum"] for p in points] == [value], metric
+
+
 def test_rerun_reports_no_change(stack, run_playbook):
-    rerun = run_playbook("site.yml", *REDIS, extra_vars={"stack_output_file": "/dev/null"})
+    rerun = run_playbook("site.yml", *REDIS, extra_vars={"stack_output_file": stack["record_file"]})
     assert_ok(rerun, ["rerun redis"])
     assert rerun.stats["changed"] == 0
 
