@@ -26,6 +26,9 @@ FORK = "https://github.com/acme/sqs-fleet.git"
         ({"network_mode": "subnets"}, "network_mode subnets: network_subnet_ids must list the workers' subnets"),
         ({"network_zone_count": 1}, "network_zone_count 1: private needs 2 or more zones"),
         ({"network_mode": "public"}, "network_mode"),
+        ({"broker": "rabbitmq"}, "broker rabbitmq: sqs or redis"),
+        ({"broker": "redis", "network_mode": "default-public"}, "network_mode private"),
+        ({"broker": "redis", "scaling_out_threshold": 2.5}, "scaling_out_threshold"),
     ],
 )
 def test_bad_input_is_named_before_any_aws_call(run_playbook, extra_vars, named):

@@ -74,6 +74,13 @@ SAMPLE |= {
     "broker_partition": "aws",
     "broker_region": "eu-west-1",
     "broker_account_id": ACCOUNT,
+    "publisher_reader": "sqs",
+    "publisher_subnet_ids": [],
+    "publisher_security_group_ids": [],
+    "publisher__arn_prefix": f"arn:aws:{{service}}:eu-west-1:{ACCOUNT}",
+    "publisher__ssm_parameter_arns": [f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter/sqs-fleet/prod/broker/auth-token",
+                                      f"arn:aws:ssm:eu-west-1:{ACCOUNT}:parameter/sqs-fleet/prod/broker/endpoint"],
+    "stack_broker_group_id": "sqs-fleet-prod-broker",
 }
 # The same templates with the other values that change what they render: a customer managed key (the roles get
 # its use through SQS) and no producer role (the queue grants no producer).
@@ -81,6 +88,9 @@ VARIANTS = {
     "customer managed key": {"identity__kms_key_arn":
                              f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
     "no producer role": {"queue_producer_role_arn": ""},
+    # The publisher on a Redis broker: reads the token and address from SSM, from inside the workers' subnets.
+    "redis reader in a VPC": {"publisher_reader": "redis", "publisher_subnet_ids": ["subnet-0a", "subnet-0b"],
+                              "publisher_security_group_ids": ["sg-0a"]},
 }
 # Resource policies carry a Principal: parliament reads them as such.
 POLICIES = {
