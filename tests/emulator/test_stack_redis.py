@@ -78,7 +78,8 @@ def test_scaling_follows_the_design_and_starts_from_zero_on_the_first_job(stack,
     assert (scale_in["ComparisonOperator"], scale_in["Threshold"], scale_in["Period"],
             scale_in["EvaluationPeriods"]) == ("LessThanThreshold", 1, 120, 1)
     queries = {q["Id"]: q for q in from_zero["Metrics"]}
-    assert queries["waiting_at_zero"]["Expression"] == "IF(desired == 0, backlog, 0)"
+    # Only below the scale-out threshold: above it the scale-out policy alone sets the group's size.
+    assert queries["waiting_at_zero"]["Expression"] == "IF(desired == 0, IF(backlog <= 4, backlog, 0), 0)"
     assert queries["desired"]["MetricStat"]["Metric"]["MetricName"] == "GroupDesiredCapacity"
     assert (from_zero["ComparisonOperator"], from_zero["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
     policies = {p["PolicyARN"]: p for p in aws("autoscaling").describe_policies(

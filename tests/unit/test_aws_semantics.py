@@ -47,6 +47,8 @@ def test_metric_math_if_and_comparisons_gate_the_backlog_on_a_group_at_zero():
     assert expression_value(from_zero, {"desired": 2.0, "backlog": 3.0}) == 0
     assert expression_value(from_zero, {"desired": None, "backlog": 3.0}) == 3  # missing counts as 0
     assert expression_value(from_zero, {"desired": None, "backlog": None}) is None
+    below = "IF(desired == 0, IF(backlog <= 4, backlog, 0), 0)"  # nested: only what the scale-out alarm misses
+    assert [expression_value(below, {"desired": 0.0, "backlog": b}) for b in (3.0, 4.0, 5.0)] == [3, 4, 0]
     assert expression_value("a >= 2 + 1", {"a": 3.0}) == 1  # arithmetic binds tighter than a comparison
     assert expression_value("IF(a != 1, a * 2, -1)", {"a": 1.0}) == -1
     with pytest.raises(ValueError, match="only"):
