@@ -35,9 +35,10 @@ BRIDGE = "sqsfleet0"
 HOST_ADDRESS = "10.77.0.1"
 PREFIX = 24
 ADDRESS_LOCK = threading.Lock()
-# What the image holds: what ansible-pull, the consumer and cloud-init need, since nodes have no network.
-PACKAGES = ["ansible-core", "python3-apt", "python3-boto3", "cloud-init", "logrotate", "git", "procps", "iproute2",
-            "ca-certificates"]
+# What the image holds: what ansible-pull, the consumer, the Celery worker (roles/celery_worker/vars/Debian.yml)
+# and cloud-init need, since nodes have no network.
+PACKAGES = ["ansible-core", "python3-apt", "python3-boto3", "python3-celery", "python3-redis", "cloud-init",
+            "logrotate", "git", "procps", "iproute2", "ca-certificates"]
 CLOUD_CFG = """\
 # EC2-style boot from a local seed: user-data runs exactly as on an instance.
 datasource_list: [NoCloud, None]
