@@ -55,7 +55,9 @@ def log(event: str, level: str = "info", **fields: Any) -> None:
 def ssm_parameter(name: str, region: str | None) -> str:
     import boto3  # only where a parameter is read: the lab may give the token in the environment
 
-    client = boto3.client("ssm", region_name=region)
+    # Named here: boto3 before 1.28 (Debian 12's 1.26) ignores AWS_ENDPOINT_URL, which points nodes at an emulator.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_SSM") or os.environ.get("AWS_ENDPOINT_URL") or None
+    client = boto3.client("ssm", region_name=region, endpoint_url=endpoint)
     return str(client.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
 
 
@@ -165,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue", default=os.environ.get("CELERY_QUEUE"), help="Celery queue (a Redis list)")
     parser.add_argument("--dead-letter-list", default=os.environ.get("CELERY_DEAD_LETTER_LIST"),
                         help="Redis list of poison jobs (default: QUEUE-dlq)")
-    parser.add_argument("--broker-url", default=os.environ.get("CELERY_BROKER_URL"),
+    parser.add_argument("--broker-url", default=os.environ.get("WORKER_BROKER_URL"),
                         help="redis:// or rediss:// URL without the token (the lab's); else --endpoint-parameter")
     parser.add_argument("--endpoint-parameter", default=os.environ.get("BROKER_ENDPOINT_PARAMETER"),
                         help="SSM parameter with the broker's host:port (TLS is used)")
@@ -196,6 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = broker_url(args.broker_url, endpoint, token)
     except Exception as error:  # no parameter, no credentials: nothing a restart loop of ours fixes
         return fail(f"cannot find the broker: {error}")
+    # Celery prefers these to the app's broker, the URL with the token: one left in the environment would
+    # connect without AUTH (BROKER_URL is its command line's --broker).
+    for name in ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL", "BROKER_URL"):
+        os.environ.pop(name, None)
     app = make_app(url, args.queue, args.dead_letter_list or f"{args.queue}-dlq", args.visibility_timeout,
                    args.restore_interval, args.max_deliveries, args.simulate_work)
     log("consumer_started", queue=args.queue, broker=urllib.parse.urlsplit(url).hostname,
