@@ -1,5 +1,6 @@
 """The node roles on a booted systemd node: molecule's full sequence (create, converge, idempotence,
-verify, destroy). Runs where test nodes can boot (root, systemd-nspawn); skips elsewhere, saying why."""
+verify, destroy), for the SQS consumer (default) and node.yml's Celery path on a real Redis (redis). Runs
+where test nodes can boot (root, systemd-nspawn); skips elsewhere, saying why."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from sqs_fleet.lab.node import missing_requirements
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 
 
-def test_molecule_scenario_converges_idempotently_and_verifies(tmp_path):
+@pytest.mark.parametrize("scenario", ["default", "redis"])
+def test_molecule_scenario_converges_idempotently_and_verifies(tmp_path, scenario):
     env = {**os.environ, "ANSIBLE_HOME": str(tmp_path), "ANSIBLE_DEPRECATION_WARNINGS": "false",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "NO_COLOR": "1"}
-    result = subprocess.run(["molecule", "test"], cwd=REPO, env=env, capture_output=True, text=True,
+    result = subprocess.run(["molecule", "test", "-s", scenario], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=900, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
