@@ -8,8 +8,9 @@ data plane the emulator cannot give (moto records ElastiCache groups but serves 
 
 AUTH is on (requirepass): the token comes from --password-file, from the SSM SecureString site.yml made for
 the stack (--auth-parameter, read from the emulator: a server running with another token is restarted), or is
-generated; it is kept in .run/ (mode 0600). No disk
-persistence, no TLS (the lab passes a plain loopback or bridge URL; ElastiCache is reached over TLS).
+generated; it is kept in .run/ (mode 0600). It listens on one address, 127.0.0.1 unless --host says otherwise:
+booted nodes reach it only with --host 10.77.0.1 (their bridge's host end). No disk persistence, no TLS (the
+lab passes a plain loopback or bridge URL; ElastiCache is reached over TLS).
 Tests import `start_redis` to run a private server on a free port.
 """
 
@@ -23,7 +24,7 @@ import socket
 import subprocess  # nosec B404 - starts the server binary with a fixed argv
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,11 +135,12 @@ def ensure(name: str = "redis", port: int = DEFAULT_PORT, host: str = HOST, pass
     return server
 
 
-def stack_token(auth_parameter: str) -> str:
-    """The AUTH token site.yml keeps in SSM for the stack (from the emulator, or AWS as configured)."""
+def stack_token(auth_parameter: str, environment: Mapping[str, str] | None = None) -> str:
+    """The AUTH token site.yml keeps in SSM for the stack (from the emulator, or AWS as configured; a lab passes
+    its emulator's `environment`)."""
     from sqs_fleet import aws
 
-    ssm = aws.client("ssm")
+    ssm = aws.client("ssm", environment)
     return str(ssm.get_parameter(Name=auth_parameter, WithDecryption=True)["Parameter"]["Value"])
 
 
