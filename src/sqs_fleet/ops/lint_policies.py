@@ -84,7 +84,7 @@ SAMPLE |= {
 }
 # The same templates with the other values that change what they render: a customer managed key (the roles get
 # its use through SQS) and no producer role (the queue grants no producer).
-VARIANTS = {
+VARIANTS: dict[str, dict[str, object]] = {
     "customer managed key": {"identity__kms_key_arn":
                              f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
     "no producer role": {"queue_producer_role_arn": ""},

@@ -48,9 +48,9 @@ MATH_COMPARISONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, ">":
 
 def expression_value(expression: str, values: Mapping[str, Datapoint]) -> Datapoint:
     """One data point of a metric-math expression of metric ids (`visible + inflight`, `(a - b) / 60`,
-    `IF(desired == 0, IF(backlog <= 4, backlog, 0), 0)`), as metric math computes it: a missing value counts as 0, but with every
-    input missing there is no data point at all, and a point whose computation divides by zero is dropped
-    (None). A comparison is 1 when true, else 0; IF takes `then` where the condition is not 0."""
+    `IF(desired == 0, IF(backlog <= 4, backlog, 0), 0)`), as metric math computes it: a missing value counts
+    as 0, but with every input missing there is no data point at all, and a point whose computation divides
+    by zero is dropped (None). A comparison is 1 when true, else 0; IF takes `then` where the condition is not 0."""
     unsupported = f"only + - * /, comparisons and IF of metric ids and numbers are supported, not {expression!r}"
     tokens: list[tuple[str, str]] = []
     position, text = 0, expression.rstrip()
