@@ -52,6 +52,18 @@ def log(event: str, level: str = "info", **fields: Any) -> None:
     sys.stdout.flush()
 
 
+def notify_systemd(state: str) -> None:
+    """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET (set by systemd for Type=notify)."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # an abstract socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+
+
 def ssm_parameter(name: str, region: str | None) -> str:
     import boto3  # only where a parameter is read: the lab may give the token in the environment
 
@@ -107,6 +119,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def ready(**_: Any) -> None:
         log("worker_ready", queue=queue)  # connected and consuming: what a start-up is measured to
+        notify_systemd("READY=1")  # Type=notify: the unit is active once consuming, not once started
 
     def dead_letter(request: Any, vehicle: Any, key: str | None, reason: str) -> None:
         ledger.rpush(dead_letter_list, json.dumps({
