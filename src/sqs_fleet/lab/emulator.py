@@ -72,14 +72,14 @@ def answers(url: str) -> bool:
 
 
 def start_emulator(port: int, log: Path, wait_seconds: float = 30.0, host: str = HOST) -> Emulator:
-    """Start moto_server on host:port (loopback by default) and wait until it answers."""
+    """Start moto's server (with the project's correction, sqs_fleet.lab.moto_server) on host:port (loopback by
+    default) and wait until it answers."""
     url = f"http://{host}:{port}"
-    moto = Path(sys.executable).with_name("moto_server")
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
     with log.open("ab") as out:
         process = subprocess.Popen(  # noqa: S603  # nosec B603 - fixed argv
-            [str(moto), "-H", host, "-p", str(port)],
+            [sys.executable, "-m", "sqs_fleet.lab.moto_server", "-H", host, "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
