@@ -192,10 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first backoff before retrying failed entries (doubles each time; default 0.2)")
     redis = parser.add_argument_group("Redis broker (--broker redis)")
     redis.add_argument("--broker", choices=("sqs", "redis"), default=os.environ.get("BROKER") or "sqs",
-                       help="where to send: the SQS queue (default) or a Celery queue on Redis")
-    redis.add_argument("--broker-url", help="redis:// or rediss:// URL without the token (a lab broker)")
-    redis.add_argument("--endpoint-parameter", help="SSM parameter with the broker's host:port (TLS is used)")
-    redis.add_argument("--auth-parameter", help="SSM SecureString with the AUTH token (else $REDIS_AUTH_TOKEN)")
+                       help="where to send: the SQS queue (default, or $BROKER) or a Celery queue on Redis")
+    redis.add_argument("--broker-url", help="redis:// or rediss:// URL without the token (a lab broker), "
+                                            "e.g. --broker-url redis://127.0.0.1:6390/0")
+    redis.add_argument("--endpoint-parameter", help="SSM parameter with the broker's host:port (TLS is used), "
+                                                    "e.g. --endpoint-parameter /sqs-fleet/prod/broker/endpoint")
+    redis.add_argument("--auth-parameter", help="SSM SecureString with the AUTH token (default: $REDIS_AUTH_TOKEN), "
+                                                "e.g. --auth-parameter /sqs-fleet/prod/broker/auth-token")
     redis.add_argument("--region", help="AWS region of the SSM parameters (default: the environment's)")
     redis.add_argument("--replicas", type=int, default=0, metavar="N",
                        help="wait until N replicas hold each chunk (default 0)")
