@@ -26,11 +26,16 @@ TIERS = ("unit", "lint", "emulator", "nodes")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test is marked with its tier, the folder it lives in."""
+    """Each test is marked with its tier, the folder it lives in, and with the group of tests that run in one
+    process under pytest-xdist (--dist loadgroup): a file's tests together, as they share its fixtures (a stack
+    made once); every booted-node test in one process, as they share one bridge and one node image. The nodes
+    go first: theirs is the longest group, run beside all the others."""
     for item in items:
         tier = item.path.parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+        item.add_marker(pytest.mark.xdist_group("nodes" if tier == "nodes" else item.path.name))
+    items.sort(key=lambda item: item.path.parent.name != "nodes")  # stable: each file keeps its order
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
+import os
 import sys
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -59,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("unchanged")
         return 0
     args.dest.parent.mkdir(parents=True, exist_ok=True)
-    args.dest.write_bytes(content)
+    # Written beside and renamed: a run reading the zip at the same moment sees the old one or the new one whole.
+    partial = args.dest.with_name(f".{args.dest.name}.{os.getpid()}")
+    partial.write_bytes(content)
+    partial.replace(args.dest)
     print("changed")
     return 0
 
