@@ -26,16 +26,27 @@ TIERS = ("unit", "lint", "emulator", "nodes")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test is marked with its tier, the folder it lives in, and with the group of tests that run in one
-    process under pytest-xdist (--dist loadgroup): a file's tests together, as they share its fixtures (a stack
-    made once); every booted-node test in one process, as they share one bridge and one node image. The nodes
-    go first: theirs is the longest group, run beside all the others."""
+    """Each test is marked with its tier, the folder it lives in; the booted-node tests go first, as theirs is
+    the longest group of tests that run in one process (pytest_xdist_make_scheduler)."""
     for item in items:
         tier = item.path.parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
-        item.add_marker(pytest.mark.xdist_group("nodes" if tier == "nodes" else item.path.name))
     items.sort(key=lambda item: item.path.parent.name != "nodes")  # stable: each file keeps its order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist, the unit of work a process takes: a file's tests together, as they share the stack
+    their fixtures make on that process's emulator; every booted-node test together, as they share one bridge
+    and one node image."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndNodes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/nodes" if path.startswith("tests/nodes/") else path
+
+    return FilesAndNodes(config, log)
 
 
 @dataclass
