@@ -28,6 +28,8 @@ FORK = "https://github.com/acme/sqs-fleet.git"
         ({"network_mode": "public"}, "network_mode"),
         ({"broker": "rabbitmq"}, "broker rabbitmq: sqs or redis"),
         ({"broker": "redis", "network_mode": "default-public"}, "network_mode private"),
+        ({"broker": "redis", "network_mode": "subnets", "network_subnet_ids": ["subnet-0a1b2c3d"],
+          "network_public_ip": True}, "not subnets with network_public_ip"),
         ({"broker": "redis", "scaling_out_threshold": 2.5}, "scaling_out_threshold"),
     ],
 )
