@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ElementTree
 
 import pytest
 from conftest import assert_ok, wait_until
@@ -69,6 +70,11 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
         log = exec_in(name, ["cat", "/var/log/sqs-fleet-bootstrap.log"]).stdout
         assert status.get("status") == "done" and not status.get("errors"), log[-3000:]
         assert "bootstrap: done" in log
+        # Each task's seconds, kept beside the log (ansible-core's junit report) to see where a slow boot went.
+        report = exec_in(name, ["sh", "-c", "cat /var/log/sqs-fleet-bootstrap/*.xml"]).stdout
+        tasks = {case.get("name", "").split(": ", 1)[-1]: float(case.get("time", -1))
+                 for case in ElementTree.fromstring(report).iter("testcase")}  # noqa: S314 - the node's report
+        assert any(task.startswith("consumer : ") for task in tasks) and min(tasks.values()) >= 0, report[-2000:]
         # The node itself said it works, once its consumer was active: the instance goes InService.
         launch = wait_until(lambda: lab.actions.settled(name), 30, "the launch action completed by the node")
         assert (launch.hook, launch.result, launch.timed_out) == ("launch", "CONTINUE", False), log[-3000:]
