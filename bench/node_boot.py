@@ -52,7 +52,7 @@ def task_seconds(name: str) -> dict[str, float]:
 
 
 def profile_rows(runs: list[dict[str, float]], profiles: list[dict[str, float]]) -> list[list[object]]:
-    """ansible-pull's seconds by part, median over the boots: start-up, each role, each of the slowest tasks."""
+    """ansible-pull's seconds by part, median over the boots: before the first task, each role, each task of no role."""
     parts: list[dict[str, float]] = []
     for run, tasks in zip(runs, profiles):
         by_role: dict[str, float] = defaultdict(float)
