@@ -59,10 +59,10 @@ def profile_rows(runs: list[dict[str, float]], profiles: list[dict[str, float]])
         for task, seconds in tasks.items():
             by_role[f"role {task.split(' : ')[0]}" if " : " in task else task] += seconds
         parts.append({START_UP: run["ansible-pull"] - sum(tasks.values()), **by_role})
-    names = sorted(parts[0], key=lambda part: -statistics.median(p.get(part, 0.0) for p in parts))
+    medians = {part: statistics.median(p.get(part, 0.0) for p in parts) for part in parts[0]}
     total = statistics.median(r["ansible-pull"] for r in runs)
-    return [[part, f"{statistics.median(p.get(part, 0.0) for p in parts):.2f}",
-             f"{statistics.median(p.get(part, 0.0) for p in parts) / total:.0%}"] for part in names]
+    return [[part, f"{seconds:.2f}", f"{seconds / total:.0%}"]
+            for part, seconds in sorted(medians.items(), key=lambda item: -item[1])]
 
 
 def slowest_task_rows(profiles: list[dict[str, float]], count: int) -> list[list[object]]:
