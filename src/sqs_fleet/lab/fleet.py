@@ -27,7 +27,7 @@ from sqs_fleet import REPO, aws
 from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
 from sqs_fleet.lab.lifecycle import AutoScalingFront, LifecycleActions
 from sqs_fleet.lab.metadata import Instance, MetadataService
-from sqs_fleet.lab.node import HOST_ADDRESS, boot, destroy, exec_in, image, network_up
+from sqs_fleet.lab.node import HOST_ADDRESS, baked_image, boot, destroy, exec_in, image, network_up
 
 
 class Lab:
@@ -48,7 +48,8 @@ class Lab:
         network_up()
         git = self.workdir / "git"
         shutil.rmtree(git, ignore_errors=True)  # a lab serves this run's HEAD, never a previous run's
-        subprocess.run(["git", "clone", "-q", "--bare", str(REPO), str(git / "sqs-fleet.git")],  # noqa: S603, S607  # nosec
+        self.repository = git / "sqs-fleet.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(REPO), str(self.repository)],  # noqa: S603, S607  # nosec
                        check=True)
         self.commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,  # noqa: S603, S607  # nosec
                                      text=True, check=True).stdout.strip()
@@ -103,8 +104,26 @@ class Lab:
                                                                     Versions=["$Latest"])
         return base64.b64decode(data["LaunchTemplateVersions"][0]["LaunchTemplateData"]["UserData"]).decode()
 
-    def boot_worker(self, name: str, user_data: str, wait_for_system: bool = True) -> dict[str, Any]:
-        """Boot a node as the instance `name`: its metadata service knows it by address before it starts."""
+    def commit_ahead(self) -> str:
+        """A commit on top of the one served, with the same tree, on a branch of its own: a version newer than the
+        one an image was baked from."""
+        git = ["git", "-C", str(self.repository)]
+        commit = subprocess.run([*git, "commit-tree", f"{self.commit}^{{tree}}", "-p", self.commit,  # noqa: S603  # nosec
+                                 "-m", "The next version"], capture_output=True, text=True, check=True,
+                                env={"GIT_AUTHOR_NAME": "lab", "GIT_AUTHOR_EMAIL": "lab@localhost",
+                                     "GIT_COMMITTER_NAME": "lab", "GIT_COMMITTER_EMAIL": "lab@localhost",
+                                     "PATH": "/usr/bin:/bin"}).stdout.strip()
+        subprocess.run([*git, "branch", "-f", "ahead", commit], check=True)  # noqa: S603  # nosec
+        return commit
+
+    def baked_image(self, commit: str | None = None) -> Path:
+        """The node image baked at `commit` (this lab's HEAD by default) with the node playbook's bake phase."""
+        return baked_image(str(self.repository), commit or self.commit)
+
+    def boot_worker(self, name: str, user_data: str, wait_for_system: bool = True,
+                    image_commit: str | None = None) -> dict[str, Any]:
+        """Boot a node as the instance `name`: its metadata service knows it by address before it starts. With
+        `image_commit`, from the node image baked at that commit (image.yml's lab counterpart)."""
         self.nodes.append(name)
 
         def registered(address: str) -> None:
@@ -112,8 +131,9 @@ class Lab:
             if self.metadata:
                 self.metadata.register(address, Instance(name))
 
+        layers = [self.baked_image(image_commit)] if image_commit else []
         return boot(name, user_data, [(str(self.aws_env), "/etc/sqs-fleet/aws.env")], on_address=registered,
-                    wait_for_system=wait_for_system)
+                    wait_for_system=wait_for_system, layers=layers)
 
     def remove_worker(self, name: str) -> None:
         destroy(name)

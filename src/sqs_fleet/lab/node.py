@@ -2,6 +2,7 @@
 
     sqs-fleet-node check                  # can nodes boot here? (root, systemd-nspawn, debootstrap)
     sqs-fleet-node image                  # build (or reuse) the cached node image
+    sqs-fleet-node bake REPOSITORY COMMIT # the image with the node playbook baked in at COMMIT (a layer over it)
     sqs-fleet-node boot NAME [--user-data FILE] [--file SRC:DEST ...]   # prints the node as JSON
     sqs-fleet-node exec NAME -- CMD ...   # run a command inside the node
     sqs-fleet-node destroy NAME           # power off and remove every trace
@@ -23,6 +24,7 @@ import subprocess  # nosec B404 - runs fixed system tools
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ElementTree  # nosec B405 - parses the nodes' own reports
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,45 @@ def image() -> Path:
     return lower
 
 
+def baked_image(repository: str, commit: str) -> Path:
+    """The node image with this repository's node playbook baked in at `commit`, as image.yml bakes a worker
+    image on a builder instance: the playbook's bake phase (install what the workers of either broker need,
+    record the commit, configure and start nothing) from a checkout at /opt/sqs-fleet, which the image keeps.
+    A layer over image(), cached by the stock image's key and the commit; the test nodes' CloudWatch agent is
+    not installed (no package source), as everywhere in the lab."""
+    lower = image()
+    layer = STATE / f"baked-{image_key()}-{commit[:12]}"
+    if (layer / "etc/sqs-fleet/image.json").exists():
+        return layer
+    build = STATE / f"bake-{image_key()}-{commit[:12]}"
+    if build.exists():
+        if os.path.ismount(build / "merged"):
+            run("umount", "-l", str(build / "merged"), check=False)
+        shutil.rmtree(build)
+    upper, work, merged = build / "upper", build / "work", build / "merged"
+    for path in (upper, work, merged):
+        path.mkdir(parents=True)
+    run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged))
+    try:
+        checkout = merged / "opt/sqs-fleet"
+        run("git", "clone", "-q", "--no-checkout", repository, str(checkout))
+        run("git", "-C", str(checkout), "checkout", "-q", "--detach", commit)
+        baked = run("systemd-nspawn", "-q", "-D", str(merged), "--register=no", "--keep-unit", "--pipe",
+                    "--resolv-conf=off", "--chdir=/opt/sqs-fleet", "ansible-playbook", "--inventory", "localhost,",
+                    "--extra-vars", json.dumps({"node_phase": "bake", "node_image_commit": commit,
+                                                "cloudwatch_agent_install": False}),
+                    "playbooks/node.yml", check=False)
+        if baked.returncode != 0:
+            raise RuntimeError(f"baking the node image at {commit} failed:\n{baked.stdout[-3000:]}"
+                               f"{baked.stderr[-2000:]}")
+    finally:
+        run("umount", str(merged), check=False)
+    shutil.rmtree(upper / "root/.ansible", ignore_errors=True)  # the run's own temporary files
+    upper.rename(layer)
+    shutil.rmtree(build)
+    return layer
+
+
 def network_up() -> None:
     if run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
         run("ip", "link", "add", BRIDGE, "type", "bridge")
@@ -150,9 +191,10 @@ def own_cgroup(name: str) -> list[Path]:
 
 def boot(
     name: str, user_data: str | None, files: Sequence[tuple[str, str]] = (), wait_seconds: float = 60,
-    on_address: Callable[[str], None] | None = None, wait_for_system: bool = True,
+    on_address: Callable[[str], None] | None = None, wait_for_system: bool = True, layers: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """Boot a node; `on_address` learns its bridge address before it starts. Returns once systemd reports the
+    """Boot a node, on `layers` (e.g. a baked_image()) over the image if any; `on_address` learns its bridge
+    address before it starts. Returns once systemd reports the
     system running (or degraded), or with `wait_for_system` false as soon as the node's systemd is there: a
     slow boot (cloud-init's final stage, ansible-pull) is then the node's own business, not a failure."""
     problem = missing_requirements()
@@ -166,7 +208,8 @@ def boot(
     upper, work, merged = directory / "upper", directory / "work", directory / "merged"
     for path in (upper, work, merged):
         path.mkdir(parents=True)
-    run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged))
+    lowerdir = ":".join(str(path) for path in (*layers, lower))
+    run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lowerdir},upperdir={upper},workdir={work}", str(merged))
 
     seed = merged / "var/lib/cloud/seed/nocloud"
     seed.mkdir(parents=True, exist_ok=True)
@@ -238,6 +281,23 @@ def exec_in(name: str, command: Sequence[str], check: bool = False) -> subproces
     return run("nsenter", "-t", str(load(name)["leader_pid"]), "-a", *command, check=check)
 
 
+# What a node's bootstrap keeps of each playbook run: one junit XML (ansible-core's junit callback), a case a task.
+TASK_REPORTS = "/var/log/sqs-fleet-bootstrap"
+
+
+def task_seconds(name: str) -> dict[str, float]:
+    """Seconds of each task of the node's bootstrap runs (summed over runs: a retried ansible-pull writes a report
+    each), by task name ("role : task"), read on the node."""
+    reports = exec_in(name, ["sh", "-c", f"for report in {TASK_REPORTS}/*.xml; do cat \"$report\"; printf '\\0'; done"])
+    seconds: dict[str, float] = {}
+    for report in filter(str.strip, reports.stdout.split("\0")):
+        for case in ElementTree.fromstring(report).iter("testcase"):  # noqa: S314  # nosec B314 - the node's own report
+            # "[localhost] <play>: <role> : <task>" (the play's name has no colon, and is the same for every task)
+            task = case.get("name", "").split(": ", 1)[-1]
+            seconds[task] = seconds.get(task, 0.0) + float(case.get("time", 0))
+    return seconds
+
+
 def destroy(name: str) -> None:
     directory = node_dir(name)
     node = json.loads((directory / "node.json").read_text()) if (directory / "node.json").exists() else {}
@@ -271,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("image")
+    bake_parser = sub.add_parser("bake", help="the image with the node playbook baked in at a commit")
+    bake_parser.add_argument("repository", help="a git URL or path")
+    bake_parser.add_argument("commit")
     sub.add_parser("check", help="exit 0 if nodes can boot here, else say why")
     sub.add_parser("network", help=f"create the nodes' bridge with the host address {HOST_ADDRESS}")
     boot_parser = sub.add_parser("boot")
@@ -287,12 +350,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = missing_requirements()
         print(problem or "nodes can boot here")
         return 1 if problem else 0
-    if args.command == "image":
+    if args.command in ("image", "bake"):
         problem = missing_requirements()
         if problem:
             print(problem, file=sys.stderr)
             return 1
-        print(image())
+        print(image() if args.command == "image" else baked_image(args.repository, args.commit))
     elif args.command == "network":
         network_up()
         print(HOST_ADDRESS)
