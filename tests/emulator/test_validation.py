@@ -31,7 +31,7 @@ FORK = "https://github.com/acme/sqs-fleet.git"
         ({"broker": "redis", "network_mode": "subnets", "network_subnet_ids": ["subnet-0a1b2c3d"],
           "network_public_ip": True}, "not subnets with network_public_ip"),
         ({"broker": "redis", "scaling_out_threshold": 2.5}, "scaling_out_threshold"),
-        ({"fleet_image": "golden"}, "fleet_image 'golden': stock or baked"),
+        ({"fleet_image": "golden"}, "value of fleet_image must be one of: stock, baked, got: golden"),
         ({"fleet_image": "baked", "fleet_repo_version": "main"},
          "fleet_image baked: fleet_repo_version 'main' must be a 40-hex commit"),
     ],
