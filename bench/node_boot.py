@@ -1,6 +1,7 @@
-"""Seconds from a worker's boot to its consumer being active, and ansible-pull's share, on booted test
-nodes (systemd-nspawn, cached image) running the launch template's user-data; then where ansible-pull's time
-goes, from the per-task report the bootstrap keeps (ansible-core's junit callback). Needs root.
+"""Seconds from a worker's boot to its consumer being active and to its first message processed, stock image
+(ansible-pull of the pinned commit) against baked image (image.yml; the boot only configures and starts), on
+booted test nodes (systemd-nspawn, cached image) running the launch template's user-data; where the bootstrap
+playbook's time goes in each; and what baking the image takes. Needs root.
 
     python -m bench.node_boot [--nodes 3] [--smoke]
 """
@@ -12,11 +13,11 @@ import datetime
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -24,43 +25,44 @@ from tempfile import TemporaryDirectory
 from bench.common import machine, smoke_option, table
 from sqs_fleet import REPO
 from sqs_fleet.lab.fleet import Lab
-from sqs_fleet.lab.node import exec_in, image, missing_requirements
+from sqs_fleet.lab.node import exec_in, image, missing_requirements, task_seconds
 from sqs_fleet.stack import Stack
+
+START_UP = "before the first task (clone, Ansible's start-up, parsing)"
+# The bootstrap log's line that starts the playbook, by image.
+PLAYBOOK_START = {"stock": "ansible-pull", "baked": "configure"}
+CONSUMER_LOG = "/var/log/sqs-consumer/consumer.log"
 
 
 def stamp(log: str, label: str) -> float:
     found = re.search(rf"bootstrap: {label} (\S+Z)", log)
     if not found:
         raise RuntimeError(f"no '{label}' line in the bootstrap log:\n{log[-2000:]}")
-    return datetime.datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=datetime.timezone.utc).timestamp()
+    return epoch(found.group(1))
 
 
-# What the bootstrap keeps of each ansible-pull run: one junit XML, a test case a task.
-TASK_REPORTS = "/var/log/sqs-fleet-bootstrap"
-START_UP = "before the first task (clone, Ansible's start-up, parsing)"
+def epoch(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def task_seconds(name: str) -> dict[str, float]:
-    """Seconds of each task of the node's ansible-pull runs, by task name ("role : task"), read on the node."""
-    report = exec_in(name, ["sh", "-c", f"cat {TASK_REPORTS}/*.xml"]).stdout
-    seconds: dict[str, float] = defaultdict(float)
-    for case in ElementTree.fromstring(report).iter("testcase"):  # noqa: S314 - our own node's report
-        # "[localhost] <play>: <role> : <task>" (the play's name has no colon, and is the same for every task)
-        seconds[case.get("name", "").split(": ", 1)[-1]] += float(case.get("time", 0))
-    return seconds
+def first_processed(name: str) -> float | None:
+    for line in exec_in(name, ["cat", CONSUMER_LOG]).stdout.splitlines():
+        if line.startswith("{") and json.loads(line).get("event") == "message_processed":
+            return epoch(json.loads(line)["ts"])
+    return None
 
 
 def profile_rows(runs: list[dict[str, float]], profiles: list[dict[str, float]]) -> list[list[object]]:
-    """ansible-pull's seconds by part, median over the boots: before the first task, each role, each task of no role."""
+    """The bootstrap playbook's seconds by part, median over the boots: before the first task, each role, each
+    task of no role."""
     parts: list[dict[str, float]] = []
     for run, tasks in zip(runs, profiles):
         by_role: dict[str, float] = defaultdict(float)
         for task, seconds in tasks.items():
             by_role[f"role {task.split(' : ')[0]}" if " : " in task else task] += seconds
-        parts.append({START_UP: run["ansible-pull"] - sum(tasks.values()), **by_role})
+        parts.append({START_UP: run["bootstrap playbook"] - sum(tasks.values()), **by_role})
     medians = {part: statistics.median(p.get(part, 0.0) for p in parts) for part in parts[0]}
-    total = statistics.median(r["ansible-pull"] for r in runs)
+    total = statistics.median(r["bootstrap playbook"] for r in runs)
     return [[part, f"{seconds:.2f}", f"{seconds / total:.0%}"]
             for part, seconds in sorted(medians.items(), key=lambda item: -item[1])]
 
@@ -70,26 +72,46 @@ def slowest_task_rows(profiles: list[dict[str, float]], count: int) -> list[list
     return [[task, f"{seconds:.2f}"] for task, seconds in sorted(medians.items(), key=lambda t: -t[1])[:count]]
 
 
-def measure(lab: Lab, name: str, user_data: str) -> tuple[dict[str, float], dict[str, float]]:
+def produce(lab: Lab, queue: str, vehicle: str) -> None:
+    body = f'{{"vehicleId":"{vehicle}","make":"Honda","model":"Civic","year":2020,"color":"Blue","mileage":15000}}'
+    subprocess.run([sys.executable, str(REPO / "files" / "producer.py"), "--queue", queue, "--file", "-"],
+                   input=body, env={**lab.environment(), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                   check=True)
+
+
+def measure(lab: Lab, name: str, user_data: str, baked: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """One boot with one message waiting: seconds from the start of the boot to each phase."""
     started = time.time()
-    lab.boot_worker(name, user_data)
+    lab.boot_worker(name, user_data, image_commit=lab.commit if baked else None)
     booted = time.time()
     while exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() != "active":
         if time.time() - started > 300:
             raise RuntimeError(exec_in(name, ["cat", "/var/log/sqs-fleet-bootstrap.log"]).stdout[-2000:])
-        time.sleep(0.1)
+        time.sleep(0.05)
     active = time.time()
+    processed = None
+    while processed is None and time.time() - started < 300:
+        processed = first_processed(name)
+        time.sleep(0.1)
     log = exec_in(name, ["cat", "/var/log/sqs-fleet-bootstrap.log"]).stdout
     tasks = task_seconds(name)
     lab.remove_worker(name)
+    playbook_start = stamp(log, PLAYBOOK_START["baked" if baked else "stock"])
     return ({"boot finished (cloud-init included)": booted - started, "user-data start": stamp(log, "start") - started,
-             "ansible-pull": stamp(log, "done") - stamp(log, "ansible-pull"), "consumer active": active - started},
-            tasks)
+             "bootstrap playbook": stamp(log, "done") - playbook_start, "consumer active": active - started,
+             "first message processed": (processed or float("nan")) - started}, tasks)
+
+
+def playbook(variables: dict[str, object], env: dict[str, str], name: str) -> float:
+    started = time.time()
+    subprocess.run(["ansible-playbook", name, "-e", json.dumps(variables)], cwd=REPO, env=env, check=True,
+                   capture_output=True)
+    return time.time() - started
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nodes", type=int, default=3, help="boots to measure, one after another")
+    parser.add_argument("--nodes", type=int, default=3, help="boots to measure of each image, one after another")
     smoke_option(parser)
     args = parser.parse_args(argv)
     if args.smoke:
@@ -103,22 +125,47 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(Path(tmp) / "ansible"),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         record = Path(tmp) / "stack.json"
-        variables = lab.site_variables(stack_output_file=str(record))
-        subprocess.run(["ansible-playbook", "site.yml", "-e", json.dumps(variables)], cwd=REPO, env=env, check=True,
-                       capture_output=True)
-        user_data = lab.launch_template_user_data(Stack.load(record).launch_template)
-        runs, profiles = zip(*(measure(lab, f"bench-{n}", user_data) for n in range(args.nodes)))
+        variables = lab.site_variables(stack_output_file=str(record), fleet_poll_interval=2)
+        playbook(variables, env, "site.yml")
+        stack = Stack.load(record)
+        user_data = {"stock": lab.launch_template_user_data(stack.launch_template)}
+        image_seconds = playbook(variables, env, "image.yml")
+        shutil.rmtree(lab.baked_image(), ignore_errors=True)  # a bake from nothing, not the cached layer
+        started = time.time()
+        lab.baked_image()
+        bake_seconds = time.time() - started
+        playbook({**variables, "fleet_image": "baked"}, env, "site.yml")
+        user_data["baked"] = lab.launch_template_user_data(stack.launch_template)
+        results = {}
+        for kind in ("stock", "baked"):
+            boots = []
+            for n in range(args.nodes):
+                produce(lab, stack.queue_name, f"VH-{kind}-{n}")
+                boots.append(measure(lab, f"bench-{kind}-{n}", user_data[kind], kind == "baked"))
+            results[kind] = boots
     print(f"machine: {machine()}")
-    print("node: Debian 12 in systemd-nspawn, cached image, no package installs; repository from a local git daemon")
-    rows = [[phase, f"{statistics.median(r[phase] for r in runs):.1f}", f"{min(r[phase] for r in runs):.1f}",
-             f"{max(r[phase] for r in runs):.1f}"] for phase in runs[0]]
-    table(f"Boot to consumer active, {args.nodes} boots (seconds from the start of the boot)",
-          ["phase", "median", "min", "max"], rows)
-    share = statistics.median(r["ansible-pull"] / r["consumer active"] for r in runs)
-    print(f"\nansible-pull's share of boot-to-active: {share:.0%}")
-    table(f"Where ansible-pull's time goes, median of {args.nodes} boots (seconds; share of ansible-pull)",
-          ["part", "seconds", "share"], profile_rows(list(runs), list(profiles)))
-    table(f"Slowest tasks, median of {args.nodes} boots", ["task", "seconds"], slowest_task_rows(list(profiles), 8))
+    print("node: Debian 12 in systemd-nspawn, cached image (ansible-core, boto3 and Celery preinstalled, so the stock "
+          "boot installs no package); repository from a local git daemon; one message waiting at each boot; "
+          "AWS is the lab's emulator")
+    runs = {kind: [run for run, _ in boots] for kind, boots in results.items()}
+    rows = []
+    for phase in runs["stock"][0]:
+        row: list[object] = [phase]
+        for kind in ("stock", "baked"):
+            values = [r[phase] for r in runs[kind]]
+            row.append(f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})")
+        rows.append(row)
+    table(f"Boot to consumer active and to first message, seconds from the start of the boot, median (min-max) of "
+          f"{args.nodes} boots each", ["phase", "stock image", "baked image"], rows)
+    for kind, title in (("stock", "ansible-pull of the pinned commit"), ("baked", "the configure phase")):
+        profiles = [tasks for _, tasks in results[kind]]
+        table(f"{kind} image: where the bootstrap playbook's time goes ({title}), median of {args.nodes} boots "
+              f"(seconds; share of the playbook)", ["part", "seconds", "share"], profile_rows(runs[kind], profiles))
+        table(f"{kind} image: slowest tasks, median of {args.nodes} boots", ["task", "seconds"],
+              slowest_task_rows(profiles, 6))
+    table("Baking the image (one build each)", ["build", "seconds"],
+          [["test-node image: the node playbook's bake phase over the cached image (lab)", f"{bake_seconds:.1f}"],
+           ["image.yml on the emulator: its AWS steps, the builder's run emulated", f"{image_seconds:.1f}"]])
     return 0
 
 
