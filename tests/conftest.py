@@ -20,6 +20,7 @@ import pytest
 from sqs_fleet import REPO
 from sqs_fleet.aws import clients
 from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
+from sqs_fleet.lab.fleet import Lab
 from sqs_fleet.stack import Stack
 
 TIERS = ("unit", "lint", "emulator", "nodes")
@@ -126,6 +127,14 @@ def run_playbook(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory, s
         return PlaybookRun(result.returncode, result.stdout, result.stderr)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The booted-node tests' stand-in for AWS (an emulator, a git daemon serving HEAD, metadata and lifecycle
+    services on the nodes' bridge), one per test module."""
+    with Lab(tmp_path_factory.mktemp("lab")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ import pytest
 from conftest import assert_ok, wait_until
 
 from sqs_fleet import REPO
-from sqs_fleet.lab.fleet import Lab
 from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements, task_seconds
 from sqs_fleet.stack import Stack
 
@@ -25,12 +24,6 @@ NAMES = Stack.from_inventory("local")
 GROUP = NAMES.group_name
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with Lab(tmp_path_factory.mktemp("lab")) as running:
-        yield running
 
 
 def hook(lab, transition: str) -> dict:

