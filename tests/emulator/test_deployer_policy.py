@@ -52,7 +52,12 @@ TAG_ON_CREATE = {"iam:CreateRole": "iam:TagRole", "iam:CreatePolicy": "iam:TagPo
                  "ec2:CreateNatGateway": "ec2:CreateTags", "ec2:CreateVpcEndpoint": "ec2:CreateTags",
                  "ssm:PutParameter": "ssm:AddTagsToResource",
                  "elasticache:CreateReplicationGroup": "elasticache:AddTagsToResource",
-                 "elasticache:CreateCacheSubnetGroup": "elasticache:AddTagsToResource"}
+                 "elasticache:CreateCacheSubnetGroup": "elasticache:AddTagsToResource",
+                 "ec2:RunInstances": "ec2:CreateTags", "ec2:CreateImage": "ec2:CreateTags"}
+# What each EC2 create call makes (no id yet: one stands for it), by the resource types the action takes.
+EC2_CREATED = {"ec2:RunInstances": {"instance": "i-00000000000000000", "volume": "vol-00000000000000000",
+                                    "network-interface": "eni-00000000000000000"},
+               "ec2:CreateImage": {"image": "ami-00000000000000000", "snapshot": "snap-00000000000000000"}}
 # Dependent actions AWS checks during a call that never appear as calls.
 DEPENDENT = {"iam:AddRoleToInstanceProfile": "iam:PassRole", "lambda:CreateFunction": "iam:PassRole",
              "lambda:UpdateFunctionConfiguration": "iam:PassRole", "scheduler:CreateSchedule": "iam:PassRole",
@@ -77,6 +82,9 @@ REST = [
     ("scheduler", "DELETE", r"/schedules/(?P<Name>[^/]+)", "DeleteSchedule"),
 ]
 PERMISSION_ONLY = "PermissionOnly"
+# The emulator takes no tags at CreateImage: image.yml (image_emulated_builder) tags the image right after, where
+# AWS tags it in the CreateImage call. That CreateTags is checked as the tagging at creation it stands for.
+EMULATED_TAGS_AT_CREATE = {"ami-": "CreateImage"}
 NO_RESOURCE_LEVEL = "NoResourceLevelPermissions"
 
 
@@ -165,6 +173,14 @@ def derived_resources(action: str, region: str, account: str, params: dict[str, 
     service = action.split(":")[0]
     regional = f"arn:{PARTITION}:{service}:{region}:{account}"
     iam = f"arn:{PARTITION}:iam::{account}"
+    # Images and snapshots have no account in their ARN (Service Authorization Reference), nor has a public
+    # parameter (/aws/service/...).
+    unowned = f"arn:{PARTITION}:{service}:{region}::"
+    # RunInstances names the subnet and security groups in its network interfaces.
+    interface = re.compile(r"^NetworkInterface\.\d+\.(SubnetId|SecurityGroupId\.\d+)$")
+    interfaces = [(k.split(".")[2], v) for k, v in sorted(params.items()) if interface.match(k)]
+    created = {kind: [f"{unowned if kind in ('image', 'snapshot') else regional + ':'}{kind}/{i}"]
+               for kind, i in EC2_CREATED.get(action, {}).items()}
     arns: dict[str, list[str]] = {
         "queue": [f"{regional}:{n}" for n in listed(params, "QueueName")]
         + [f"{regional}:{u.rstrip('/').rsplit('/', 1)[-1]}" for u in listed(params, "QueueUrl")],
@@ -182,20 +198,33 @@ def derived_resources(action: str, region: str, account: str, params: dict[str, 
                              + listed(params, "AutoScalingGroupName")],
         "vpc": [f"{regional}:vpc/{v}" for v in listed(params, "VpcId")],
         "security-group": [f"{regional}:security-group/{g}" for g in listed(params, "GroupId")]
-        + [f"{regional}:security-group/{r}" for r in listed(params, "ResourceId") if r.startswith("sg-")],
+        + [f"{regional}:security-group/{r}" for r in listed(params, "ResourceId") if r.startswith("sg-")]
+        + [f"{regional}:security-group/{g}" for k, g in interfaces if k == "SecurityGroupId"],
+        "instance": [f"{regional}:instance/{i}" for i in listed(params, "InstanceId")]
+        + [f"{regional}:instance/{r}" for r in listed(params, "ResourceId") if r.startswith("i-")]
+        + created.get("instance", []),
+        "volume": created.get("volume", []),
+        "network-interface": created.get("network-interface", []),
+        "image": [f"{unowned}image/{i}" for i in listed(params, "ImageId")]
+        + [f"{unowned}image/{r}" for r in listed(params, "ResourceId") if r.startswith("ami-")]
+        + created.get("image", []),
+        "snapshot": [f"{unowned}snapshot/{i}" for i in listed(params, "SnapshotId")]
+        + [f"{unowned}snapshot/{r}" for r in listed(params, "ResourceId") if r.startswith("snap-")]
+        + created.get("snapshot", []),
         "launch-template": [f"{regional}:launch-template/{t}" for t in listed(params, "LaunchTemplateId")]
         + [f"{regional}:launch-template/{r}" for r in listed(params, "ResourceId") if r.startswith("lt-")],
         "function": [f"{regional}:function:{n}" for n in listed(params, "FunctionName")],
         "schedule": [f"{regional}:schedule/{params.get('GroupName', 'default')}/{n}"
                      for n in listed(params, "Name") if service == "scheduler"],
-        "subnet": [f"{regional}:subnet/{v}" for v in listed(params, "SubnetId")],
+        "subnet": [f"{regional}:subnet/{v}" for v in listed(params, "SubnetId")]
+        + [f"{regional}:subnet/{v}" for k, v in interfaces if k == "SubnetId"],
         "route-table": [f"{regional}:route-table/{v}" for v in listed(params, "RouteTableId")],
         "internet-gateway": [f"{regional}:internet-gateway/{v}" for v in listed(params, "InternetGatewayId")],
         "natgateway": [f"{regional}:natgateway/{v}" for v in listed(params, "NatGatewayId")],
         "elastic-ip": [f"{regional}:elastic-ip/{v}" for v in listed(params, "AllocationId")],
         "vpc-endpoint": [f"{regional}:vpc-endpoint/{v}" for v in listed(params, "VpcEndpointId")],
-        "parameter": [f"{regional}:parameter/{n.lstrip('/')}" for n in listed(params, "Name") + listed(params, "Names")
-                      if service == "ssm"]
+        "parameter": [f"{unowned if n.startswith('/aws/service/') else regional + ':'}parameter/{n.lstrip('/')}"
+                      for n in listed(params, "Name") + listed(params, "Names") if service == "ssm"]
         + [f"{regional}:parameter/{n.lstrip('/')}" for n in listed(params, "ResourceId") if service == "ssm"],
         "replicationgroup": [f"{regional}:replicationgroup:{n}" for n in listed(params, "ReplicationGroupId")]
         + [a for a in listed(params, "ResourceName") if ":replicationgroup:" in a],
@@ -208,8 +237,8 @@ def derived_resources(action: str, region: str, account: str, params: dict[str, 
 
 
 def request_tags(params: dict[str, Any]) -> dict[str, list[str]]:
-    """aws:RequestTag/<key> of an EC2 query request's TagSpecification.N.Tag.M.Key/Value."""
-    pattern = re.compile(r"^TagSpecification\.\d+\.Tag\.\d+\.Key$")
+    """aws:RequestTag/<key> of an EC2 query request's TagSpecification.N.Tag.M.Key/Value (CreateTags: Tag.N)."""
+    pattern = re.compile(r"^(TagSpecification\.\d+\.)?Tag\.\d+\.Key$")
     keys = {k.removesuffix(".Key"): v for k, v in params.items() if pattern.match(k)}
     return {f"aws:requesttag/{v.lower()}": [params[f"{k}.Value"]] for k, v in keys.items() if f"{k}.Value" in params}
 
@@ -238,6 +267,10 @@ def calls_of(entry: dict[str, Any], account: str, tags: dict[str, dict[str, str]
     if action in TAG_ON_CREATE and tagged:
         extra = {"ec2:createaction": [operation]} if service == "ec2" else {}
         needed.append((TAG_ON_CREATE[action], {**context, **extra}, action))
+    made_by = {c for r in listed(params, "ResourceId") for p, c in EMULATED_TAGS_AT_CREATE.items() if r.startswith(p)}
+    if action == "ec2:CreateTags" and len(made_by) == 1 and len(listed(params, "ResourceId")) == 1:
+        creator = made_by.pop()
+        needed = [(action, {**context, "ec2:createaction": [creator]}, f"ec2:{creator}")]
     if action in DEPENDENT:
         needed.append((DEPENDENT[action], {"aws:requestedregion": [region]}, action))
     calls = []
@@ -365,8 +398,12 @@ def recorded(record: Path, start: int) -> tuple[list[dict[str, Any]], int]:
             {k.lower() for k in e["headers"]}], len(lines)
 
 
+# A commit of no repository: the emulator bakes nothing (image.yml stops the builder itself there).
+BAKED_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SQS_PLAYS = (("site.yml cold", ["site.yml"]), ("site.yml rerun", ["site.yml"]),
-             ("produce.yml", ["produce.yml", "-e", "count=5"]))
+             ("produce.yml", ["produce.yml", "-e", "count=5"]),
+             ("image.yml", ["image.yml", "-e", f"fleet_repo_version={BAKED_COMMIT}"]),
+             ("site.yml baked", ["site.yml", "-e", "fleet_image=baked", "-e", f"fleet_repo_version={BAKED_COMMIT}"]))
 
 
 def record_runs(server: Emulator, work: Path, record: Path, inventory: str = "inventory/local",
@@ -504,6 +541,30 @@ def test_the_evaluator_denies_what_the_policy_does_not_grant(recording: Recordin
     alarm = Call("cloudwatch:PutMetricAlarm", f"arn:aws:cloudwatch:us-east-1:{account}:alarm:{stack.prefix}-x",
                  (*region, ("cloudwatch:alarmactions", ("arn:aws:automate:us-east-1:ec2:terminate",))))
     assert not allowed(policy, alarm), "an alarm could terminate instances"
+
+
+def test_the_image_builder_acts_only_on_builders_and_the_stack_images(recording: Recording) -> None:
+    policy, account = recording.policy, recording.account
+    region = (("aws:requestedregion", ("us-east-1",)),)
+    stack_tags = (("aws:resourcetag/environment", ("local",)), ("aws:resourcetag/project", ("sqs-fleet",)))
+    builder = (*stack_tags, ("aws:resourcetag/sqs-fleet:builder", ("0" * 40,)))
+    instance = f"arn:aws:ec2:us-east-1:{account}:instance/i-0"
+    for action in ("ec2:StopInstances", "ec2:TerminateInstances", "ec2:CreateImage"):
+        assert allowed(policy, Call(action, instance, (*region, *builder))), action
+        assert not allowed(policy, Call(action, instance, (*region, *stack_tags))), f"{action} on a worker"
+    launch = (*region, ("aws:requesttag/environment", ("local",)), ("aws:requesttag/project", ("sqs-fleet",)))
+    # (The launch template's permission-only statement is not scoped by tags: AWS checks it at launch.)
+    [builders] = [s for s in policy["Statement"] if s["Sid"] == "ImageBuilderLaunchOnlyTaggedBuilders"]
+    tagged = (*launch, ("aws:requesttag/sqs-fleet:builder", ("0" * 40,)))
+    assert statement_allows(builders, Call("ec2:RunInstances", instance, tagged))
+    assert not statement_allows(builders, Call("ec2:RunInstances", instance, launch)), "an untagged builder"
+    image = "arn:aws:ec2:us-east-1::image/ami-0"
+    ours = (*region, ("aws:resourcetag/sqs-fleet:image", ("sqs-fleet-worker",)))
+    assert allowed(policy, Call("ec2:DeregisterImage", image, ours))
+    assert not allowed(policy, Call("ec2:DeregisterImage", image, region)), "an image not the stack's"
+    assert not allowed(policy, Call("ec2:DeleteSnapshot", "arn:aws:ec2:us-east-1::snapshot/snap-0", region))
+    assert not allowed(policy, Call("ec2:CreateTags", image, (*region, ("aws:requesttag/sqs-fleet:image",
+                                                                         ("sqs-fleet-worker",))))), "tags any image"
 
 
 def test_permission_only_needs_are_granted_and_no_wider(recording: Recording) -> None:
