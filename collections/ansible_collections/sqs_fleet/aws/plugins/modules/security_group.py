@@ -15,7 +15,7 @@ description:
     removed unless it is one of them. Rule descriptions are updated in place.
   - After a change, reads the group back until AWS shows it as asked (bounded by I(wait_timeout)); never
     sleeps a fixed time.
-  - The description cannot change once the group exists (AWS has no call for it): a different one is
+  - The description cannot change once the group exists (AWS has no call for it); a different one is
     reported as a warning.
 options:
   name:
