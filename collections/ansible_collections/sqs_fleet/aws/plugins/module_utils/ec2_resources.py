@@ -20,6 +20,11 @@ def tag_changes(current, wanted):
     return to_set, to_remove
 
 
+def tags_after(current, wanted):
+    """The tags a resource ends with: the wanted ones, and AWS's own that it keeps."""
+    return {**{key: value for key, value in current.items() if key.startswith(AWS_TAG_PREFIX)}, **wanted}
+
+
 def apply_tags(client, resource_id, to_set, to_remove):
     if to_set:
         client.create_tags(Resources=[resource_id], Tags=[{"Key": k, "Value": v} for k, v in to_set.items()],

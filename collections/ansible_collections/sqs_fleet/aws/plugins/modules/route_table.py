@@ -121,6 +121,7 @@ from ansible_collections.sqs_fleet.aws.plugins.module_utils.ec2_resources import
     tag_changes,
     tag_dict,
     tagged_at_creation,
+    tags_after,
     wait_for,
 )
 
@@ -284,12 +285,11 @@ def main():
     wanted_routes = {r["dest"]: r["gateway_id"] for r in params["routes"]}
     subnets = sorted(set(params["subnets"]))
     tags = dict({str(k): str(v) for k, v in params["tags"].items()}, Name=name)
-    kept = {k: v for k, v in before.get("Tags", {}).items() if k.startswith("aws:")}
     after = {
         "RouteTableId": before.get("RouteTableId"), "VpcId": vpc_id,
         "Routes": {**other_routes(table or {}), **({} if params["purge_routes"] else cidr_routes(table or {})),
                    **wanted_routes},
-        "Subnets": subnets, "Tags": {**kept, **tags},
+        "Subnets": subnets, "Tags": tags_after(before.get("Tags", {}), tags),
     }
 
     def settled(current):

@@ -135,6 +135,7 @@ from ansible_collections.sqs_fleet.aws.plugins.module_utils.ec2_resources import
     tag_changes,
     tag_dict,
     tagged_at_creation,
+    tags_after,
     wait_for,
 )
 
@@ -332,7 +333,7 @@ def main():
     after = {
         "GroupName": name, "Description": group["Description"] if group else params["description"], "VpcId": vpc_id,
         "Ingress": rules_view(wanted["in"]), "Egress": rules_view(wanted["out"]),
-        "Tags": {**{k: v for k, v in before.get("Tags", {}).items() if k.startswith("aws:")}, **tags},
+        "Tags": tags_after(before.get("Tags", {}), tags),
     }
     if group and group["Description"] != params["description"]:
         module.warn(f"security group {name} keeps its description {group['Description']!r}: AWS cannot change "
