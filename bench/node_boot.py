@@ -73,13 +73,6 @@ def slowest_task_rows(profiles: list[dict[str, float]], count: int) -> list[list
     return [[task, f"{seconds:.2f}"] for task, seconds in sorted(medians.items(), key=lambda t: -t[1])[:count]]
 
 
-def produce(lab: Lab, queue: str, vehicle: str) -> None:
-    body = f'{{"vehicleId":"{vehicle}","make":"Honda","model":"Civic","year":2020,"color":"Blue","mileage":15000}}'
-    subprocess.run([sys.executable, str(REPO / "files" / "producer.py"), "--queue", queue, "--file", "-"],
-                   input=body, env={**lab.environment(), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                   check=True)
-
-
 def measure(lab: Lab, name: str, user_data: str, baked: bool) -> tuple[dict[str, float], dict[str, float]]:
     """One boot with one message waiting: seconds from the start of the boot to each phase."""
     started = time.time()
@@ -146,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 # A long poll the last node left open at the emulator would take this boot's message and hide
                 # it for the visibility timeout: each message waits for the last poll to end.
                 time.sleep(LONG_POLL_SECONDS if n or kind == "baked" else 0)
-                produce(lab, stack.queue_name, f"VH-{kind}-{n}")
+                lab.produce(stack.queue_name, f"VH-{kind}-{n}").check_returncode()
                 boots.append(measure(lab, f"bench-{kind}-{n}", user_data[kind], kind == "baked"))
             results[kind] = boots
     print(f"machine: {machine()}")

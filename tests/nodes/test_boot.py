@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 from conftest import assert_ok, wait_until
 
-from sqs_fleet import REPO
 from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements, task_seconds
 from sqs_fleet.stack import Stack
 
@@ -72,11 +69,7 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
         assert head == lab.commit
         assert exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active"
 
-        produce = subprocess.run(
-            [sys.executable, str(REPO / "files" / "producer.py"), "--queue", NAMES.queue_name, "--file", "-"],
-            input='{"vehicleId":"VH-BOOT","make":"Honda","model":"Civic","year":2020,"color":"Blue","mileage":15000}',
-            env={**lab.environment(), "PATH": "/usr/bin:/bin"},
-            capture_output=True, text=True, check=False)
+        produce = lab.produce(NAMES.queue_name, "VH-BOOT")
         assert produce.returncode == 0, produce.stderr
         wait_until(lambda: '"vehicleId": "VH-BOOT"' in exec_in(
             name, ["cat", "/var/log/sqs-consumer/consumer.log"]).stdout, 60, "the vehicle in the consumer log")

@@ -7,13 +7,9 @@ systemd-nspawn."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from conftest import assert_ok, wait_until
 
-from sqs_fleet import REPO
 from sqs_fleet.lab.fleet import Lab
 from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements, node_dir
 from sqs_fleet.stack import Stack
@@ -63,14 +59,6 @@ def boot_from_the_baked_image(lab: Lab, name: str, user_data: str) -> str:
     return log
 
 
-def produce(lab: Lab, vehicle: str) -> None:
-    body = f'{{"vehicleId":"{vehicle}","make":"Honda","model":"Civic","year":2020,"color":"Blue","mileage":15000}}'
-    result = subprocess.run([sys.executable, str(REPO / "files" / "producer.py"), "--queue", NAMES.queue_name,
-                             "--file", "-"], input=body, env={**lab.environment(), "PATH": "/usr/bin:/bin"},
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-
-
 def test_a_baked_node_consumes_with_nothing_installed_or_fetched(lab, baked_user_data):
     image = launch_template_image(lab)
     assert image["Name"] == f"sqs-fleet-worker-{lab.commit}"
@@ -83,7 +71,8 @@ def test_a_baked_node_consumes_with_nothing_installed_or_fetched(lab, baked_user
         log = boot_from_the_baked_image(lab, name, unreachable)
         assert "bootstrap: configure " in log and f"baked image of {lab.commit}" in log, log[-3000:]
         assert "ansible-pull" not in log and "bootstrap: done" in log, log[-3000:]
-        produce(lab, "VH-BAKED")
+        produced = lab.produce(NAMES.queue_name, "VH-BAKED")
+        assert produced.returncode == 0, produced.stderr
         wait_until(lambda: '"vehicleId": "VH-BAKED"' in exec_in(
             name, ["cat", "/var/log/sqs-consumer/consumer.log"]).stdout, 60, "the vehicle in the consumer log")
         assert exec_in(name, ["systemctl", "is-active", "sqs-lifecycle-watcher"]).stdout.strip() == "active"

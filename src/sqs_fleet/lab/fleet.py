@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import shutil
-import subprocess  # nosec B404 - runs git with fixed arguments
+import subprocess  # nosec B404 - runs git and the producer with fixed arguments
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -103,6 +105,14 @@ class Lab:
         data = self.client("ec2").describe_launch_template_versions(LaunchTemplateName=template,
                                                                     Versions=["$Latest"])
         return base64.b64decode(data["LaunchTemplateVersions"][0]["LaunchTemplateData"]["UserData"]).decode()
+
+    def produce(self, queue: str, vehicle: str) -> subprocess.CompletedProcess[str]:
+        """files/producer.py sends one vehicle with this id to `queue` on the lab's emulator."""
+        body = json.dumps({"vehicleId": vehicle, "make": "Honda", "model": "Civic", "year": 2020, "color": "Blue",
+                           "mileage": 15000})
+        return subprocess.run([sys.executable, str(REPO / "files" / "producer.py"), "--queue", queue,  # noqa: S603  # nosec
+                               "--file", "-"], input=body, env={**self.environment(), "PATH": "/usr/bin:/bin"},
+                              capture_output=True, text=True, check=False)
 
     def commit_ahead(self) -> str:
         """A commit on top of the one served, with the same tree, on a branch of its own: a version newer than the
