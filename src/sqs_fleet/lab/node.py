@@ -107,6 +107,17 @@ def image() -> Path:
     return lower
 
 
+def mount_overlay(directory: Path, lowers: Sequence[Path]) -> tuple[Path, Path]:
+    """A writable overlay of `lowers` (the first on top) mounted at directory/merged; (where its changes go,
+    where it is mounted)."""
+    upper, work, merged = directory / "upper", directory / "work", directory / "merged"
+    for path in (upper, work, merged):
+        path.mkdir(parents=True)
+    lowerdir = ":".join(str(path) for path in lowers)
+    run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lowerdir},upperdir={upper},workdir={work}", str(merged))
+    return upper, merged
+
+
 def baked_image(repository: str, commit: str) -> Path:
     """The node image with this repository's node playbook baked in at `commit`, as image.yml bakes a worker
     image on a builder instance: the playbook's bake phase (install what the workers of either broker need,
@@ -122,10 +133,7 @@ def baked_image(repository: str, commit: str) -> Path:
         if os.path.ismount(build / "merged"):
             run("umount", "-l", str(build / "merged"), check=False)
         shutil.rmtree(build)
-    upper, work, merged = build / "upper", build / "work", build / "merged"
-    for path in (upper, work, merged):
-        path.mkdir(parents=True)
-    run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged))
+    upper, merged = mount_overlay(build, [lower])
     try:
         checkout = merged / "opt/sqs-fleet"
         run("git", "clone", "-q", "--no-checkout", repository, str(checkout))
@@ -205,11 +213,7 @@ def boot(
     directory = node_dir(name)
     if directory.exists():
         destroy(name)
-    upper, work, merged = directory / "upper", directory / "work", directory / "merged"
-    for path in (upper, work, merged):
-        path.mkdir(parents=True)
-    lowerdir = ":".join(str(path) for path in (*layers, lower))
-    run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lowerdir},upperdir={upper},workdir={work}", str(merged))
+    _, merged = mount_overlay(directory, [*layers, lower])
 
     seed = merged / "var/lib/cloud/seed/nocloud"
     seed.mkdir(parents=True, exist_ok=True)
