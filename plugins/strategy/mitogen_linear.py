@@ -8,16 +8,40 @@ installed, this is the plain linear strategy, with a warning. ANSIBLE_STRATEGY=l
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 DOCUMENTATION = """
 name: mitogen_linear
 short_description: Ansible's linear strategy, run by Mitogen where it is installed
 description:
   - One Python interpreter per host for the whole run instead of one per task.
+  - That interpreter parses botocore's data files once (plugins/module_runner/sitecustomize.py).
   - The plain linear strategy, with a warning, where Mitogen is not installed.
 """
 
+MODULE_RUNNER = Path(__file__).resolve().parent.parent / "module_runner"
+
+
+def start_module_runners_with(folder: Path) -> None:
+    """Put `folder` first on the PYTHONPATH that the interpreters Mitogen starts from here inherit."""
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(folder) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, paths)])
+
+
 try:
-    from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule
+    from ansible.collections.list import list_collection_dirs
+    from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule as _MitogenLinear
+
+    class StrategyModule(_MitogenLinear):  # type: ignore[no-redef]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            # Mitogen's planner lists the installed collections before each collection module it runs, in the
+            # task's worker: a fork of this process that forgets what it imported. Listed once here, every
+            # collection's package (and the metadata it parses) is imported before the forks, which inherit it.
+            list(list_collection_dirs())
+            start_module_runners_with(MODULE_RUNNER)
+            super().__init__(*args, **kwargs)
 except ImportError:
     from ansible.plugins.strategy.linear import StrategyModule as _Linear
     from ansible.utils.display import Display

@@ -1,0 +1,70 @@
+"""The controller's module runner (Mitogen's interpreter, started with plugins/module_runner on PYTHONPATH)
+parses each of botocore's data files once, and changes nothing else about the interpreter."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sqs_fleet import REPO
+
+MODULE_RUNNER = REPO / "plugins" / "module_runner"
+
+# Two sessions, as two amazon.aws tasks make them: do they share what their loaders parsed?
+TWO_SESSIONS = """
+import sys
+print("botocore imported at start-up:", "botocore" in sys.modules)
+import boto3
+loaders = [boto3.session.Session(region_name="us-east-1")._session.get_component("data_loader") for _ in "ab"]
+print("shared endpoints:", loaders[0].load_data("endpoints") is loaders[1].load_data("endpoints"))
+models = [loader.load_service_model("ec2", "service-2") for loader in loaders]
+print("shared model:", models[0] is models[1])
+client = boto3.session.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y").client("ec2")
+print("operations:", len(client.meta.service_model.operation_names) > 100)
+"""
+
+
+def run_python(code: str, *pythonpath: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath))}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)  # noqa: S603
+    return result.stdout
+
+
+def test_the_runner_parses_each_data_file_once_and_imports_nothing_at_start_up():
+    assert run_python(TWO_SESSIONS, MODULE_RUNNER).splitlines() == [
+        "botocore imported at start-up: False", "shared endpoints: True", "shared model: True", "operations: True"]
+
+
+def test_a_plain_interpreter_parses_them_again_for_each_session():
+    assert run_python(TWO_SESSIONS).splitlines()[1:3] == ["shared endpoints: False", "shared model: False"]
+
+
+def test_the_interpreters_own_sitecustomize_still_runs(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text("import builtins\nbuiltins.OWN_SITECUSTOMIZE = True\n")
+    assert run_python("import builtins; print(getattr(builtins, 'OWN_SITECUSTOMIZE', False))",
+                      MODULE_RUNNER, tmp_path) == "True\n"
+
+
+@pytest.fixture
+def strategy_plugin():
+    spec = importlib.util.spec_from_file_location("mitogen_linear", REPO / "plugins" / "strategy" / "mitogen_linear.py")
+    assert spec and spec.loader
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    return plugin
+
+
+def test_the_strategy_starts_its_runners_with_the_folder_first_once(strategy_plugin, monkeypatch):
+    assert strategy_plugin.MODULE_RUNNER == MODULE_RUNNER
+    monkeypatch.setenv("PYTHONPATH", f"/opt/one{os.pathsep}/opt/two")
+    strategy_plugin.start_module_runners_with(MODULE_RUNNER)
+    strategy_plugin.start_module_runners_with(MODULE_RUNNER)
+    assert os.environ["PYTHONPATH"] == os.pathsep.join([str(MODULE_RUNNER), "/opt/one", "/opt/two"])
+    monkeypatch.delenv("PYTHONPATH")
+    strategy_plugin.start_module_runners_with(MODULE_RUNNER)
+    assert os.environ["PYTHONPATH"] == str(MODULE_RUNNER)
