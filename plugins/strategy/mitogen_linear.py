@@ -31,17 +31,35 @@ def start_module_runners_with(folder: Path) -> None:
 
 
 try:
-    from ansible.collections.list import list_collection_dirs
+    import ansible.collections.list
+    from ansible.plugins.loader import lookup_loader
     from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule as _MitogenLinear
 
     class StrategyModule(_MitogenLinear):  # type: ignore[no-redef]
         def __init__(self, *args: object, **kwargs: object) -> None:
-            # Mitogen's planner lists the installed collections before each collection module it runs, in the
-            # task's worker: a fork of this process that forgets what it imported. Listed once here, every
-            # collection's package (and the metadata it parses) is imported before the forks, which inherit it.
-            list(list_collection_dirs())
+            # Each task runs in a worker forked from this process, which forgets what the worker loaded: what
+            # every worker would load again is loaded here once, before the forks.
+            list_installed_collections_once()
+            # The inventories read the endpoint from the environment, and the play's environment is templated
+            # for every task.
+            lookup_loader.get("ansible.builtin.env")
             start_module_runners_with(MODULE_RUNNER)
             super().__init__(*args, **kwargs)
+
+    def list_installed_collections_once() -> None:
+        """Mitogen's planner lists the installed collections before each collection module it runs (with every
+        collection's metadata parsed, about 0.03 s for the ansible package's 90). They do not change during a
+        run: listed once here, the forks inherit the list."""
+        list_all = ansible.collections.list.list_collection_dirs
+        if getattr(list_all, "listed_once", False):
+            return
+        installed = list(list_all())
+
+        def list_collection_dirs(*args: object, **kwargs: object) -> object:
+            return iter(installed) if not args and not kwargs else list_all(*args, **kwargs)
+
+        list_collection_dirs.listed_once = True  # type: ignore[attr-defined]
+        ansible.collections.list.list_collection_dirs = list_collection_dirs  # type: ignore[assignment]
 except ImportError:
     from ansible.plugins.strategy.linear import StrategyModule as _Linear
     from ansible.utils.display import Display
