@@ -109,3 +109,14 @@ def test_numbers_given_as_key_value_extra_vars_are_checked_as_numbers(run_playbo
     assert good.returncode == 0, good.failure_messages()
     bad = run_playbook("site.yml", "--tags", "validate", "-e", "scaling_idle_window=100", env=UNREACHABLE)
     assert "scaling_idle_window 100: must be a multiple of scaling_period 60" in " ".join(bad.failure_messages())
+
+
+def test_every_failed_check_of_a_role_is_named_at_once(run_playbook):
+    run = run_playbook("site.yml", "--tags", "validate", "-e", "fleet_min_size=-1", "-e", "fleet_max_size=30",
+                       "-e", "fleet_volume_size=4", env=UNREACHABLE)
+    assert run.returncode != 0
+    messages = " ".join(run.failure_messages())
+    for named in ("fleet_min_size -1: must be 0 or more", "fleet_max_size 30: must be 1-20",
+                  "fleet_volume_size 4: must be 8-1024 GiB"):
+        assert named in messages
+    assert "fleet_drain_timeout" not in messages, "a check that holds was named"
