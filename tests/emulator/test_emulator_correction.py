@@ -1,6 +1,7 @@
 """The emulator as sqs_fleet.lab.emulator starts it launches from a launch template's later versions, as AWS
 does (moto alone stores a new version's UserData raw and then fails every launch from it), and deletes a
-template's versions but the default one (moto alone does not implement DeleteLaunchTemplateVersions)."""
+template's versions but the default one (moto alone does not implement DeleteLaunchTemplateVersions), and
+deletes a group's scaling policies and lifecycle hooks with it (moto alone keeps them)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,27 @@ def test_versions_but_the_default_one_are_deleted(aws):
         assert by_id["UnsuccessfullyDeletedLaunchTemplateVersions"] == []
     finally:
         ec2.delete_launch_template(LaunchTemplateName="deletion-check")
+
+
+def test_a_deleted_group_takes_its_policies_and_lifecycle_hooks_with_it(aws):
+    ec2, autoscaling = aws("ec2"), aws("autoscaling")
+    ec2.create_launch_template(LaunchTemplateName="group-deletion-check",
+                               LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"})
+    try:
+        for group in ("group-deletion-check", "group-kept-check"):
+            autoscaling.create_auto_scaling_group(
+                AutoScalingGroupName=group, MinSize=0, MaxSize=1, AvailabilityZones=["us-east-1a"],
+                LaunchTemplate={"LaunchTemplateName": "group-deletion-check"})
+            autoscaling.put_scaling_policy(AutoScalingGroupName=group, PolicyName=f"{group}-out",
+                                           AdjustmentType="ChangeInCapacity", ScalingAdjustment=1)
+            autoscaling.put_lifecycle_hook(AutoScalingGroupName=group, LifecycleHookName="launch",
+                                           LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING")
+        autoscaling.delete_auto_scaling_group(AutoScalingGroupName="group-deletion-check", ForceDelete=True)
+        assert autoscaling.describe_policies(AutoScalingGroupName="group-deletion-check")["ScalingPolicies"] == []
+        assert autoscaling.describe_lifecycle_hooks(AutoScalingGroupName="group-deletion-check")["LifecycleHooks"] == []
+        kept = autoscaling.describe_policies(AutoScalingGroupName="group-kept-check")["ScalingPolicies"]
+        assert [p["PolicyName"] for p in kept] == ["group-kept-check-out"]
+        assert len(autoscaling.describe_lifecycle_hooks(AutoScalingGroupName="group-kept-check")["LifecycleHooks"]) == 1
+    finally:
+        autoscaling.delete_auto_scaling_group(AutoScalingGroupName="group-kept-check", ForceDelete=True)
+        ec2.delete_launch_template(LaunchTemplateName="group-deletion-check")

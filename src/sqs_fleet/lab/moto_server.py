@@ -1,5 +1,5 @@
-"""moto's server (`moto_server`) with the two corrections the stack needs from it, so that the emulator behaves
-as AWS does. Both are moto 5.2's launch templates:
+"""moto's server (`moto_server`) with the corrections the stack needs from it, so that the emulator behaves as AWS
+does. Two are moto 5.2's launch templates, one its Auto Scaling groups:
 
 - CreateLaunchTemplateVersion keeps the new version's UserData as the raw base64 text, where
   CreateLaunchTemplate decodes it, and any later launch from that version (SetDesiredCapacity with $Latest)
@@ -12,6 +12,9 @@ as AWS does. Both are moto 5.2's launch templates:
   deleted or not, with a ResponseError; the default version is never deleted. A template's versions keep
   their numbers once one is deleted (moto found a version by its place in the list), and a new one never
   takes a deleted one's number.
+- DeleteAutoScalingGroup leaves the group's scaling policies and lifecycle hooks behind, so a site.yml after a
+  teardown.yml found the old ones and made none. AWS deletes the policies with the group (Auto Scaling API
+  reference, DeleteAutoScalingGroup), and a lifecycle hook exists only on its group.
 
     python -m sqs_fleet.lab.moto_server -H 127.0.0.1 -p 4566      # what sqs_fleet.lab.emulator runs
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from moto.autoscaling.models import AutoScalingBackend
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import InvalidLaunchTemplateVersionNotFound, InvalidParameterCombination, MissingParameter
 from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateBackend, LaunchTemplateVersion
@@ -142,6 +146,22 @@ def delete_launch_template_versions(self: LaunchTemplates) -> ActionResult:
     return ActionResult(result)
 
 
+# ---- DeleteAutoScalingGroup deletes the group's policies and lifecycle hooks with it -------------------------
+
+_delete_group_only = AutoScalingBackend.delete_auto_scaling_group
+
+
+def delete_auto_scaling_group(self: AutoScalingBackend, group_name: str) -> None:
+    _delete_group_only(self, group_name)
+    for key, policy in list(self.policies.items()):
+        if policy.auto_scaling_group_name == group_name:
+            del self.policies[key]
+    for key, hook in list(self.lifecycle_hooks.items()):
+        if hook.auto_scaling_group_name == group_name:
+            del self.lifecycle_hooks[key]
+
+
+AutoScalingBackend.delete_auto_scaling_group = delete_auto_scaling_group  # type: ignore[method-assign]
 LaunchTemplateBackend.delete_launch_template_versions = backend_delete_launch_template_versions  # type: ignore[attr-defined]
 LaunchTemplates.delete_launch_template_versions = delete_launch_template_versions  # type: ignore[attr-defined]
 
