@@ -68,3 +68,31 @@ def test_the_strategy_starts_its_runners_with_the_folder_first_once(strategy_plu
     monkeypatch.delenv("PYTHONPATH")
     strategy_plugin.start_module_runners_with(MODULE_RUNNER)
     assert os.environ["PYTHONPATH"] == str(MODULE_RUNNER)
+
+
+PLAY = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Which sitecustomize would a Python started from the module runner load
+      ansible.builtin.command: "{{ ansible_playbook_python }} -c 'import sitecustomize; print(sitecustomize.__file__)'"
+      register: found
+      changed_when: false
+      failed_when: false
+    - ansible.builtin.debug:
+        msg: "FOUND {{ found.stdout or 'none' }}"
+"""
+
+
+@pytest.mark.parametrize(("strategy", "found"), [
+    ("mitogen_linear", str(MODULE_RUNNER / "sitecustomize.py")),
+    ("linear", "none"),
+])
+def test_only_the_mitogen_strategy_starts_its_runner_with_the_folder(tmp_path, strategy, found):
+    (tmp_path / "play.yml").write_text(PLAY)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(  # noqa: S603 - Ansible's own tool
+        [str(Path(sys.executable).parent / "ansible-playbook"), str(tmp_path / "play.yml")],
+        cwd=REPO, capture_output=True, text=True, check=True,
+        env={**env, "ANSIBLE_STRATEGY": strategy, "ANSIBLE_HOME": str(tmp_path / "ansible-home")})
+    assert f"FOUND {found}" in result.stdout
