@@ -80,7 +80,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 vpc_endpoints:
-  description: The endpoints of I(services) as DescribeVpcEndpoints returns them (C([]) when absent).
+  description:
+    - The endpoints of I(services) as this run read them before changing them, a new one as CreateVpcEndpoint
+      returns it; C([]) when absent.
   returned: always
   type: list
   elements: dict
