@@ -111,10 +111,14 @@ GONE = ("deleting", "deleted", "failed", "rejected", "expired")
 DELETE_BATCH = 25
 
 
-def endpoints_of(client, vpc_id):
+def described(client, vpc_id):
+    """Every endpoint of the VPC that DescribeVpcEndpoints shows, whatever its state."""
     paginator = client.get_paginator("describe_vpc_endpoints")
-    pages = paginator.paginate(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]).build_full_result()
-    return [e for e in pages["VpcEndpoints"] if e.get("State", "").lower() not in GONE]
+    return paginator.paginate(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]).build_full_result()["VpcEndpoints"]
+
+
+def endpoints_of(client, vpc_id):
+    return [e for e in described(client, vpc_id) if e.get("State", "").lower() not in GONE]
 
 
 def view(endpoint):
@@ -155,10 +159,8 @@ def delete(module, client, endpoints):
     vpc_id = module.params["vpc_id"]
 
     def deleting():
-        pages = client.get_paginator("describe_vpc_endpoints").paginate(
-            Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]).build_full_result()
-        return [e["VpcEndpointId"] for e in pages["VpcEndpoints"]
-                if e["VpcEndpointId"] in ids and e.get("State", "").lower() not in ("deleted",)]
+        return [e["VpcEndpointId"] for e in described(client, vpc_id)
+                if e["VpcEndpointId"] in ids and e.get("State", "").lower() != "deleted"]
 
     left, gone = wait_for(deleting, lambda still: not still, module.params["wait_timeout"])
     if not gone:
