@@ -3,7 +3,6 @@ parses each of botocore's data files once, and changes nothing else about the in
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -48,15 +47,6 @@ def test_the_interpreters_own_sitecustomize_still_runs(tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import builtins\nbuiltins.OWN_SITECUSTOMIZE = True\n")
     assert run_python("import builtins; print(getattr(builtins, 'OWN_SITECUSTOMIZE', False))",
                       MODULE_RUNNER, tmp_path) == "True\n"
-
-
-@pytest.fixture
-def strategy_plugin():
-    spec = importlib.util.spec_from_file_location("mitogen_linear", REPO / "plugins" / "strategy" / "mitogen_linear.py")
-    assert spec and spec.loader
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
-    return plugin
 
 
 def test_the_strategy_starts_its_runners_with_the_folder_first_once(strategy_plugin, monkeypatch):

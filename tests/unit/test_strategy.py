@@ -3,7 +3,6 @@ playbook (ansible-pull on workers, which have no Mitogen) keeps the plain linear
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -31,15 +30,11 @@ def configured_strategy(**env: str) -> str:
     return str(settings["DEFAULT_STRATEGY"])
 
 
-def test_the_default_strategy_is_linear_run_by_mitogen_and_the_plain_one_a_switch():
+def test_the_default_strategy_is_linear_run_by_mitogen_and_the_plain_one_a_switch(strategy_plugin):
     assert configured_strategy() == "mitogen_linear"
     assert configured_strategy(ANSIBLE_STRATEGY="linear") == "linear"
-    spec = importlib.util.spec_from_file_location("mitogen_linear", REPO / "plugins" / "strategy" / "mitogen_linear.py")
-    assert spec and spec.loader
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
-    assert issubclass(plugin.StrategyModule, ansible_mitogen.strategy.StrategyMixin)
-    assert issubclass(plugin.StrategyModule, Linear)
+    assert issubclass(strategy_plugin.StrategyModule, ansible_mitogen.strategy.StrategyMixin)
+    assert issubclass(strategy_plugin.StrategyModule, Linear)
 
 
 @pytest.mark.parametrize("playbook", ["playbooks/node.yml"])
