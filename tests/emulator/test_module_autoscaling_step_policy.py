@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from module_results import ok
 
 GROUP = "modules-policy-group"
 NAME = "modules-scale-out"
@@ -14,11 +15,6 @@ OUT_STEPS = [
     {"lower_bound": 0, "upper_bound": 10, "adjustment": 1},
     {"lower_bound": 10, "adjustment": 2},
 ]
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 @pytest.fixture

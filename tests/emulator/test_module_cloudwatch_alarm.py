@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from module_results import ok
+
 NAME = "modules-alarm"
 TAGS = {"Project": "sqs-fleet", "Environment": "modules"}
 
@@ -34,11 +36,6 @@ ALARM = {
     "TreatMissingData": "notBreaching",
     "ActionsEnabled": True,
 }
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 def alarm_on_emulator(aws, name: str = NAME) -> dict[str, Any] | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from module_results import ok
+
 NAME = "modules-dashboard"
 
 
@@ -17,11 +19,6 @@ def widget(title: str, metric: str) -> dict[str, Any]:
 
 BODY = {"widgets": [widget("Visible", "ApproximateNumberOfMessagesVisible")]}
 UPDATED = {"widgets": [*BODY["widgets"], widget("In flight", "ApproximateNumberOfMessagesNotVisible")]}
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 def body_on_emulator(aws) -> dict[str, Any] | None:

@@ -8,14 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from module_results import ok
 
 GROUP = "modules-broker"
 TOKEN = "a-token-of-thirty-two-characters"
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 def on_emulator(aws) -> dict[str, Any] | None:

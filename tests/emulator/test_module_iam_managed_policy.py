@@ -8,12 +8,9 @@ import json
 import urllib.parse
 from typing import Any
 
+from module_results import ok
+
 NAME = "modules-managed-policy"
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 def document(action: str) -> dict[str, Any]:

@@ -6,14 +6,10 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from typing import Any
+
+from module_results import ok
 
 NAME = "modules-concurrency"
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 def function(aws) -> str:

@@ -7,14 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from module_results import ok
 
 NAME = "modules-table"
 TAGS = {"Project": "sqs-fleet", "Environment": "modules"}
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 @pytest.fixture

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from module_results import ok
+
 NAME = "modules-group"
 METRICS = {"GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity", "GroupInServiceInstances",
            "GroupPendingInstances", "GroupTerminatingInstances", "GroupTotalInstances"}
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 def launch_template(aws, name: str) -> str:

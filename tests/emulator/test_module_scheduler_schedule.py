@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from module_results import ok
+
 NAME = "modules-schedule"
 TARGET = "arn:aws:lambda:us-east-1:123456789012:function:modules-target"
 ROLE = "arn:aws:iam::123456789012:role/modules-scheduler"
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 def on_emulator(aws) -> dict[str, Any] | None:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from module_results import ok
+
 NAME = "modules-group"
 CLIENT = "modules-group-client"
 TAGS = {"Project": "sqs-fleet", "Environment": "modules"}
-
-
-def ok(result: dict[str, Any]) -> dict[str, Any]:
-    assert not result.get("failed"), result.get("msg")
-    return result
 
 
 def default_vpc(aws) -> str:
