@@ -1,12 +1,13 @@
 """Loaded by Python at start-up in the controller's module runner (Mitogen's one interpreter per host, which
 plugins/strategy/mitogen_linear.py starts with this folder on PYTHONPATH).
 
-Every amazon.aws task makes a new boto3 session, and each session parses botocore's data files again: the
-endpoints (1.2 MB of JSON) and the service's model, 0.1-0.3 s per task on two cores, most of a no-change task's
-time. In this long-lived interpreter each file is parsed once and shared by the sessions that follow, as the
-clients of one session already share it (botocore treats the loaded data as read-only). Nothing is imported
-here: the files are kept only once a task imports botocore. The interpreter's own sitecustomize, if it has one,
-still runs.
+Every amazon.aws task makes a new boto3 session, and each session's data loader reads botocore's data again: it
+lists the service folders (thousands of stat calls), parses the endpoints (1.2 MB of JSON) and the service's
+model, and merges the model's extras, 0.1-0.3 s per task on two cores, most of a no-change task's time. A
+loader keeps all of this in its own cache, which botocore treats as read-only (the clients of one session share
+it). In this long-lived interpreter the loaders that search the same paths with the same extras share one
+cache, so each piece is read once per run. Nothing is imported here: the cache is shared only once a task
+imports botocore. The interpreter's own sitecustomize, if it has one, still runs.
 """
 
 from __future__ import annotations
@@ -23,25 +24,48 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _LOADERS = "botocore.loaders"
 
 
-def keep_parsed_files(loaders: ModuleType) -> None:
-    """Parse each of botocore's data files once in this interpreter."""
-    file_loader = loaders.JSONFileLoader
-    if getattr(file_loader.load_file, "keeps_parsed_files", False):
+# (search paths, extras types) -> what the loaders configured so have read
+_READ_BY_CONFIGURATION: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[Any, Any]] = {}
+
+
+class _SharedCache:
+    """A loader's cache, looked up by the loader's configuration at each use: boto3 adds its own data folder to
+    a session's search paths after the loader is made."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def _read(self) -> dict[Any, Any]:
+        configuration = (tuple(self._loader.search_paths), tuple(self._loader.extras_types))
+        return _READ_BY_CONFIGURATION.setdefault(configuration, {})
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._read()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._read()[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._read()[key] = value
+
+
+def share_loaded_data(loaders: ModuleType) -> None:
+    """Let botocore's data loaders of the same configuration share one cache in this interpreter."""
+    loader = loaders.Loader
+    if getattr(loader.__init__, "shares_loaded_data", False):
         return
-    parse = file_loader.load_file
-    parsed: dict[str, Any] = {}
+    make = loader.__init__
 
-    def load_file(self: Any, file_path: str) -> Any:
-        if file_path not in parsed:
-            parsed[file_path] = parse(self, file_path)
-        return parsed[file_path]
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        make(self, *args, **kwargs)
+        self._cache = _SharedCache(self)
 
-    load_file.keeps_parsed_files = True  # type: ignore[attr-defined]
-    file_loader.load_file = load_file
+    __init__.shares_loaded_data = True  # type: ignore[attr-defined]
+    loader.__init__ = __init__
 
 
 class _WhenBotocoreLoads(importlib.abc.MetaPathFinder):
-    """Finds botocore.loaders like the next finder would, and keeps its files once the module has run."""
+    """Finds botocore.loaders like the next finder would, and shares its loaders' caches once the module has run."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if name != _LOADERS:
@@ -54,7 +78,7 @@ class _WhenBotocoreLoads(importlib.abc.MetaPathFinder):
 
         def exec_module(module: ModuleType) -> None:
             run_module(module)
-            keep_parsed_files(module)
+            share_loaded_data(module)
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
@@ -68,7 +92,7 @@ def _run_the_interpreters_own() -> None:
 
 
 if _LOADERS in sys.modules:
-    keep_parsed_files(sys.modules[_LOADERS])
+    share_loaded_data(sys.modules[_LOADERS])
 else:
     sys.meta_path.insert(0, _WhenBotocoreLoads())
 _run_the_interpreters_own()

@@ -1,5 +1,6 @@
 """The controller's module runner (Mitogen's interpreter, started with plugins/module_runner on PYTHONPATH)
-parses each of botocore's data files once, and changes nothing else about the interpreter."""
+reads botocore's data once for the sessions that search the same paths, and changes nothing else about the
+interpreter."""
 
 from __future__ import annotations
 
@@ -19,28 +20,46 @@ TWO_SESSIONS = """
 import sys
 print("botocore imported at start-up:", "botocore" in sys.modules)
 import boto3
+import botocore.loaders
 loaders = [boto3.session.Session(region_name="us-east-1")._session.get_component("data_loader") for _ in "ab"]
 print("shared endpoints:", loaders[0].load_data("endpoints") is loaders[1].load_data("endpoints"))
 models = [loader.load_service_model("ec2", "service-2") for loader in loaders]
 print("shared model:", models[0] is models[1])
+print("shared service list:", loaders[0].list_available_services("service-2")
+      is loaders[1].list_available_services("service-2"))
+# A loader that also searches another folder lists what it finds there.
+other = botocore.loaders.Loader(extra_search_paths=[OTHER_MODELS])
+print("other paths share:", other.load_data("endpoints") is loaders[0].load_data("endpoints"),
+      "fleetdemo" in other.list_available_services("service-2"),
+      "fleetdemo" in loaders[0].list_available_services("service-2"))
 client = boto3.session.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y").client("ec2")
 print("operations:", len(client.meta.service_model.operation_names) > 100)
 """
 
 
-def run_python(code: str, *pythonpath: Path) -> str:
+def run_python(code: str, *pythonpath: Path, other_models: Path = Path("/nonexistent")) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath))}
+    code = code.replace("OTHER_MODELS", repr(str(other_models)))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)  # noqa: S603
     return result.stdout
 
 
-def test_the_runner_parses_each_data_file_once_and_imports_nothing_at_start_up():
-    assert run_python(TWO_SESSIONS, MODULE_RUNNER).splitlines() == [
-        "botocore imported at start-up: False", "shared endpoints: True", "shared model: True", "operations: True"]
+def other_models(tmp_path: Path) -> Path:
+    """A search path holding one more service model, as ~/.aws/models would."""
+    (tmp_path / "fleetdemo" / "2024-01-01").mkdir(parents=True)
+    (tmp_path / "fleetdemo" / "2024-01-01" / "service-2.json").write_text('{"metadata": {}, "operations": {}}')
+    return tmp_path
 
 
-def test_a_plain_interpreter_parses_them_again_for_each_session():
-    assert run_python(TWO_SESSIONS).splitlines()[1:3] == ["shared endpoints: False", "shared model: False"]
+def test_the_runner_reads_the_data_once_and_imports_nothing_at_start_up(tmp_path):
+    assert run_python(TWO_SESSIONS, MODULE_RUNNER, other_models=other_models(tmp_path)).splitlines() == [
+        "botocore imported at start-up: False", "shared endpoints: True", "shared model: True",
+        "shared service list: True", "other paths share: False True False", "operations: True"]
+
+
+def test_a_plain_interpreter_reads_it_again_for_each_session(tmp_path):
+    assert run_python(TWO_SESSIONS, other_models=other_models(tmp_path)).splitlines()[1:4] == [
+        "shared endpoints: False", "shared model: False", "shared service list: False"]
 
 
 def test_the_interpreters_own_sitecustomize_still_runs(tmp_path):
