@@ -73,6 +73,10 @@ def test_replication_group_lifecycle(run_module, aws, present):
     assert ok(run_module("elasticache_replication_group", absent))["changed"]
     assert on_emulator(aws) is None or on_emulator(aws)["Status"] == "deleting"
     assert not ok(run_module("elasticache_replication_group", absent))["changed"], "a second delete changed it"
+    # A run that waits, after a delete another run started (without waiting), waits for it too: the emulator
+    # never finishes a delete, so the wait runs out.
+    waiting = run_module("elasticache_replication_group", {**absent, "wait": True, "wait_timeout": 1})
+    assert waiting.get("failed") and f"replication group {GROUP} not gone after 1 s" in waiting["msg"]
 
 
 def test_bad_input_fails_before_any_call_and_hides_the_token(run_module, aws):

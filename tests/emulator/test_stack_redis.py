@@ -234,6 +234,20 @@ def test_jobs_below_the_threshold_start_one_worker_from_zero(stack, broker_serve
 
 
 # Never stack_output_file=/dev/null: the copy module, as root, would replace the device with a regular file.
+def test_the_broker_is_made_while_the_rest_of_the_stack_is(stack):
+    """ElastiCache takes minutes to make the two nodes: they are asked for right after the network, without
+    waiting, and waited for only once everything else is made."""
+    tasks = [task["task"]["name"] for play in stack["run"].report["plays"] for task in play["tasks"]]
+
+    def first(prefix: str) -> int:
+        return next(i for i, task in enumerate(tasks) if task.startswith(prefix))
+
+    started, waited = first("broker : Start the replication group"), first("broker : Wait until the replication group")
+    assert first("network : Create the workers' security group") < started < first("identity : Create the consumer")
+    assert max(first("fleet : Create the Auto Scaling group"), first("publisher : Create the function"),
+               first("scaling : Create the scale-out policy")) < waited < first("broker : Publish the primary's address")
+
+
 def test_rerun_reports_no_change(stack, run_playbook):
     rerun = run_playbook("site.yml", *REDIS, extra_vars={"stack_output_file": stack["record_file"]})
     assert_ok(rerun, ["rerun redis"])

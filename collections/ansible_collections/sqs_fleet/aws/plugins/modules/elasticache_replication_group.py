@@ -86,7 +86,10 @@ options:
     default: {}
   wait:
     description:
-      - Wait for the group to be C(available) after a create or modify, and to be gone after a delete.
+      - Wait for the group to be C(available) after a create or modify, and to be gone after a delete (also one
+        another run started).
+      - A group still being created or modified is waited for before it is compared, changed or deleted, which
+        ElastiCache refuses until the group is C(available).
     type: bool
     default: true
   wait_timeout:
@@ -164,6 +167,8 @@ from ansible_collections.amazon.aws.plugins.module_utils.tagging import (
 ID_PATTERN = re.compile(r"^[a-z](?!.*--)[a-z0-9-]{0,39}(?<!-)$")
 NOT_FOUND = ["ReplicationGroupNotFoundFault"]
 GONE = ("deleting",)
+# ElastiCache modifies or deletes a group only once it is available.
+BUSY = ("creating", "modifying", "snapshotting")
 # What ModifyReplicationGroup changes in place, by this module's option name.
 # (No engine version: DescribeReplicationGroups does not return it; it is set at creation.)
 MODIFIABLE = ("description", "node_type", "security_group_ids", "automatic_failover", "multi_az")
@@ -381,9 +386,11 @@ def main():
     if errors:
         module.fail_json(msg=f"replication group {params['id']}: " + "; ".join(errors))
     client = module.client("elasticache", retry_decorator=AWSRetry.jittered_backoff())
-    group = describe(module, client, params["id"])
-    if group is not None and group.get("Status") in GONE:
-        group = None  # on its way out: absent for this module (a create waits until it is gone)
+    found = describe(module, client, params["id"])
+    leaving = found is not None and found.get("Status") in GONE
+    group = None if leaving else found  # on its way out: absent for this module (a create waits until it is gone)
+    if group is not None and group.get("Status") in BUSY and params["wait"] and not module.check_mode:
+        group = wait_for(module, client, params["id"], gone=False)
     before = comparable(module, client, group)
 
     if params["state"] == "absent":
@@ -394,8 +401,8 @@ def main():
                 pass  # removed meanwhile: the end state is the one asked for
             except (ClientError, BotoCoreError) as error:  # pylint: disable=duplicate-except
                 module.fail_json_aws(error, msg=f"Could not delete replication group {params['id']}")
-            if params["wait"]:
-                wait_for(module, client, params["id"], gone=True)
+        if params["wait"] and (group is not None or leaving) and not module.check_mode:
+            wait_for(module, client, params["id"], gone=True)  # also for a delete another run started
         module.exit_json(changed=group is not None, replication_group={}, diff={"before": before, "after": {}})
 
     after = wanted(params)
