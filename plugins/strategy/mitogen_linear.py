@@ -16,7 +16,7 @@ name: mitogen_linear
 short_description: Ansible's linear strategy, run by Mitogen where it is installed
 description:
   - One Python interpreter per host for the whole run instead of one per task.
-  - That interpreter parses botocore's data files once (plugins/module_runner/sitecustomize.py).
+  - That interpreter reads botocore's data once per run (plugins/module_runner/sitecustomize.py).
   - The plain linear strategy, with a warning, where Mitogen is not installed.
 """
 
