@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import assert_ok
 
 from sqs_fleet.stack import Stack
@@ -34,12 +35,16 @@ def made(aws) -> dict[str, list[str]]:
     }
 
 
-def test_a_dry_run_on_an_empty_account_reports_what_it_would_make_and_makes_nothing(emulator, run_playbook, aws):
+@pytest.mark.parametrize("inventory", ["local", "local-redis"])
+def test_a_dry_run_on_an_empty_account_reports_what_it_would_make_and_makes_nothing(emulator, run_playbook, aws,
+                                                                                   inventory):
     emulator.reset()
-    check = run_playbook("site.yml", "--check")
-    assert_ok(check, ["site.yml --check on an empty account"])
+    check = run_playbook("site.yml", "-i", f"inventory/{inventory}", "--check")
+    assert_ok(check, [f"site.yml -i inventory/{inventory} --check on an empty account"])
     assert check.stats["changed"] > 0
     assert made(aws) == {kind: [] for kind in made(aws)}
+    assert aws("elasticache").describe_replication_groups()["ReplicationGroups"] == []
+    assert aws("ssm").describe_parameters()["Parameters"] == []
 
 
 def test_produce_without_a_stack_says_so_in_one_line(emulator, run_playbook):
