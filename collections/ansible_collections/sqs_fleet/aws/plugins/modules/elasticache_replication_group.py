@@ -88,8 +88,9 @@ options:
     description:
       - Wait for the group to be C(available) after a create or modify, and to be gone after a delete (also one
         another run started).
-      - A group still being created or modified is waited for before it is compared, changed or deleted, which
-        ElastiCache refuses until the group is C(available).
+      - ElastiCache changes or deletes a group only once it is C(available). A group still being created or
+        modified is waited for before it is compared, changed or deleted; with I(wait=false) it is left as it is
+        (unchanged, with a message), for a later run that waits.
     type: bool
     default: true
   wait_timeout:
@@ -389,7 +390,11 @@ def main():
     found = describe(module, client, params["id"])
     leaving = found is not None and found.get("Status") in GONE
     group = None if leaving else found  # on its way out: absent for this module (a create waits until it is gone)
-    if group is not None and group.get("Status") in BUSY and params["wait"] and not module.check_mode:
+    if group is not None and group.get("Status") in BUSY and not module.check_mode:
+        if not params["wait"]:
+            # ElastiCache changes and deletes only an available group: left for a run that waits.
+            module.exit_json(changed=False, replication_group=comparable(module, client, group),
+                             msg=f"replication group {params['id']} is {group['Status']}: left for a run that waits")
         group = wait_for(module, client, params["id"], gone=False)
     before = comparable(module, client, group)
 
