@@ -12,7 +12,9 @@ from pathlib import Path
 import ansible_mitogen.strategy
 import pytest
 import yaml
+from ansible._internal._templating._jinja_bits import AnsibleEnvironment, _TemplateCompileContext
 from ansible.plugins.strategy.linear import StrategyModule as Linear
+from jinja2 import Template, TemplateSyntaxError
 
 from sqs_fleet import REPO
 
@@ -41,3 +43,135 @@ def test_the_default_strategy_is_linear_run_by_mitogen_and_the_plain_one_a_switc
 def test_node_plays_keep_the_plain_strategy(playbook):
     plays = yaml.safe_load((REPO / playbook).read_text())
     assert [play.get("strategy") for play in plays] == ["linear"] * len(plays)
+
+
+# Each task reports the process that ran it: the pipe lookup runs in the task's process, and $PPID is its pid.
+WHO_RUNS = """
+- hosts: "{{ play_hosts_pattern }}"
+  gather_facts: false
+  tasks:
+    - name: First task
+      ansible.builtin.debug:
+        msg: "RAN-IN {{ inventory_hostname }} {{ lookup('ansible.builtin.pipe', 'echo $PPID') }}"
+    - name: Second task
+      ansible.builtin.debug:
+        msg: "RAN-IN {{ inventory_hostname }} {{ lookup('ansible.builtin.pipe', 'echo $PPID') }}"
+"""
+TWO_LOCAL_HOSTS = """
+all:
+  hosts:
+    one: {ansible_connection: local, ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+    two: {ansible_connection: local, ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+"""
+
+
+def processes_that_ran(tmp_path: Path, strategy: str, pattern: str) -> tuple[int, list[int]]:
+    """(the controller's pid, the pid that ran each task, in order)."""
+    (tmp_path / "play.yml").write_text(WHO_RUNS)
+    (tmp_path / "hosts.yml").write_text(TWO_LOCAL_HOSTS)
+    controller = subprocess.Popen(  # noqa: S603 - Ansible's own tool
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
+         "-e", f"play_hosts_pattern={pattern}", str(tmp_path / "play.yml")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "ANSIBLE_STRATEGY": strategy, "ANSIBLE_HOME": str(tmp_path / "ansible-home")})
+    output, _ = controller.communicate(timeout=300)
+    assert controller.returncode == 0, output
+    return controller.pid, [int(line.split()[-1].rstrip('"')) for line in output.splitlines() if "RAN-IN" in line]
+
+
+def test_a_play_on_one_host_runs_its_tasks_in_the_controller(tmp_path):
+    controller, ran_in = processes_that_ran(tmp_path, "mitogen_linear", "one")
+    assert ran_in == [controller, controller]
+
+
+@pytest.mark.parametrize(("strategy", "pattern", "tasks"), [
+    ("mitogen_linear", "all", 4),  # hosts side by side: a worker each
+    ("linear", "one", 2),
+])
+def test_otherwise_each_task_runs_in_a_worker_of_its_own(tmp_path, strategy, pattern, tasks):
+    controller, ran_in = processes_that_ran(tmp_path, strategy, pattern)
+    assert len(ran_in) == tasks
+    assert controller not in ran_in
+    assert len(set(ran_in)) == tasks
+
+
+@pytest.fixture
+def compiled_once(strategy_plugin, monkeypatch):
+    """Templates compiled once, as in a run under the strategy (undone after the test)."""
+    monkeypatch.setattr(AnsibleEnvironment, "compile", AnsibleEnvironment.compile)
+    uncached = AnsibleEnvironment.compile
+    strategy_plugin.compile_each_template_once()
+    once = AnsibleEnvironment.compile
+    strategy_plugin.compile_each_template_once()
+    assert AnsibleEnvironment.compile is once is not uncached  # a second call wraps nothing again
+    return uncached
+
+
+def test_environments_share_the_code_of_a_template(compiled_once, tmp_path):
+    one, other = AnsibleEnvironment(), AnsibleEnvironment(ansible_basedir=str(tmp_path))
+    assert one.compile("{{ a | default('x') }}") is other.compile("{{ a | default('x') }}")
+    assert one.compile("{{ a }}") is not one.compile("{{ b }}")
+    assert Template.from_code(other, one.compile("{{ a ~ 'b' }}"), other.make_globals(None)).render(a="a") == "ab"
+
+
+def test_the_code_depends_on_whether_backslashes_are_escaped(compiled_once):
+    environment, source = AnsibleEnvironment(), "{{ 'a\\\\nb' }}"
+    with _TemplateCompileContext(escape_backslashes=True):
+        escaped = environment.compile(source)
+        assert environment.compile(source) is escaped
+        expected_escaped = compiled_once(AnsibleEnvironment(), source)
+    plain = environment.compile(source)
+    assert plain is not escaped
+
+    def render(code):
+        return Template.from_code(environment, code, environment.make_globals(None)).render()
+
+    assert render(escaped) == render(expected_escaped)
+    assert render(plain) == render(compiled_once(AnsibleEnvironment(), source))
+    assert render(escaped) != render(plain)
+
+
+def test_overlays_and_errors_are_compiled_each_time(compiled_once):
+    overlay = AnsibleEnvironment().overlay(variable_start_string="[[", variable_end_string="]]")
+    assert overlay.compile("[[ a ]]") is not overlay.compile("[[ a ]]")
+    environment = AnsibleEnvironment()
+    for _ in range(2):
+        with pytest.raises(TemplateSyntaxError, match="unexpected end of template"):
+            environment.compile("{{ a")
+
+
+# A handler is one task run at each flush: the executor finalises a task in place (its arguments templated).
+HANDLER_TWICE = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    counter: 1
+  tasks:
+    - name: Notify
+      ansible.builtin.command: "true"
+      changed_when: true
+      notify: Report
+    - name: Run the handler now
+      ansible.builtin.meta: flush_handlers
+    - name: Count on
+      ansible.builtin.set_fact:
+        counter: 2
+    - name: Notify again
+      ansible.builtin.command: "true"
+      changed_when: true
+      notify: Report
+  handlers:
+    - name: Report
+      ansible.builtin.debug:
+        msg: "HANDLER {{ counter }}"
+"""
+
+
+def test_a_task_run_twice_is_templated_each_time(tmp_path):
+    (tmp_path / "play.yml").write_text(HANDLER_TWICE)
+    result = subprocess.run(  # noqa: S603 - Ansible's own tool
+        [str(Path(sys.executable).parent / "ansible-playbook"), str(tmp_path / "play.yml")],
+        cwd=REPO, capture_output=True, text=True, check=True,
+        env={**os.environ, "ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_HOME": str(tmp_path / "ansible-home")})
+    assert [line.split()[-1] for line in result.stdout.splitlines() if "HANDLER" in line and "msg" in line] == [
+        "1", "2"]
