@@ -1,7 +1,7 @@
 """The controller's default strategy (ansible.cfg): Ansible's linear strategy run through Mitogen.
 
 Every AWS task is a module in a fresh Python that imports boto3 again, about a second each on two cores.
-Mitogen keeps one interpreter per host for the whole run, so the stack's plays take about half the time.
+Mitogen keeps one interpreter per host for the whole run.
 A play on one host (every controller play here: localhost) gains nothing from Ansible's worker forked per
 task, which loses what it loaded and compiled: its tasks run in this process, one after the other, as the
 linear strategy runs them anyway. Mitogen is installed from requirements.txt, so ansible.cfg need not know
