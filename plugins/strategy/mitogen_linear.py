@@ -125,13 +125,16 @@ try:
 
         compile.compiles_once = True  # type: ignore[attr-defined]
         environment.compile = compile  # type: ignore[method-assign]
-except ImportError:
+except ImportError as missing:
+    # Mitogen, or an ansible-core other than the one requirements.txt pins (this uses its task executor).
     from ansible.plugins.strategy.linear import StrategyModule as _Linear
     from ansible.utils.display import Display
 
+    _MISSING = str(missing)  # the except clause unbinds its own name
+
     class StrategyModule(_Linear):  # type: ignore[no-redef,misc]
         def __init__(self, *args: object, **kwargs: object) -> None:
-            Display().warning("mitogen is not installed (pip install -r requirements.txt): "
+            Display().warning(f"{_MISSING} (pip install -r requirements.txt): "
                               "plays run with the plain linear strategy")
             super().__init__(*args, **kwargs)
 

@@ -3,6 +3,7 @@ playbook (ansible-pull on workers, which have no Mitogen) keeps the plain linear
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import yaml
 from ansible._internal._templating._jinja_bits import AnsibleEnvironment, _TemplateCompileContext
 from ansible.plugins.strategy.linear import StrategyModule as Linear
+from ansible.utils.display import Display
 from jinja2 import Template, TemplateSyntaxError
 
 from sqs_fleet import REPO
@@ -175,3 +177,19 @@ def test_a_task_run_twice_is_templated_each_time(tmp_path):
         env={**os.environ, "ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_HOME": str(tmp_path / "ansible-home")})
     assert [line.split()[-1] for line in result.stdout.splitlines() if "HANDLER" in line and "msg" in line] == [
         "1", "2"]
+
+
+def test_without_mitogen_it_is_the_plain_strategy_and_says_why(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ansible_mitogen.plugins.strategy.mitogen_linear", None)  # import fails
+    spec = importlib.util.spec_from_file_location("mitogen_linear", REPO / "plugins" / "strategy" / "mitogen_linear.py")
+    assert spec and spec.loader
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    assert plugin.StrategyModule.__bases__ == (Linear,)
+    warnings: list[str] = []
+    monkeypatch.setattr(Display, "warning", lambda _display, message, *_args, **_kwargs: warnings.append(message))
+    monkeypatch.setattr(Linear, "__init__", lambda *_args, **_kwargs: None)
+    plugin.StrategyModule()
+    assert len(warnings) == 1
+    assert "ansible_mitogen" in warnings[0]
+    assert warnings[0].endswith("(pip install -r requirements.txt): plays run with the plain linear strategy")
