@@ -103,12 +103,25 @@ def stop_pid(pid: int, wait_seconds: float = 10.0) -> None:
         return
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _ended(pid):
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process has exited. A server this process started stays a zombie, which signal 0 still
+    finds, until it is reaped here; one another command started is reaped by its own parent."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def _recorded(name: str) -> Emulator | None:
