@@ -174,3 +174,13 @@ def test_every_minutes_figure_is_the_ticks_start_in_aws_minutes(tick_seconds):
               "minutes to queue drained": 4, "minutes to zero instances": 10}
     for name, tick in starts.items():
         assert numbers[name] == round(periods[tick].seconds / 60, 1), name
+
+
+def test_the_report_quotes_a_node_that_finished_its_bootstrap(tmp_path):
+    # i-a was scaled in while still booting (Pending:Wait): its log stops mid-playbook.
+    (tmp_path / "i-a.bootstrap.txt").write_text("TASK [cloudwatch_agent : Validating ar")
+    (tmp_path / "i-c.bootstrap.txt").write_text("ok: [localhost]\nbootstrap: done 2026-12-06T22:34:30.000Z\n")
+    (tmp_path / "i-b.bootstrap.txt").write_text("ok: [localhost]\nbootstrap: done 2026-12-06T22:34:20.000Z\n")
+    (tmp_path / "i-a.consumer.log").write_text("not a bootstrap log")
+    assert [log.name for log in plan.bootstrap_logs(tmp_path)] == [
+        "i-b.bootstrap.txt", "i-c.bootstrap.txt", "i-a.bootstrap.txt"]

@@ -217,6 +217,12 @@ def check_target(target: str) -> str | None:
     return None
 
 
+def bootstrap_logs(folder: Path) -> list[Path]:
+    """The nodes' bootstrap logs, those whose bootstrap finished first: a node scaled in while it was still
+    booting (allowed in Pending:Wait) stops mid-playbook, and the report quotes the first log's end."""
+    return sorted(folder.glob("*.bootstrap.txt"), key=lambda log: ("bootstrap: done" not in log.read_text(), log.name))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=("emulator", "aws"), default="emulator")
@@ -486,7 +492,7 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
     numbers = figures(timeline, events, args.messages, processed_at, tick,
                       scaling.spot_interruptions if isinstance(scaling, EmulatedScaling) else None)
     processed = processed_per_period(processed_at, len(timeline))
-    bootstrap = sorted(logs.glob("*.bootstrap.txt"))
+    bootstrap = bootstrap_logs(logs)
     on_aws = args.target == "aws"
     label = "AWS" if on_aws else f"emulator, local scaling loop, {args.workers}" + (
         ", Redis broker" if stack.on_redis else "")
