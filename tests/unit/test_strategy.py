@@ -3,7 +3,6 @@ playbook (ansible-pull on workers, which have no Mitogen) keeps the plain linear
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -179,12 +178,9 @@ def test_a_task_run_twice_is_templated_each_time(tmp_path):
         "1", "2"]
 
 
-def test_without_mitogen_it_is_the_plain_strategy_and_says_why(monkeypatch):
+def test_without_mitogen_it_is_the_plain_strategy_and_says_why(monkeypatch, request):
     monkeypatch.setitem(sys.modules, "ansible_mitogen.plugins.strategy.mitogen_linear", None)  # import fails
-    spec = importlib.util.spec_from_file_location("mitogen_linear", REPO / "plugins" / "strategy" / "mitogen_linear.py")
-    assert spec and spec.loader
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
+    plugin = request.getfixturevalue("strategy_plugin")  # loaded only now, without Mitogen
     assert plugin.StrategyModule.__bases__ == (Linear,)
     warnings: list[str] = []
     monkeypatch.setattr(Display, "warning", lambda _display, message, *_args, **_kwargs: warnings.append(message))
