@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -18,3 +23,24 @@ def strategy_plugin() -> ModuleType:
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
     return plugin
+
+
+PlayRunner = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def run_play(tmp_path: Path) -> PlayRunner:
+    """Run a playbook's text with ansible-playbook from the repository under a strategy: (the controller's pid,
+    its output), the run having succeeded."""
+
+    def run(text: str, strategy: str, *args: str, environ: Mapping[str, str] = os.environ) -> tuple[int, str]:
+        (tmp_path / "play.yml").write_text(text)
+        controller = subprocess.Popen(  # noqa: S603 - Ansible's own tool
+            [str(Path(sys.executable).parent / "ansible-playbook"), *args, str(tmp_path / "play.yml")],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**environ, "ANSIBLE_STRATEGY": strategy, "ANSIBLE_HOME": str(tmp_path / "ansible-home")})
+        output, _ = controller.communicate(timeout=300)
+        assert controller.returncode == 0, output
+        return controller.pid, output
+
+    return run

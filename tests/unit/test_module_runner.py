@@ -97,11 +97,7 @@ PLAY = """
     ("mitogen_linear", str(MODULE_RUNNER / "sitecustomize.py")),
     ("linear", "none"),
 ])
-def test_only_the_mitogen_strategy_starts_its_runner_with_the_folder(tmp_path, strategy, found):
-    (tmp_path / "play.yml").write_text(PLAY)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run(  # noqa: S603 - Ansible's own tool
-        [str(Path(sys.executable).parent / "ansible-playbook"), str(tmp_path / "play.yml")],
-        cwd=REPO, capture_output=True, text=True, check=True,
-        env={**env, "ANSIBLE_STRATEGY": strategy, "ANSIBLE_HOME": str(tmp_path / "ansible-home")})
-    assert f"FOUND {found}" in result.stdout
+def test_only_the_mitogen_strategy_starts_its_runner_with_the_folder(run_play, strategy, found):
+    _, output = run_play(PLAY, strategy, environ={key: value for key, value in os.environ.items()
+                                                    if key != "PYTHONPATH"})
+    assert f"FOUND {found}" in output

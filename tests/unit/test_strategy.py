@@ -66,22 +66,16 @@ all:
 """
 
 
-def processes_that_ran(tmp_path: Path, strategy: str, pattern: str) -> tuple[int, list[int]]:
+def processes_that_ran(run_play, tmp_path: Path, strategy: str, pattern: str) -> tuple[int, list[int]]:
     """(the controller's pid, the pid that ran each task, in order)."""
-    (tmp_path / "play.yml").write_text(WHO_RUNS)
     (tmp_path / "hosts.yml").write_text(TWO_LOCAL_HOSTS)
-    controller = subprocess.Popen(  # noqa: S603 - Ansible's own tool
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
-         "-e", f"play_hosts_pattern={pattern}", str(tmp_path / "play.yml")],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "ANSIBLE_STRATEGY": strategy, "ANSIBLE_HOME": str(tmp_path / "ansible-home")})
-    output, _ = controller.communicate(timeout=300)
-    assert controller.returncode == 0, output
-    return controller.pid, [int(line.split()[-1].rstrip('"')) for line in output.splitlines() if "RAN-IN" in line]
+    controller, output = run_play(WHO_RUNS, strategy, "-i", str(tmp_path / "hosts.yml"),
+                                  "-e", f"play_hosts_pattern={pattern}")
+    return controller, [int(line.split()[-1].rstrip('"')) for line in output.splitlines() if "RAN-IN" in line]
 
 
-def test_a_play_on_one_host_runs_its_tasks_in_the_controller(tmp_path):
-    controller, ran_in = processes_that_ran(tmp_path, "mitogen_linear", "one")
+def test_a_play_on_one_host_runs_its_tasks_in_the_controller(run_play, tmp_path):
+    controller, ran_in = processes_that_ran(run_play, tmp_path, "mitogen_linear", "one")
     assert ran_in == [controller, controller]
 
 
@@ -89,8 +83,8 @@ def test_a_play_on_one_host_runs_its_tasks_in_the_controller(tmp_path):
     ("mitogen_linear", "all", 4),  # hosts side by side: a worker each
     ("linear", "one", 2),
 ])
-def test_otherwise_each_task_runs_in_a_worker_of_its_own(tmp_path, strategy, pattern, tasks):
-    controller, ran_in = processes_that_ran(tmp_path, strategy, pattern)
+def test_otherwise_each_task_runs_in_a_worker_of_its_own(run_play, tmp_path, strategy, pattern, tasks):
+    controller, ran_in = processes_that_ran(run_play, tmp_path, strategy, pattern)
     assert len(ran_in) == tasks
     assert controller not in ran_in
     assert len(set(ran_in)) == tasks
@@ -168,14 +162,9 @@ HANDLER_TWICE = """
 """
 
 
-def test_a_task_run_twice_is_templated_each_time(tmp_path):
-    (tmp_path / "play.yml").write_text(HANDLER_TWICE)
-    result = subprocess.run(  # noqa: S603 - Ansible's own tool
-        [str(Path(sys.executable).parent / "ansible-playbook"), str(tmp_path / "play.yml")],
-        cwd=REPO, capture_output=True, text=True, check=True,
-        env={**os.environ, "ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_HOME": str(tmp_path / "ansible-home")})
-    assert [line.split()[-1] for line in result.stdout.splitlines() if "HANDLER" in line and "msg" in line] == [
-        "1", "2"]
+def test_a_task_run_twice_is_templated_each_time(run_play):
+    _, output = run_play(HANDLER_TWICE, "mitogen_linear")
+    assert [line.split()[-1] for line in output.splitlines() if "HANDLER" in line and "msg" in line] == ["1", "2"]
 
 
 def test_without_mitogen_it_is_the_plain_strategy_and_says_why(monkeypatch, request):
