@@ -65,23 +65,24 @@ try:
             self._queued_task_cache[(host.name, task._uuid)] = {
                 "host": host, "task": task, "task_vars": task_vars, "play_context": play_context}
             self._tqm.send_callback("v2_runner_on_start", host, task)
-            run_here(host, task, task_vars, play_context, self)
+            self._run_here(host, task, task_vars, play_context)
             self._pending_results += 1
 
-    def run_here(host: Any, task: Any, task_vars: dict[str, Any], play_context: Any, strategy: Any) -> None:
-        """What a worker process does with a task (ansible.executor.process.worker), in this process: the task
-        runs on its own copy, which the executor finalises in place, and its result goes to the same queue."""
-        task = task.copy()
-        with _task.TaskContext(task):
-            result = TaskExecutor(host, task, task_vars, play_context, strategy._loader,
-                                  get_plugin_loader_namespace(), strategy._final_q, strategy._variable_manager).run()
-        try:
-            strategy._final_q.send_task_result(_RawTaskResult(
-                host=host, task=task, return_data=result, task_fields=task.dump_attrs()))
-        except Exception as ex:  # noqa: BLE001 - as the worker does: a result that cannot be sent still ends the task
-            strategy._final_q.send_task_result(_RawTaskResult(
-                host=host, task=task, task_fields={},
-                return_data={"failed": True, "msg": f"Task result omitted due to queue send failure: {ex}"}))
+        def _run_here(self, host: Any, task: Any, task_vars: dict[str, Any], play_context: Any) -> None:
+            """What a worker process does with a task (ansible.executor.process.worker), in this process: the
+            task runs on its own copy, which the executor finalises in place, and its result goes to the same
+            queue."""
+            task = task.copy()
+            with _task.TaskContext(task):
+                result = TaskExecutor(host, task, task_vars, play_context, self._loader, get_plugin_loader_namespace(),
+                                      self._final_q, self._variable_manager).run()
+            try:
+                self._final_q.send_task_result(_RawTaskResult(
+                    host=host, task=task, return_data=result, task_fields=task.dump_attrs()))
+            except Exception as ex:  # noqa: BLE001 - as the worker does: a result that cannot be sent ends the task
+                self._final_q.send_task_result(_RawTaskResult(
+                    host=host, task=task, task_fields={},
+                    return_data={"failed": True, "msg": f"Task result omitted due to queue send failure: {ex}"}))
 
     def list_installed_collections_once() -> None:
         """Mitogen's planner lists the installed collections before each collection module it runs (with every
