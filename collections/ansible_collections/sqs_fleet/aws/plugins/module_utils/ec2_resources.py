@@ -1,23 +1,15 @@
-# Shared by the project's EC2 modules (route_table, security_group): tags as a dict and the calls that make
-# them so, and a bounded wait on a condition AWS makes true eventually (never a fixed sleep).
+# Shared by the project's EC2 modules (route_table, security_group, vpc_endpoints): what amazon.aws's
+# module_utils do not give. Tags are compared and applied with amazon.aws's tagging and ec2 helpers; its
+# waiters test a resource's existence only, where these modules wait for routes, rules or tags as asked.
 from __future__ import annotations
 
 import time
 
-# AWS owns these tags (aws:cloudformation:..., aws:ec2launchtemplate:...): never removed, never compared.
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_specifications
+
+# AWS owns these tags (aws:cloudformation:..., aws:ec2launchtemplate:...): never removed, never compared
+# (amazon.aws's compare_aws_tags leaves them alone too).
 AWS_TAG_PREFIX = "aws:"
-
-
-def tag_dict(tag_list):
-    """{key: value} from EC2's [{"Key": ..., "Value": ...}]."""
-    return {tag["Key"]: tag["Value"] for tag in tag_list or []}
-
-
-def tag_changes(current, wanted):
-    """(tags to set, keys to remove) to turn the current tags into the wanted ones, AWS's own left alone."""
-    to_set = {key: value for key, value in wanted.items() if current.get(key) != value}
-    to_remove = sorted(key for key in current if key not in wanted and not key.startswith(AWS_TAG_PREFIX))
-    return to_set, to_remove
 
 
 def tags_after(current, wanted):
@@ -25,20 +17,9 @@ def tags_after(current, wanted):
     return {**{key: value for key, value in current.items() if key.startswith(AWS_TAG_PREFIX)}, **wanted}
 
 
-def apply_tags(client, resource_id, to_set, to_remove):
-    if to_set:
-        client.create_tags(Resources=[resource_id], Tags=[{"Key": k, "Value": v} for k, v in to_set.items()],
-                           aws_retry=True)
-    if to_remove:
-        client.delete_tags(Resources=[resource_id], Tags=[{"Key": k} for k in to_remove], aws_retry=True)
-
-
 def tagged_at_creation(resource_type, tags):
-    """The TagSpecifications argument of a Create call, none when there are no tags."""
-    if not tags:
-        return {}
-    return {"TagSpecifications": [{"ResourceType": resource_type,
-                                   "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]}
+    """The TagSpecifications argument of a Create call (amazon.aws's), none when there are no tags."""
+    return {"TagSpecifications": boto3_tag_specifications(tags, [resource_type])} if tags else {}
 
 
 def wait_for(read, done, timeout, delay=0.5, max_delay=5.0):

@@ -114,12 +114,14 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import add_ec2_tags, remove_ec2_tags
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import (
+    boto3_tag_list_to_ansible_dict,
+    compare_aws_tags,
+)
 from ansible_collections.sqs_fleet.aws.plugins.module_utils.ec2_resources import (
-    apply_tags,
-    tag_changes,
-    tag_dict,
     tagged_at_creation,
     tags_after,
     wait_for,
@@ -166,7 +168,7 @@ def view(table):
         "RouteTableId": table.get("RouteTableId"), "VpcId": table.get("VpcId"),
         "Routes": {**other_routes(table), **cidr_routes(table)},
         "Subnets": sorted(associated(table)),
-        "Tags": tag_dict(table.get("Tags")),
+        "Tags": boto3_tag_list_to_ansible_dict(table.get("Tags") or []),
     }
 
 
@@ -194,7 +196,8 @@ def plan(table, wanted_routes, purge_routes, subnets, tags):
     disassociate = sorted(a for s, a in linked.items() if s not in subnets)
     return {
         "create": create, "replace": replace, "delete": delete, "associate": associate,
-        "disassociate": disassociate, "tags": tag_changes(tag_dict(table.get("Tags")), tags),
+        "disassociate": disassociate,
+        "tags": compare_aws_tags(boto3_tag_list_to_ansible_dict(table.get("Tags") or []), tags),
     }
 
 
@@ -213,7 +216,7 @@ def association_elsewhere(client, subnet_id):
     return None
 
 
-def apply(client, table_id, steps):
+def apply(module, client, table_id, steps):
     for dest, target in steps["create"].items():
         client.create_route(RouteTableId=table_id, DestinationCidrBlock=dest, **{target_key(target): target},
                             aws_retry=True)
@@ -230,7 +233,9 @@ def apply(client, table_id, steps):
             client.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id, aws_retry=True)
     for association_id in steps["disassociate"]:
         client.disassociate_route_table(AssociationId=association_id, aws_retry=True)
-    apply_tags(client, table_id, *steps["tags"])
+    to_set, to_remove = steps["tags"]
+    add_ec2_tags(client, module, table_id, to_set)
+    remove_ec2_tags(client, module, table_id, to_remove)
 
 
 def delete(client, table):
@@ -308,7 +313,7 @@ def main():
                     module.fail_json(msg=f"route table {name} ({table_id}) was created but AWS did not show it "
                                          f"within {params['wait_timeout']} s", changed=True)
             table_id = table["RouteTableId"]
-            apply(client, table_id, plan(table, wanted_routes, params["purge_routes"], subnets, tags))
+            apply(module, client, table_id, plan(table, wanted_routes, params["purge_routes"], subnets, tags))
             table, shown = wait_for(lambda: read(client, table_id), settled, params["wait_timeout"])
             if not shown:
                 module.warn(f"route table {name}: AWS did not show the routes, subnets and tags as asked within "

@@ -128,12 +128,14 @@ except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import add_ec2_tags, remove_ec2_tags
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import (
+    boto3_tag_list_to_ansible_dict,
+    compare_aws_tags,
+)
 from ansible_collections.sqs_fleet.aws.plugins.module_utils.ec2_resources import (
-    apply_tags,
-    tag_changes,
-    tag_dict,
     tagged_at_creation,
     tags_after,
     wait_for,
@@ -223,7 +225,7 @@ def view(group):
         "GroupName": group["GroupName"], "Description": group["Description"], "VpcId": group.get("VpcId"),
         "Ingress": rules_view(current_rules(group.get("IpPermissions", []))),
         "Egress": rules_view(current_rules(group.get("IpPermissionsEgress", []))),
-        "Tags": tag_dict(group.get("Tags")),
+        "Tags": boto3_tag_list_to_ansible_dict(group.get("Tags") or []),
     }
 
 
@@ -345,7 +347,8 @@ def main():
             "in": plan(current_rules(group.get("IpPermissions", [])), wanted["in"]),
             "out": plan(current_rules(group.get("IpPermissionsEgress", [])), wanted["out"]),
         }
-        return {d: p for d, p in rules.items() if any(p)}, tag_changes(tag_dict(group.get("Tags")), tags)
+        tag_steps = compare_aws_tags(boto3_tag_list_to_ansible_dict(group.get("Tags") or []), tags)
+        return {d: p for d, p in rules.items() if any(p)}, tag_steps
 
     def settled(group):
         rules, (to_set, to_remove) = pending(group)
@@ -372,7 +375,8 @@ def main():
             rules, (to_set, to_remove) = pending(group)
             for direction, (revoke, authorize, describe) in rules.items():
                 change_rules(client, group_id, direction, revoke, authorize, describe)
-            apply_tags(client, group_id, to_set, to_remove)
+            add_ec2_tags(client, module, group_id, to_set)
+            remove_ec2_tags(client, module, group_id, to_remove)
             group, shown = wait_for(lambda: read(client, group_id), lambda g: g is not None and settled(g),
                                     params["wait_timeout"])
             if not shown:

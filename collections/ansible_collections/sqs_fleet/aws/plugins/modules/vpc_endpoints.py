@@ -94,12 +94,14 @@ try:
 except ImportError:
     pass  # AnsibleAWSModule reports a missing botocore
 
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import add_ec2_tags, remove_ec2_tags
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import (
+    boto3_tag_list_to_ansible_dict,
+    compare_aws_tags,
+)
 from ansible_collections.sqs_fleet.aws.plugins.module_utils.ec2_resources import (
-    apply_tags,
-    tag_changes,
-    tag_dict,
     tagged_at_creation,
     tags_after,
     wait_for,
@@ -129,7 +131,7 @@ def view(endpoint):
         "SubnetIds": sorted(endpoint.get("SubnetIds", [])),
         "SecurityGroupIds": sorted(g["GroupId"] for g in endpoint.get("Groups", [])),
         "PrivateDnsEnabled": endpoint.get("PrivateDnsEnabled", False),
-        "Tags": tag_dict(endpoint.get("Tags")),
+        "Tags": boto3_tag_list_to_ansible_dict(endpoint.get("Tags") or []),
     }
 
 
@@ -226,14 +228,15 @@ def main():
                     )["VpcEndpoint"]
             else:
                 changes = modification(have, want)
-                tag_steps = tag_changes(have["Tags"], tags)
+                tag_steps = compare_aws_tags(have["Tags"], tags)
                 if changes or any(tag_steps):
                     changed = True
                     if not module.check_mode:
                         if changes:
                             client.modify_vpc_endpoint(VpcEndpointId=endpoint["VpcEndpointId"], aws_retry=True,
                                                        **changes)
-                        apply_tags(client, endpoint["VpcEndpointId"], *tag_steps)
+                        add_ec2_tags(client, module, endpoint["VpcEndpointId"], tag_steps[0])
+                        remove_ec2_tags(client, module, endpoint["VpcEndpointId"], tag_steps[1])
             if endpoint:
                 results.append(endpoint)
     except (ClientError, BotoCoreError) as error:
