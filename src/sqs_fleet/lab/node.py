@@ -1,4 +1,5 @@
-"""Booted test nodes: Debian 12 with real systemd and cloud-init, in systemd-nspawn, on a private network.
+"""Booted test nodes: Amazon Linux 2023's twin on Debian 12 (module PACKAGES below), with real systemd and
+cloud-init, in systemd-nspawn, on a private network.
 
     sqs-fleet-node check                  # can nodes boot here? (root, systemd-nspawn, debootstrap)
     sqs-fleet-node image                  # build (or reuse) the cached node image
@@ -29,6 +30,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sqs_fleet.platform import RUNTIME_REQUIREMENTS, platform_facts, runtime_wheelhouse
+
 # debootstrap, ip and systemd-nspawn live in sbin, which a non-login root shell may not have on its PATH.
 os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 STATE = Path(os.environ.get("NODE_STATE_DIR", "/var/lib/sqs-fleet-nodes"))
@@ -37,10 +40,21 @@ BRIDGE = "sqsfleet0"
 HOST_ADDRESS = "10.77.0.1"
 PREFIX = 24
 ADDRESS_LOCK = threading.Lock()
-# What the image holds: what ansible-pull, the consumer, the Celery worker (roles/celery_worker/vars/Debian.yml)
-# and cloud-init need, since nodes have no network.
-PACKAGES = ["ansible-core", "python3-apt", "python3-boto3", "python3-celery", "python3-redis", "cloud-init",
-            "logrotate", "git", "procps", "iproute2", "ca-certificates"]
+# The lab's node is Amazon Linux 2023's twin in what the roles and worker programs depend on
+# (platforms/amazon-linux-2023.yml): Debian 12's python3.11 is the worker Python's minor version, systemd 252 is
+# AL2023's, ansible-pull is AL2023's ansible-core release (from PyPI, on Python 3.11 where AL2023 runs it on
+# 3.9), and the worker runtime installs its pinned wheels with pip, from a wheelhouse in the image standing in
+# for PyPI (nodes have no network). What differs stays unverified here: docs/platform.md.
+# Debian packages: what user-data, cloud-init and the roles need before the worker runtime exists.
+PACKAGES = ["python3-apt", "python3-boto3", "python3.11-venv", "cloud-init", "logrotate", "git", "procps",
+            "iproute2", "ca-certificates"]
+WHEELHOUSE = "/var/cache/sqs-fleet/wheels"
+PIP_CONF = f"""\
+# The lab's stand-in for PyPI: the worker runtime's pinned wheels, downloaded by the host for Python 3.11.
+[global]
+no-index = true
+find-links = {WHEELHOUSE}
+"""
 CLOUD_CFG = """\
 # EC2-style boot from a local seed: user-data runs exactly as on an instance.
 datasource_list: [NoCloud, None]
@@ -73,8 +87,47 @@ def apt_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
+def ansible_core_version() -> str:
+    return str(platform_facts()["ansible_core"]["version"])
+
+
 def image_key() -> str:
-    return hashlib.sha256(json.dumps([PACKAGES, CLOUD_CFG, "bookworm"]).encode()).hexdigest()[:12]
+    content = [PACKAGES, CLOUD_CFG, PIP_CONF, "bookworm", ansible_core_version(), RUNTIME_REQUIREMENTS.read_text()]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:12]
+
+
+def install_ansible_core(build: Path) -> None:
+    """AL2023's ansible-core release in its own virtual environment, its commands on PATH as the RPM's are."""
+    wheels = build / "var/tmp/ansible-wheels"  # nspawn gives the container its own /tmp
+    download = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version",
+                "3.11", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
+                "--dest", str(wheels), f"ansible-core=={ansible_core_version()}"]
+    run(*download)
+    script = ("python3.11 -m venv /opt/ansible-core && /opt/ansible-core/bin/pip install -q --no-index "
+              f"--find-links /var/tmp/ansible-wheels ansible-core=={ansible_core_version()} && "
+              "ln -sf /opt/ansible-core/bin/ansible /opt/ansible-core/bin/ansible-playbook "
+              "/opt/ansible-core/bin/ansible-pull /opt/ansible-core/bin/ansible-galaxy /usr/local/bin/")
+    installed = run("systemd-nspawn", "-q", "-D", str(build), "--register=no", "--keep-unit", "--pipe", "sh", "-c",
+                    script, check=False)
+    shutil.rmtree(wheels)
+    if installed.returncode != 0:
+        raise RuntimeError(f"installing ansible-core in the node image failed:\n{installed.stdout}{installed.stderr}")
+
+
+def add_wheelhouse(build: Path) -> None:
+    shutil.copytree(runtime_wheelhouse(), build / WHEELHOUSE.lstrip("/"), ignore=shutil.ignore_patterns(".*"))
+    (build / "etc/pip.conf").write_text(PIP_CONF)
+
+
+def provision(build: Path) -> None:
+    """Everything the twin holds over a minimal Debian, installed with the host's network (nodes have none)."""
+    install = "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+    run("systemd-nspawn", "-q", "-D", str(build), "--register=no", "--keep-unit", "--pipe",
+        "sh", "-c", install + " ".join(PACKAGES) + " && apt-get clean")
+    install_ansible_core(build)
+    add_wheelhouse(build)
+    (build / "etc/cloud/cloud.cfg.d/99-sqs-fleet-node.cfg").write_text(CLOUD_CFG)
+    (build / "etc/machine-id").write_text("")  # empty, not "uninitialized": no first-boot presets
 
 
 def image() -> Path:
@@ -90,11 +143,7 @@ def image() -> Path:
         build.mkdir(parents=True)
         run("debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,python3,sudo",
             "bookworm", str(build), apt_mirror())
-        install = "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-        run("systemd-nspawn", "-q", "-D", str(build), "--register=no", "--keep-unit", "--pipe",
-            "sh", "-c", install + " ".join(PACKAGES) + " && apt-get clean")
-        (build / "etc/cloud/cloud.cfg.d/99-sqs-fleet-node.cfg").write_text(CLOUD_CFG)
-        (build / "etc/machine-id").write_text("")  # empty, not "uninitialized": no first-boot presets
+        provision(build)
         CACHE.mkdir(parents=True, exist_ok=True)
         run("tar", "--zstd", "-C", str(build), "-cf", f"{tarball}.tmp", ".")
         os.replace(f"{tarball}.tmp", tarball)
