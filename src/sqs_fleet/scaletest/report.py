@@ -406,7 +406,7 @@ Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())
 ## Dashboards
 The dashboards' JSON as CloudWatch holds it, widget by widget (title, type, what it shows). On the
 emulator only the metrics the loop publishes (AWS/SQS queue depths, AWS/AutoScaling group sizes) have
-data; share them as the README says.
+data; share them as docs/aws.md says.
 
 {boards}
 {dashboard_images(result.get("dashboard images", []))}
