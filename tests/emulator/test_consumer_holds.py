@@ -15,6 +15,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from botocore.awsrequest import AWSResponse
 from sqs_helpers import ConsumerProcess, Queues, in_process, processed_ids, run_script
 
 FAST = ("--poll-interval", "0", "--wait-time", "0")
@@ -202,3 +203,30 @@ def test_a_visibility_timeout_a_consumer_cannot_hold_a_message_with_is_a_configu
     for value in ("0", "43201"):
         out_of_range = run_script(emulator, "consumer.py", "--queue", zero.url, "--visibility-timeout", value)
         assert out_of_range.returncode == 2 and "--visibility-timeout must be 1..43200" in out_of_range.stderr
+
+
+def test_a_delete_botocore_would_retry_after_the_visibility_ran_out_is_not_sent(monkeypatch, emulator, aws):
+    queues = Queues(aws("sqs"), visibility=2)
+    vehicle = produce_one(emulator, queues)
+    worker, client, logged = in_process(monkeypatch, emulator, queues, "--once", "--visibility-timeout", "2")
+    attempts = []
+
+    def slow_server_error(request: Any, **_: Any) -> Any:
+        """The first delete attempt answers a server error after 2.5 s, past the message's visibility: botocore's
+        retry of it would carry a receipt handle another consumer's receive may have made stale."""
+        attempts.append(request.url)
+        if len(attempts) > 1:
+            return None
+        time.sleep(2.5)
+        body = json.dumps({"__type": "InternalError", "message": "injected"}).encode()
+        return AWSResponse(request.url, 500, {"x-amzn-query-error": "InternalError;Receiver"},
+                           SimpleNamespace(stream=lambda: iter([body])))
+
+    client.meta.events.register("before-send.sqs.DeleteMessageBatch", slow_server_error)
+    worker.run()
+    assert len(attempts) == 1  # botocore's retry was refused before it left
+    assert processed_ids(logged()) == [vehicle]
+    [lost] = named(logged(), "hold_lost")
+    assert (lost["reason"], lost["outcome"]) == ("visibility_expired", "processed")
+    assert not named(logged(), "messages_deleted")
+    assert sum(queues.counts()) == 1  # not deleted: it comes back, and this consumer would know it as a duplicate
