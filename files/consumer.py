@@ -8,8 +8,12 @@ Examples:
 
 Each poll long-polls for up to 10 messages, processes them (validates and logs one JSON object per
 message on stdout), deletes them in one batch, then waits --poll-interval seconds (default 60). Every
-message received stays invisible to other consumers (a heartbeat extends its visibility) until it is
-deleted or released, so slow work never hands a message to a second consumer.
+message received stays invisible to other consumers (each receive asks for --visibility-timeout, and a
+heartbeat extends it, retrying a failed extension while the visibility lasts) until it is deleted or released,
+so slow work never hands a message to a second consumer. A message whose hold is lost (the process paused past
+its visibility, or SQS refused an extension) may be another consumer's by then: it is logged as "hold_lost"
+and neither logged as processed, deleted nor released here, since SQS would apply a stale receipt handle to
+the other consumer's copy. A message received before (receive count above 1) is logged as "message_redelivered".
 Invalid messages are logged and released, never deleted: the queue's redrive policy moves them to the
 dead-letter queue. A redelivered message is recognised by its idempotency key and logged as a duplicate.
 On SIGTERM or SIGINT it stops polling, processes the messages already received (even those a long poll
@@ -26,13 +30,14 @@ import argparse
 import collections
 import datetime
 import json
+import math
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from vehicles import (
     IDEMPOTENCY_ATTRIBUTE,
@@ -50,6 +55,9 @@ MAX_BATCH = 10  # ReceiveMessage, DeleteMessageBatch and ChangeMessageVisibility
 MAX_BACKOFF = 60.0
 ENTRY_ATTEMPTS = 5  # tries of a batch entry that failed for a reason that is not ours
 STOP_MARGIN = 10.0  # seconds kept, out of the stop timeout, for the last delete and release calls
+HOLD_MARGIN = 2.0  # seconds of a message's visibility left unused at most (a quarter of a shorter one)
+MAX_RETRY_DELAY = 5.0  # longest backoff between two tries of a batch entry
+MAX_VISIBILITY = 43200  # SQS's limit on a message's visibility timeout (12 h)
 
 Message = dict[str, Any]
 
@@ -122,89 +130,184 @@ class Stop(threading.Event):
         super().set()
 
 
-def batch_call(client: Any, log: Log, action: str, url: str, messages: list[tuple[str, str]],
-               visibility: int | None = None, attempts: int = ENTRY_ATTEMPTS, backoff: float = 0.2) -> list[str]:
-    """DeleteMessageBatch (visibility None) or ChangeMessageVisibilityBatch on (message id, receipt handle)
-    pairs, ten at a time. Each entry that fails is logged on a line of its own with its code; the ones that
-    failed through no fault of ours (SenderFault false, throttling) are sent again, with backoff. Returns the
-    ids of the messages the call succeeded for: only those may be reported as done."""
-    done: list[str] = []
-    for chunk in chunks(messages, MAX_BATCH):
+class HoldExpired(Exception):
+    """A request carrying a receipt handle was about to be sent after the hold it stands for ran out."""
+
+
+_send_by = threading.local()  # the latest moment the current thread's hold-carrying request may leave
+
+
+def refuse_late_send(**_: Any) -> None:
+    """botocore's before-send hook: checked before every HTTP attempt, botocore's own retries included, so that no
+    delete, extension or release carrying a possibly stale receipt handle is sent after its hold's deadline."""
+    limit = getattr(_send_by, "limit", None)
+    if limit is not None and time.monotonic() >= limit:
+        raise HoldExpired("the visibility this consumer holds ran out before the request could be sent")
+
+
+class Hold:
+    """This consumer's hold on one received message. `deadline` is when the message becomes visible to other
+    consumers by this process's monotonic clock, counted from before the request that set it (the receive or the
+    last extension), so never later than SQS's own. Past it, or once SQS refuses an extension, the receipt handle
+    may be stale, and SQS accepts a stale handle: a delete sent with it deletes the copy another consumer is
+    working on, an extension extends that copy, a release exposes it. Such a message is no longer this consumer's:
+    it is neither deleted, extended, released nor logged as processed here."""
+
+    _lock = threading.Lock()  # lose() is called from the main thread and the heartbeat
+
+    def __init__(self, message: Message, received_at: float, visibility: int) -> None:
+        self.message = message
+        self.message_id: str = message["MessageId"]
+        self.handle: str = message["ReceiptHandle"]
+        self.receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0))
+        attributes = message.get("MessageAttributes", {})
+        self.key: str = attributes.get(IDEMPOTENCY_ATTRIBUTE, {}).get("StringValue") or self.message_id
+        self.received_at = received_at
+        self.deadline = received_at + visibility
+        # What is kept unused of the visibility: a request sent later might reach SQS after it ends.
+        self.margin = min(HOLD_MARGIN, visibility / 4)
+        self.lost: str | None = None
+        self.outcome: str | None = None  # processed, duplicate or invalid, once logged as such
+
+    def usable(self, now: float | None = None) -> bool:
+        return self.lost is None and (time.monotonic() if now is None else now) < self.deadline - self.margin
+
+    def lose(self, log: Log, reason: str, **details: Any) -> None:
+        """Mark the hold lost and log it, once."""
+        with Hold._lock:
+            if self.lost is not None:
+                return
+            self.lost = reason
+        log("hold_lost", level="warning", message_id=self.message_id, reason=reason,
+            receive_count=self.receive_count, idempotency_key=self.key,
+            held_for=round(time.monotonic() - self.received_at, 3), outcome=self.outcome, **details)
+
+
+class Outcome(NamedTuple):
+    done: list[Hold]  # the call succeeded for these
+    refused: list[tuple[Hold, str, str]]  # (hold, code, error) failed for good
+    expired: list[Hold]  # not sent (any more): the hold ran out or was lost first
+
+
+def batch_call(client: Any, log: Log, action: str, url: str, holds: list[Hold], visibility: int | None = None,
+               attempts: int | None = ENTRY_ATTEMPTS, backoff: float = 0.2) -> Outcome:
+    """DeleteMessageBatch (visibility None) or ChangeMessageVisibilityBatch on held messages, ten at a time. Each
+    entry that fails is logged on a line of its own with its code; the ones that failed through no fault of ours
+    (SenderFault false, throttling) are sent again with backoff, `attempts` times in all (None: as long as the hold
+    lasts), but never once their hold has run out: those are returned as expired. An extension renews the
+    deadline of each message it succeeded for. Only the messages returned as done may be reported as done."""
+    outcome = Outcome([], [], [])
+    for chunk in chunks(holds, MAX_BATCH):
         pending = dict(enumerate(chunk))
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while pending:
+            attempt += 1
+            now = time.monotonic()
+            for index, hold in list(pending.items()):
+                if not hold.usable(now):
+                    outcome.expired.append(pending.pop(index))
+            if not pending:
+                break
+            send_by = min(hold.deadline - hold.margin for hold in pending.values())
             entries = []
-            for index, (_, handle) in pending.items():
-                entry: dict[str, Any] = {"Id": str(index), "ReceiptHandle": handle}
+            for index, hold in pending.items():
+                entry: dict[str, Any] = {"Id": str(index), "ReceiptHandle": hold.handle}
                 if visibility is not None:
                     entry["VisibilityTimeout"] = visibility
                 entries.append(entry)
             failures: dict[int, tuple[str, bool, str]] = {}  # index -> (code, retryable, message)
+            started = time.monotonic()
+            _send_by.limit = send_by
             try:
                 if visibility is None:
                     response = client.delete_message_batch(QueueUrl=url, Entries=entries)
                 else:
                     response = client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+            except HoldExpired:
+                continue  # the next round sets the run-out holds apart and sends the others
             except Exception as error:  # botocore already retried throttling and 5xx; this is what remains
                 sender_fault, _ = classify(error)
                 failures = {index: (error_code(error), not sender_fault, str(error)) for index in pending}
             else:
-                done += [pending[int(ok["Id"])][0] for ok in response.get("Successful", [])]
+                for ok in response.get("Successful", []):
+                    hold = pending.pop(int(ok["Id"]))
+                    if visibility is not None:
+                        hold.deadline = started + visibility
+                    outcome.done.append(hold)
                 failures = {int(f["Id"]): (f.get("Code", ""), entry_retryable(f), f.get("Message", ""))
                             for f in response.get("Failed", [])}
-            retry = {}
+            finally:
+                _send_by.limit = None
             for index, (code, retryable, text) in failures.items():
-                again = retryable and attempt < attempts
-                log(f"{action}_failed", level="warning" if again else "error", message_id=pending[index][0], code=code,
-                    error=text, attempt=attempt, retry=again)
-                if again:
-                    retry[index] = pending[index]
-            if not retry:
-                break
-            pending = retry
-            time.sleep(backoff * 2 ** (attempt - 1))
-    return done
+                again = retryable and (attempts is None or attempt < attempts)
+                log(f"{action}_failed", level="warning" if again else "error", message_id=pending[index].message_id,
+                    code=code, error=text, attempt=attempt, retry=again)
+                if not again:
+                    outcome.refused.append((pending.pop(index), code, text))
+            if pending:
+                # Backoff, but an attempt left while the hold lasts rather than a sleep past its end.
+                delay = min(backoff * 2 ** (attempt - 1), MAX_RETRY_DELAY)
+                time.sleep(max(0.0, min(delay, (send_by - time.monotonic()) / 2)))
+    return outcome
 
 
 class Heartbeat(threading.Thread):
     """Extends the visibility of every message in hand, processed or not, until its delete or release call:
     a processed message that became visible before its delete would be received and processed again by
-    another consumer, whose duplicate check cannot know it."""
+    another consumer, whose duplicate check cannot know it. A round of extensions starts when a message has two
+    thirds of its visibility left, so a failed one is retried, with backoff, within the third that remains."""
 
     def __init__(self, client: Any, url: str, visibility_timeout: int, log: Log) -> None:
         super().__init__(daemon=True, name="heartbeat")
         self.client, self.url, self.timeout, self.log = client, url, visibility_timeout, log
-        # Three beats per visibility timeout: one may fail or be slow and the message still stays hidden.
-        self.interval = max(0.2, visibility_timeout / 3)
-        self.held: dict[str, str] = {}  # message id -> receipt handle
+        self.held: dict[str, Hold] = {}  # message id -> hold
         # Held for a whole round of extensions, so that once let_go() returns, no extension of those
         # messages is in flight or to come (none races their delete or release).
         self.lock = threading.Lock()
+        self.wake = threading.Event()
         self.finished = threading.Event()
 
-    def hold(self, messages: list[Message]) -> None:
+    def hold(self, holds: list[Hold]) -> None:
         with self.lock:
-            self.held.update({m["MessageId"]: m["ReceiptHandle"] for m in messages})
+            self.held.update({hold.message_id: hold for hold in holds})
+        self.wake.set()  # a long poll may have returned with little visibility left: extend at once if due
 
-    def let_go(self, messages: list[Message]) -> None:
+    def let_go(self, holds: list[Hold]) -> None:
         with self.lock:
-            for message in messages:
-                self.held.pop(message["MessageId"], None)
+            for hold in holds:
+                self.held.pop(hold.message_id, None)
+
+    def stop(self) -> None:
+        self.finished.set()
+        self.wake.set()
+
+    def due_in(self) -> float | None:
+        """Seconds until the next round (None: nothing held)."""
+        if not self.held:
+            return None
+        earliest = min(hold.deadline for hold in self.held.values())
+        return max(0.0, earliest - self.timeout * 2 / 3 - time.monotonic())
 
     def run(self) -> None:
-        while not self.finished.wait(self.interval):
+        while not self.finished.is_set():
             with self.lock:
-                held = list(self.held.items())
-                if not held:
+                wait = self.due_in()
+            self.wake.wait(wait)
+            self.wake.clear()
+            with self.lock:
+                if self.finished.is_set() or not self.held or (self.due_in() or 0.0) > 0:
                     continue
-                # Retries stay well inside one beat; an entry that fails for good is not extended again
-                # (its handle is stale or the message is no longer in flight).
-                extended = set(batch_call(self.client, self.log, "visibility_extend", self.url, held,
-                                          visibility=self.timeout, attempts=3, backoff=0.05))
-                for message_id, _ in held:
-                    if message_id not in extended:
-                        self.held.pop(message_id, None)
-            if extended:
-                self.log("visibility_extended", messages=len(extended), seconds=self.timeout)
+                # One round for all messages in hand: they came in one receive and keep the same pace.
+                outcome = batch_call(self.client, self.log, "visibility_extend", self.url, list(self.held.values()),
+                                     visibility=self.timeout, attempts=None, backoff=0.05)
+                for hold, code, text in outcome.refused:  # e.g. deleted with another receive's handle
+                    hold.lose(self.log, "visibility_change_failed", code=code, error=text)
+                for hold in outcome.expired:  # e.g. the process was paused past the deadline
+                    hold.lose(self.log, "visibility_expired")
+                for hold in [*outcome.expired, *(hold for hold, _, _ in outcome.refused)]:
+                    self.held.pop(hold.message_id, None)
+            if outcome.done:
+                self.log("visibility_extended", messages=len(outcome.done), seconds=self.timeout)
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -217,49 +320,60 @@ class Consumer:
                  stop: Stop | None = None) -> None:
         self.client, self.url, self.args, self.log, self.seen = client, url, args, log, seen
         self.stop = stop or Stop()
-        self.counts = collections.Counter({"processed": 0, "duplicate": 0, "invalid": 0})
+        self.counts = collections.Counter({"processed": 0, "duplicate": 0, "invalid": 0, "hold_lost": 0})
+        self.lost_unhandled = 0  # messages whose hold was lost before they were processed
         self.backoff = 1.0
         self.last_work = 0.0  # seconds the last message took, to judge whether one more fits before the stop
-        self.heartbeat = Heartbeat(client, url, args.visibility_timeout, log)
+        self.visibility: int = args.visibility_timeout
+        # A long poll may end with any part of its wait spent on a message's visibility (SQS hides a message
+        # from the moment it picks it): at most two thirds of it, so that at least a third is left to extend it.
+        self.wait_time = min(args.wait_time, self.visibility - math.ceil(self.visibility / 3))
+        self.heartbeat = Heartbeat(client, url, self.visibility, log)
+        for operation in ("DeleteMessageBatch", "ChangeMessageVisibilityBatch"):
+            client.meta.events.register(f"before-send.sqs.{operation}", refuse_late_send,
+                                        unique_id=f"sqs-fleet-refuse-late-{operation}")
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
         self.heartbeat.start()
         self.log("consumer_started", queue=self.url, poll_interval=self.args.poll_interval,
-                 wait_time=self.args.wait_time, visibility_timeout=self.args.visibility_timeout,
-                 stop_timeout=self.args.stop_timeout)
+                 wait_time=self.wait_time, visibility_timeout=self.visibility, stop_timeout=self.args.stop_timeout)
         try:
             while not self.stop.is_set():
-                messages = self.receive()
-                self.handle(messages)
+                messages, received_at = self.receive()
+                self.handle(messages, received_at)
                 if self.args.once or self.reached_max():
                     break
                 if not self.stop.is_set():
                     self.log("poll_done", received=len(messages), next_poll_in=self.args.poll_interval)
                 self.stop.wait(self.args.poll_interval)
         finally:
-            self.heartbeat.finished.set()
+            self.heartbeat.stop()
             self.log("consumer_stopped", processed=self.counts["processed"], duplicate=self.counts["duplicate"],
-                     invalid=self.counts["invalid"])
+                     invalid=self.counts["invalid"], hold_lost=self.counts["hold_lost"])
 
     def reached_max(self) -> bool:
         return self.args.max_messages is not None and self.handled() >= self.args.max_messages
 
     def handled(self) -> int:
-        return sum(self.counts.values())
+        return self.counts["processed"] + self.counts["duplicate"] + self.counts["invalid"] + self.lost_unhandled
 
-    def receive(self) -> list[Message]:
+    def receive(self) -> tuple[list[Message], float]:
+        """The messages of one receive, and when it was sent: their visibility runs from no earlier than that."""
         wanted = MAX_BATCH
         if self.args.max_messages is not None:
             wanted = max(1, min(MAX_BATCH, self.args.max_messages - self.handled()))
+        sent_at = time.monotonic()
         try:
             response = self.client.receive_message(
                 QueueUrl=self.url,
                 MaxNumberOfMessages=wanted,
-                WaitTimeSeconds=self.args.wait_time,
+                WaitTimeSeconds=self.wait_time,
+                # The visibility the heartbeat is paced for, whatever the queue's default.
+                VisibilityTimeout=self.visibility,
                 # AttributeNames, not its successor MessageSystemAttributeNames: the node's system
                 # botocore (Debian 12, Amazon Linux 2023) predates the new name.
-                AttributeNames=["ApproximateReceiveCount"],
+                AttributeNames=["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"],
                 MessageAttributeNames=["All"],
             )
         except Exception as error:  # throttling, 5xx, network, queue missing: back off, never exit
@@ -267,9 +381,9 @@ class Consumer:
                      retry_in=self.backoff)
             self.stop.wait(self.backoff)
             self.backoff = min(self.backoff * 2, MAX_BACKOFF)
-            return []
+            return [], sent_at
         self.backoff = 1.0
-        return list(response.get("Messages", []))
+        return list(response.get("Messages", [])), sent_at
 
     def time_for_one_more(self) -> bool:
         """Whether, after a stop request, the next message can still be processed before systemd's stop
@@ -281,41 +395,52 @@ class Consumer:
         budget: float = self.args.stop_timeout
         return time.monotonic() + self.last_work < stopped_at + budget - min(STOP_MARGIN, budget / 4)
 
-    def handle(self, messages: list[Message]) -> None:
+    def handle(self, messages: list[Message], received_at: float) -> None:
         """Process each message in turn, under the heartbeat; delete the done ones in one batch; release the
         rest. One delete call per batch keeps the requests to about two per ten messages; the heartbeat, not
         an early delete, is what keeps a processed message from another consumer until then."""
         if not messages:
             return
-        self.heartbeat.hold(messages)
-        done: list[Message] = []
-        release: list[Message] = []
-        for index, message in enumerate(messages):
+        holds = [Hold(message, received_at, self.visibility) for message in messages]
+        self.heartbeat.hold(holds)
+        done: list[Hold] = []
+        release: list[Hold] = []
+        for index, hold in enumerate(holds):
             if not self.time_for_one_more():
-                release += messages[index:]
-                self.log("stop_timeout_near", level="warning", unprocessed=len(messages) - index,
+                release += holds[index:]
+                self.log("stop_timeout_near", level="warning", unprocessed=len(holds) - index,
                          stop_timeout=self.args.stop_timeout)
                 break
             started = time.monotonic()
-            if self.process(message):
-                done.append(message)
-            else:
-                release.append(message)
+            if self.still_held(hold):  # not worth processing what another consumer may be processing now
+                outcome = self.process(hold)
+                if outcome in ("processed", "duplicate"):
+                    done.append(hold)
+                elif outcome == "invalid":
+                    release.append(hold)
             self.last_work = time.monotonic() - started
-        self.heartbeat.let_go(messages)
+        self.heartbeat.let_go(holds)
         self.delete(done)
         self.release(release)
+        lost = [hold for hold in holds if hold.lost]
+        self.counts["hold_lost"] += len(lost)
+        self.lost_unhandled += sum(1 for hold in lost if hold.outcome is None)
+
+    def still_held(self, hold: Hold) -> bool:
+        """Whether the message is still this consumer's; when its visibility has run out, logs the loss."""
+        if hold.usable():
+            return True
+        hold.lose(self.log, "visibility_expired")
+        return False
 
     # -- one message ------------------------------------------------------------------------------
-    def process(self, message: Message) -> bool:
-        """Validate and log one message; True when it may be deleted."""
-        attributes = message.get("MessageAttributes", {})
-        key = attributes.get(IDEMPOTENCY_ATTRIBUTE, {}).get("StringValue") or message["MessageId"]
-        context = {
-            "message_id": message["MessageId"],
-            "receive_count": int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0)),
-            "idempotency_key": key,
-        }
+    def process(self, hold: Hold) -> str | None:
+        """Validate and log one message: "processed" or "duplicate" when it may be deleted, "invalid" when it is
+        to be released, None when its hold was lost before it was done (then it is not logged as processed: the
+        consumer that holds it now logs it)."""
+        message = hold.message
+        context: dict[str, Any] = {"message_id": hold.message_id, "receive_count": hold.receive_count,
+                                   "idempotency_key": hold.key}
         try:
             vehicle = json.loads(message["Body"])
             errors = validation_errors(vehicle)
@@ -323,34 +448,51 @@ class Consumer:
             errors = [f"body is not JSON: {error}"]
         if errors:
             self.counts["invalid"] += 1
+            hold.outcome = "invalid"
             # Released, not deleted: after maxReceiveCount receives the redrive policy dead-letters it.
             self.log("message_invalid", level="error", reason="; ".join(errors), body=message["Body"][:1000],
                      **context)
-            return False
-        if key in self.seen:
+            return hold.outcome
+        if hold.key in self.seen:
             self.counts["duplicate"] += 1
+            hold.outcome = "duplicate"
             self.log("message_duplicate", level="warning", vehicle=vehicle, **context)
-            return True
+            return hold.outcome
+        if hold.receive_count > 1:
+            # An earlier receive's holder let it go, crashed, or lost its hold and may be processing it still.
+            first = message.get("Attributes", {}).get("ApproximateFirstReceiveTimestamp")
+            first_received = (datetime.datetime.fromtimestamp(int(first) / 1000, datetime.timezone.utc)
+                              .isoformat(timespec="milliseconds") if first else None)
+            self.log("message_redelivered", level="warning", first_received=first_received, **context)
         if self.args.simulate_work:
             time.sleep(self.args.simulate_work)  # the message in hand is finished even on shutdown
+        if not self.still_held(hold):
+            return None
         self.log("message_processed", vehicle=vehicle, **context)
-        self.seen.add(key)
+        self.seen.add(hold.key)
         self.counts["processed"] += 1
-        return True
+        hold.outcome = "processed"
+        return hold.outcome
 
     # -- batch calls ------------------------------------------------------------------------------
-    def delete(self, messages: list[Message]) -> None:
-        """Delete processed messages. One that cannot be deleted reappears after the visibility timeout; this
-        consumer then recognises it as a duplicate, another one cannot."""
-        batch_call(self.client, self.log, "delete", self.url, [(m["MessageId"], m["ReceiptHandle"]) for m in messages])
+    def delete(self, holds: list[Hold]) -> None:
+        """Delete processed messages, but none whose hold has run out: its receipt handle may be stale, and SQS
+        would delete with it the copy another consumer received since. One that is not deleted reappears after
+        the visibility timeout; this consumer then recognises it as a duplicate, another one cannot."""
+        outcome = batch_call(self.client, self.log, "delete", self.url, holds)
+        for hold in outcome.expired:
+            hold.lose(self.log, "visibility_expired")
+        if outcome.done:
+            self.log("messages_deleted", messages=len(outcome.done))
 
-    def release(self, messages: list[Message]) -> None:
-        """Make messages visible again at once (visibility 0), for another consumer or the redrive. One that
-        cannot be released reappears after its visibility timeout anyway."""
-        released = batch_call(self.client, self.log, "release", self.url,
-                              [(m["MessageId"], m["ReceiptHandle"]) for m in messages], visibility=0)
-        if released:
-            self.log("messages_released", messages=len(released))
+    def release(self, holds: list[Hold]) -> None:
+        """Make messages visible again at once (visibility 0), for another consumer or the redrive; not those
+        whose hold has run out. One that is not released reappears after its visibility timeout anyway."""
+        outcome = batch_call(self.client, self.log, "release", self.url, holds, visibility=0)
+        for hold in outcome.expired:
+            hold.lose(self.log, "visibility_expired")
+        if outcome.done:
+            self.log("messages_released", messages=len(outcome.done))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -365,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait-time", type=int, default=20, choices=range(0, 21), metavar="SECONDS",
                         help="long-polling wait of each receive, 0-20 (default 20)")
     parser.add_argument("--visibility-timeout", type=int, metavar="SECONDS",
-                        help="how long a heartbeat keeps a message hidden (default: the queue's own), e.g. 120")
+                        help="how long each receive and heartbeat keeps a message hidden, 1-43200 (default: the "
+                             "queue's own); a long poll then waits at most two thirds of it, e.g. 120")
     parser.add_argument("--state-file", metavar="PATH",
                         help="remember processed keys here across restarts, e.g. /var/lib/consumer/seen")
     parser.add_argument("--dedupe-window", type=int, default=100000, metavar="N",
@@ -385,6 +528,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.queue = queue_argument(args.queue)
     if args.poll_interval < 0 or args.stop_timeout < 0 or (args.max_messages is not None and args.max_messages < 1):
         parser.error("--poll-interval and --stop-timeout must be >= 0, --max-messages >= 1")
+    if args.visibility_timeout is not None and not 1 <= args.visibility_timeout <= MAX_VISIBILITY:
+        parser.error(f"--visibility-timeout must be 1..{MAX_VISIBILITY} seconds, got {args.visibility_timeout}")
     return args
 
 
@@ -431,6 +576,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     url, queue_visibility = found
     if args.visibility_timeout is None:
+        if queue_visibility < 1:  # a message the consumer cannot hold for a moment would be everyone's at once
+            return fail(f"queue {args.queue} has a visibility timeout of {queue_visibility}: pass "
+                        "--visibility-timeout SECONDS (1 or more)")
         args.visibility_timeout = queue_visibility
     Consumer(client, url, args, log, SeenKeys(args.dedupe_window, args.state_file), stop).run()
     return 0

@@ -245,10 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         client = sqs_client()
         url = queue_url(client, args.queue)
-        max_size = int(client.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["MaximumMessageSize"])["Attributes"]["MaximumMessageSize"])
+        attributes = client.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["MaximumMessageSize", "FifoQueue"])["Attributes"]
+        max_size = int(attributes["MaximumMessageSize"])
     except Exception as error:  # no credentials, no such queue, no endpoint: all configuration
         return fail(f"cannot use queue {args.queue}: {error}")
+    if attributes.get("FifoQueue") == "true":  # every send would fail for want of a MessageGroupId
+        return fail(f"queue {args.queue} is a FIFO queue: this producer sends to standard queues only")
     entries, skipped = checked_entries(records, max_size, args.skip_invalid)
     if entries is None:
         return 2

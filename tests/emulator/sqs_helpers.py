@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import consumer
+import vehicles
 
 FILES = Path(consumer.__file__).parent
 
@@ -102,3 +104,17 @@ def events(text: str) -> list[dict[str, Any]]:
 
 def processed_ids(all_events: list[dict[str, Any]]) -> list[str]:
     return [e["vehicle"]["vehicleId"] for e in all_events if e["event"] == "message_processed"]
+
+
+def in_process(monkeypatch: Any, emulator: Any, queues: Queues, *argv: str, stop: consumer.Stop | None = None):
+    """A consumer in this process on a real client to the emulator (for botocore event hooks): the consumer, its
+    client, and a function returning what it logged so far."""
+    for name, value in emulator.environment().items():
+        monkeypatch.setenv(name, value)
+    client = vehicles.sqs_client()
+    args = consumer.parse_args(["--queue", queues.url, "--poll-interval", "0", "--wait-time", "0", *argv])
+    if args.visibility_timeout is None:
+        args.visibility_timeout = 30
+    out = io.StringIO()
+    worker = consumer.Consumer(client, queues.url, args, consumer.Log(out), consumer.SeenKeys(1000, None), stop)
+    return worker, client, lambda: events(out.getvalue())

@@ -5,7 +5,6 @@ injected with botocore event hooks on a real client talking to the emulator."""
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import threading
@@ -14,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from sqs_helpers import ConsumerProcess, Queues, events, processed_ids, run_script
+from sqs_helpers import ConsumerProcess, Queues, in_process, processed_ids, run_script
 
 import consumer
 import vehicles
@@ -55,18 +54,6 @@ def test_two_consumers_with_short_visibility_and_slow_work_never_process_a_messa
 
 
 # -- in-process consumer, faults injected -------------------------------------------------------------------
-
-
-def in_process(monkeypatch, emulator, queues, *argv: str, stop: consumer.Stop | None = None):
-    for name, value in emulator.environment().items():
-        monkeypatch.setenv(name, value)
-    client = vehicles.sqs_client()
-    args = consumer.parse_args(["--queue", queues.url, "--poll-interval", "0", "--wait-time", "0", *argv])
-    if args.visibility_timeout is None:
-        args.visibility_timeout = 30
-    out = io.StringIO()
-    worker = consumer.Consumer(client, queues.url, args, consumer.Log(out), consumer.SeenKeys(1000, None), stop)
-    return worker, client, lambda: events(out.getvalue())
 
 
 def fail_entries(client: Any, operation: str, failures: list[tuple[str, bool]], releases: bool | None = None) -> dict:

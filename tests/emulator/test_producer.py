@@ -211,3 +211,12 @@ def test_help_documents_every_option_with_an_example(script):
 def test_missing_queue_is_a_configuration_error(emulator):
     run = run_script(emulator, "producer.py", "--count", "1", QUEUE_URL="")
     assert run.returncode == 2 and "no queue" in run.stderr
+
+
+def test_a_fifo_queue_is_a_configuration_error_and_nothing_is_sent(emulator, aws):
+    sqs = aws("sqs")
+    url = sqs.create_queue(QueueName="t-producer-fifo.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    run = run_script(emulator, "producer.py", "--queue", url, "--count", "3")
+    assert run.returncode == 2 and "FIFO queue" in run.stderr
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])[
+        "Attributes"]["ApproximateNumberOfMessages"] == "0"
