@@ -100,6 +100,7 @@ bench: venv
 	$(BIN)/python -m bench.sqs_clients $(BENCH_FLAGS)
 	$(BIN)/python -m bench.node_boot $(BENCH_FLAGS)
 	$(BIN)/python -m bench.redis_broker $(BENCH_FLAGS)
+	$(BIN)/python -m bench.planner $(BENCH_FLAGS)
 
 clean: emulator-stop
 	rm -rf $(VENV) .venv-checkov .venv-py39 .run
