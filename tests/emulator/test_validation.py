@@ -18,6 +18,7 @@ FORK = "https://github.com/acme/sqs-fleet.git"
         ({"observability_log_retention_days": 42}, "observability_log_retention_days"),
         ({"scaling_period": 45}, "scaling_period 45"),
         ({"queue_max_receive_count": 1}, "queue_max_receive_count 1"),
+        ({"queue_visibility_timeout": 0}, "queue_visibility_timeout 0: must be 1-43200 seconds"),
         ({"scaling_idle_window": 100}, "scaling_idle_window 100"),
         ({"fleet_max_size": "four"}, "fleet_max_size"),
         ({"stack_producer_trusted_principals": ["arn:aws:iam::123456789012:root"]},
