@@ -25,7 +25,8 @@ from tempfile import TemporaryDirectory
 from bench.common import machine, smoke_option, table
 from sqs_fleet import REPO
 from sqs_fleet.lab.fleet import Lab
-from sqs_fleet.lab.node import exec_in, image, missing_requirements, task_seconds
+from sqs_fleet.lab.node import exec_in, missing_requirements, task_seconds
+from sqs_fleet.lab.node_image import image
 from sqs_fleet.stack import Stack
 
 START_UP = "before the first task (clone, Ansible's start-up, parsing)"

@@ -16,7 +16,7 @@ TEMPLATE = "roles/consumer/templates/sqs-consumer.service.j2"
 
 def render_unit(**overrides: object) -> dict[str, str]:
     """The unit's [Service] settings, as rendered from the role's defaults (and overrides)."""
-    values = {"consumer_queue": "sqs-fleet-prod-vehicles", "consumer_python": "/opt/sqs-fleet/runtime/bin/python", **overrides}
+    values = {"consumer_queue": "sqs-fleet-prod-vehicles", **overrides}
     result = subprocess.run(  # noqa: S603 - the project's own template
         [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "ansible.builtin.debug",
          "-a", f"msg={{{{ lookup('ansible.builtin.template', '{TEMPLATE}') }}}}",

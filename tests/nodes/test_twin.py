@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from sqs_fleet.lab.node import WHEELHOUSE, image, missing_requirements, run
+from sqs_fleet.lab.node import missing_requirements
+from sqs_fleet.lab.node_image import WHEELHOUSE, image, run
 from sqs_fleet.platform import pins, platform_facts
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")

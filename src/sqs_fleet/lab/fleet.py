@@ -29,7 +29,8 @@ from sqs_fleet import REPO, aws
 from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
 from sqs_fleet.lab.lifecycle import AutoScalingFront, LifecycleActions
 from sqs_fleet.lab.metadata import Instance, MetadataService
-from sqs_fleet.lab.node import HOST_ADDRESS, baked_image, boot, destroy, exec_in, image, network_up
+from sqs_fleet.lab.node import HOST_ADDRESS, boot, destroy, exec_in, network_up
+from sqs_fleet.lab.node_image import baked_image, image
 
 
 class Lab:
