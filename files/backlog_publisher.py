@@ -23,6 +23,13 @@ Configuration (environment variables):
   BACKLOG_PERIOD           seconds between data points: 1 to 60 (default 10)
   BACKLOG_PUBLISHES        data points per invocation (default 6)
 
+Overlapping invocations are harmless: the function is reserved one concurrent execution where the account
+allows it, but an account with too small a quota for any reservation runs it unreserved, and a late invocation
+may then overlap the next one. Each publishes what it reads at that moment, with no state shared between
+invocations, so two overlapping ones put two near-simultaneous readings into the same period: the alarms read
+the period's Maximum (and the stale alarm its SampleCount, "fewer than 1"), which a second reading of the same
+backlog does not change. Nothing here may sum or difference data points across invocations.
+
 An invocation's event may carry `publishes` (data points this time) and `timestamp` (ISO 8601: the first data
 point's time), for a caller that plays the schedule itself, one period at a time.
 Errors are logged as one JSON line and raised again, so Lambda records a failed invocation.

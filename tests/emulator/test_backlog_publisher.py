@@ -155,3 +155,35 @@ def test_a_failure_is_logged_as_one_json_line_and_raised(aws, capsys):
 def test_bad_configuration_is_named(env, message):
     with pytest.raises(backlog_publisher.ConfigurationError, match=message):
         backlog_publisher.Settings.from_environment(env)
+
+
+def test_overlapping_invocations_change_no_statistic_the_alarms_read(aws):
+    """Without a reserved concurrency (an account with no room for one), two invocations can overlap: both read the
+    queue and publish the same count into the same period. Maximum (the scaling alarms') is that count, not twice
+    it, and SampleCount (the stale alarm's, "< 1") only grows; a Sum would double."""
+    import threading
+
+    queues = Queues(aws("sqs"))
+    for n in range(5):
+        queues.sqs.send_message(QueueUrl=queues.url, MessageBody=f"m{n}")
+    at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    results: list[dict[str, Any]] = []
+    invocations = [threading.Thread(target=lambda: results.append(
+        invoke_once(aws, queues, Recorder(aws("cloudwatch")), timestamp=at.isoformat()))) for _ in range(2)]
+    for invocation in invocations:
+        invocation.start()
+    for invocation in invocations:
+        invocation.join()
+    assert [r["values"] for r in results] == [[5], [5]]
+
+    def statistic(stat: str) -> list[float]:
+        result = aws("cloudwatch").get_metric_data(MetricDataQueries=[{"Id": "b", "MetricStat": {"Metric": {
+            "Namespace": NAMESPACE, "MetricName": "Backlog", "Dimensions": [{"Name": "QueueName",
+                                                                              "Value": queues.name}]},
+            "Period": 60, "Stat": stat}}], StartTime=at - datetime.timedelta(minutes=1),
+            EndTime=at + datetime.timedelta(minutes=2))["MetricDataResults"][0]
+        return list(result["Values"])
+
+    assert statistic("Maximum") == [5.0]
+    assert statistic("SampleCount") == [2.0]
+    assert statistic("Sum") == [10.0], "a Sum would count the overlap twice: no alarm may read one"

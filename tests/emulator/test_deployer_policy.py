@@ -76,6 +76,13 @@ REST = [
     ("lambda", "PUT", r"/2017-10-31/functions/(?P<FunctionName>[^/]+)/concurrency", "PutFunctionConcurrency"),
     ("lambda", "DELETE", r"/2017-10-31/functions/(?P<FunctionName>[^/]+)/concurrency", "DeleteFunctionConcurrency"),
     ("lambda", "GET", r"/2019-09-30/functions/(?P<FunctionName>[^/]+)/concurrency", "GetFunctionConcurrency"),
+    ("lambda", "GET", r"/2016-08-19/account-settings/?", "GetAccountSettings"),
+    ("lambda", "PUT", r"/2019-09-25/functions/(?P<FunctionName>[^/]+)/event-invoke-config",
+     "PutFunctionEventInvokeConfig"),
+    ("lambda", "GET", r"/2019-09-25/functions/(?P<FunctionName>[^/]+)/event-invoke-config",
+     "GetFunctionEventInvokeConfig"),
+    ("lambda", "DELETE", r"/2019-09-25/functions/(?P<FunctionName>[^/]+)/event-invoke-config",
+     "DeleteFunctionEventInvokeConfig"),
     ("scheduler", "POST", r"/schedules/(?P<Name>[^/]+)", "CreateSchedule"),
     ("scheduler", "GET", r"/schedules/(?P<Name>[^/]+)", "GetSchedule"),
     ("scheduler", "PUT", r"/schedules/(?P<Name>[^/]+)", "UpdateSchedule"),
@@ -507,7 +514,8 @@ def test_the_policy_allows_every_call_of_a_stack_on_redis(redis_recording: Recor
     assert not denied, "\n".join(denied)
     everything = {call.action for calls in redis_recording.phases.values() for call in calls}
     assert {"elasticache:CreateReplicationGroup", "elasticache:DeleteReplicationGroup", "ssm:PutParameter",
-            "ssm:DeleteParameter", "lambda:CreateFunction"} <= everything
+            "ssm:DeleteParameter", "lambda:CreateFunction", "lambda:GetAccountSettings",
+            "lambda:PutFunctionEventInvokeConfig", "ec2:DescribeNetworkInterfaces"} <= everything
     resources = {c.resource for calls in redis_recording.phases.values() for c in calls}
     broker = redis_recording.stack.broker
     assert any(str(r).endswith(f":replicationgroup:{broker['group_id']}") for r in resources)

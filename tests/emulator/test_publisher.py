@@ -75,7 +75,10 @@ def test_the_function_is_deployed_as_designed(deployed, aws):
         "BACKLOG_NAMESPACE": "SqsFleet", "BACKLOG_METRIC_NAME": "Backlog", "BACKLOG_DIMENSION_NAME": "QueueName",
         "BACKLOG_DIMENSION_VALUE": stack.queue_name, "BACKLOG_QUEUE_URL": stack["queue"]["url"],
         "BACKLOG_READER": "sqs", "BACKLOG_PERIOD": "10", "BACKLOG_PUBLISHES": "6"}
+    # A default account (1000 concurrent executions) has room for the reservation.
     assert aws("lambda").get_function_concurrency(FunctionName=function)["ReservedConcurrentExecutions"] == 1
+    settings = aws("lambda").get_function_event_invoke_config(FunctionName=function)
+    assert (settings["MaximumRetryAttempts"], settings["MaximumEventAgeInSeconds"]) == (0, 60)
     [group] = aws("logs").describe_log_groups(logGroupNamePrefix=stack["publisher"]["log_group"])["logGroups"]
     assert group["retentionInDays"] == 14
 
@@ -208,3 +211,23 @@ def test_a_spot_interruption_terminates_two_minutes_after_its_notice_and_the_gro
              if i["LifecycleState"] in ("Pending", "InService")]
     assert victim not in after and len(after) == 2 and watch.timeline[-1].desired == 2
     scaling.close()
+
+
+def test_no_alarm_on_the_publishers_metric_reads_a_statistic_an_overlap_would_change(deployed, aws):
+    """Where the account has no room for the reservation, two invocations may overlap and publish one reading twice:
+    every alarm on the metric reads its Maximum (or the stale alarm its SampleCount, "< 1"), which that leaves as
+    it is; a Sum or an Average of counts would not be."""
+    stale = deployed["stack"].alarms["publisher_stale"]
+    alarms = aws("cloudwatch").describe_alarms(AlarmNamePrefix=deployed["stack"].prefix)["MetricAlarms"]
+    [published] = [(a["Namespace"], a["MetricName"]) for a in alarms if a["AlarmName"] == stale]
+    statistics = {}
+    for alarm in alarms:
+        if (alarm.get("Namespace"), alarm.get("MetricName")) == published:
+            statistics[alarm["AlarmName"]] = alarm.get("Statistic") or alarm.get("ExtendedStatistic")
+        for query in alarm.get("Metrics", []):
+            metric = query.get("MetricStat", {}).get("Metric", {})
+            if (metric.get("Namespace"), metric.get("MetricName")) == published:
+                statistics[f"{alarm['AlarmName']}/{query['Id']}"] = query["MetricStat"]["Stat"]
+    assert len(statistics) > 1, f"only the stale alarm reads the publisher's metric: {statistics}"
+    assert set(statistics.values()) <= {"Maximum", "SampleCount"}, statistics
+    assert statistics.pop(stale) == "SampleCount" and set(statistics.values()) == {"Maximum"}

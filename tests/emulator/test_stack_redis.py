@@ -249,16 +249,42 @@ def test_the_broker_is_made_while_the_rest_of_the_stack_is(stack):
     assert max(made_meanwhile) < waited < first("broker : Publish the primary's address")
 
 
+def test_the_function_runs_once_at_a_time_and_lambda_neither_retries_nor_keeps_old_invocations(stack, aws):
+    function = stack["record"]["publisher"]["function"]
+    client = aws("lambda")
+    assert client.get_function_concurrency(FunctionName=function)["ReservedConcurrentExecutions"] == 1
+    settings = client.get_function_event_invoke_config(FunctionName=function)
+    assert (settings["MaximumRetryAttempts"], settings["MaximumEventAgeInSeconds"]) == (0, 60)
+
+
 def test_rerun_reports_no_change(stack, run_playbook):
     rerun = run_playbook("site.yml", *REDIS, extra_vars={"stack_output_file": stack["record_file"]})
     assert_ok(rerun, ["rerun redis"])
     assert rerun.stats["changed"] == 0
 
 
+def lambda_interfaces(aws) -> list[str]:
+    return [i["NetworkInterfaceId"] for i in aws("ec2").describe_network_interfaces(
+        Filters=[{"Name": "interface-type", "Values": ["lambda"]}])["NetworkInterfaces"]]
+
+
 def test_switching_back_to_sqs_removes_the_broker_and_the_from_zero_alarm(stack, run_playbook, aws, tmp_path):
+    function = stack["record"]["publisher"]["function"]
+    assert len(lambda_interfaces(aws)) == 2, "Lambda's interfaces in the function's two subnets"
     switched = run_playbook("site.yml", *REDIS, extra_vars={"broker": "sqs",
                                                              "stack_output_file": str(tmp_path / "sqs.json")})
     assert_ok(switched, ["broker sqs"])
+    # The function left the VPC and Lambda released its interfaces before the role lost the statements it
+    # releases them with (the emulator releases them only while the role allows it, as AWS does).
+    assert aws("lambda").get_function_configuration(FunctionName=function)["VpcConfig"]["SubnetIds"] == []
+    assert lambda_interfaces(aws) == []
+    tasks = [task["task"]["name"] for play in switched.report["plays"] for task in play["tasks"]]
+    assert tasks.index("publisher : Take the function out of its VPC and wait until Lambda has released its "
+                       "network interfaces") < next(i for i, t in enumerate(tasks) if t.startswith(
+                           "publisher : Let the function read the queue's counts"))
+    policy = aws("iam").get_role_policy(RoleName=stack["record"]["publisher"]["role"],
+                                        PolicyName=stack["record"]["publisher"]["role"])["PolicyDocument"]
+    assert not any("NetworkInterface" in json.dumps(s["Action"]) for s in policy["Statement"])
     from_zero = stack["record"]["broker"]["alarms"]["scale_out_from_zero"]
     assert aws("cloudwatch").describe_alarms(AlarmNames=[from_zero])["MetricAlarms"] == []
     assert aws("ssm").describe_parameters(ParameterFilters=[

@@ -1,4 +1,6 @@
-"""teardown.yml is the mirror of site.yml: nothing of the project is left, and a rerun changes nothing."""
+"""teardown.yml is the mirror of site.yml: nothing of the project is left, and a rerun changes nothing; on a stack
+with `broker: redis` too, whose publisher runs in the VPC: Lambda releases the function's network interfaces with
+its execution role, so the role goes only once they are gone, and the subnets and security groups after them."""
 
 from __future__ import annotations
 
@@ -9,9 +11,9 @@ from sqs_fleet.stack import Stack
 NAMES = Stack.from_inventory("local")
 
 
-def project_resources(aws) -> dict[str, list[str]]:
+def project_resources(aws, names: Stack = NAMES) -> dict[str, list[str]]:
     """Everything on the emulator that carries the stack's prefix or the project's tag, by kind."""
-    prefix, project = NAMES.prefix, NAMES["project"]
+    prefix, project = names.prefix, names["project"]
     cloudwatch, iam, ec2 = aws("cloudwatch"), aws("iam"), aws("ec2")
     tagged = [{"Name": "tag:Project", "Values": ["sqs-fleet"]}]
     return {
@@ -42,13 +44,19 @@ def project_resources(aws) -> dict[str, list[str]]:
                      if p["PolicyName"].startswith(prefix)],
         "instance profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
                               if p["InstanceProfileName"].startswith(prefix)],
+        "functions": [f["FunctionName"] for f in aws("lambda").list_functions()["Functions"]
+                      if f["FunctionName"].startswith(prefix)],
+        "lambda interfaces": [i["NetworkInterfaceId"] for i in ec2.describe_network_interfaces(
+            Filters=[{"Name": "interface-type", "Values": ["lambda"]}])["NetworkInterfaces"]],
     }
 
 
 def test_teardown_removes_everything_and_reruns_without_change(emulator, run_playbook, aws):
     emulator.reset()
     assert_ok(run_playbook("site.yml"), ["site.yml"])
-    assert all(project_resources(aws).values()), project_resources(aws)
+    made = project_resources(aws)
+    # On SQS the publisher runs outside the VPC: Lambda makes it no interfaces.
+    assert made.pop("lambda interfaces") == [] and all(made.values()), made
 
     first = run_playbook("teardown.yml")
     assert_ok(first, ["teardown.yml"])
@@ -58,3 +66,19 @@ def test_teardown_removes_everything_and_reruns_without_change(emulator, run_pla
     again = run_playbook("teardown.yml")
     assert_ok(again, ["second teardown.yml"])
     assert again.stats["changed"] == 0
+
+
+def test_a_redis_stack_is_torn_down_after_lambda_releases_the_publishers_interfaces(emulator, run_playbook, aws):
+    names, redis = Stack.from_inventory("local-redis"), ("-i", "inventory/local-redis")
+    emulator.reset()
+    assert_ok(run_playbook("site.yml", *redis), ["site.yml redis"])
+    made = project_resources(aws, names)
+    assert len(made["lambda interfaces"]) == 2 and made["functions"] and made["subnets"], made
+
+    teardown = run_playbook("teardown.yml", *redis)
+    assert_ok(teardown, ["teardown.yml redis"])
+    assert project_resources(aws, names) == {kind: [] for kind in made}
+    tasks = [task["task"]["name"] for play in teardown.report["plays"] for task in play["tasks"]]
+    released = tasks.index("publisher : Wait until Lambda has released the function's network interfaces")
+    assert tasks.index("publisher : Remove the function") < released < tasks.index(
+        "publisher : Remove the function's and the schedule's roles")
