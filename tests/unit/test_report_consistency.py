@@ -14,6 +14,7 @@ import pytest
 from sqs_fleet.scaletest.consistency import (
     Inconsistent,
     check,
+    evidence_problems,
     expected_series,
     metric_id,
     mismatches,
@@ -93,3 +94,15 @@ def test_a_widget_drawing_another_runs_points_fails_the_report_with_a_clear_mess
             "'desired': AWS/AutoScaling GroupDesiredCapacity (fleet-workers), Maximum per 60 s: minute 4 (04:13 UTC) "
             "reads 4 where the timeline gives 3; minute 5 (04:14 UTC) reads 4 where the timeline gives 1") in message
     assert message.count("\n- ") == 1  # one series wrong; the expression is not checked
+
+
+def test_the_evidence_tables_maxima_are_checked_too():
+    points = published_points(timeline(), START, QUEUE, DLQ, GROUP)
+    visible = metric_id("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": QUEUE})
+    backlog = metric_id("BMAT", "Backlog", {"QueueName": QUEUE})  # not in the timeline: not checked
+    right = [minutes([4, 4, 4, 4, 3, 1, 1, 1, 1]), minutes([200, 140, 80, 20, 0, 0, 0, 0, 0]), minutes([7])]
+    assert evidence_problems([DESIRED_ID, visible, backlog], right, points, START) == []
+    wrong = [right[0], minutes([200, 140, 80, 20, 0, 0, 0, 0, 5]), right[2]]
+    assert evidence_problems([DESIRED_ID, visible, backlog], wrong, points, START) == [
+        "metric evidence: AWS/SQS ApproximateNumberOfMessagesVisible (fleet-queue), Maximum per 60 s: minute 8 "
+        "(04:17 UTC) reads 5 where the timeline gives 0"]

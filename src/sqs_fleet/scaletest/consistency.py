@@ -105,6 +105,17 @@ def describe(what: str, key: MetricId, stat: str, period: int, found: Sequence[s
             f"{shown}")
 
 
+def evidence_problems(metrics: Sequence[MetricId], maxima: Sequence[Series], points: Mapping[MetricId, Series],
+                      start: datetime.datetime) -> list[str]:
+    """The evidence table's one-minute maxima (`maxima`, one series per metric) that the run's points contradict."""
+    problems = []
+    for key, series in zip(metrics, maxima, strict=True):
+        found = mismatches(series, points[key], start, 60, "Maximum") if key in points else []
+        if found:
+            problems.append(describe("metric evidence", key, "Maximum", 60, found))
+    return problems
+
+
 def widget_problems(out: Path, images: Sequence[Sequence[str]],
                     points: Mapping[MetricId, Series], start: datetime.datetime) -> list[str]:
     """Every metric series of the widgets drawn locally (the data beside each image, as the report holds it) that

@@ -49,9 +49,8 @@ from sqs_fleet.scaletest.consistency import (
     Inconsistent,
     MetricId,
     check,
-    describe,
+    evidence_problems,
     metric_id,
-    mismatches,
     published_points,
     widget_problems,
 )
@@ -522,10 +521,8 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
         if isinstance(watch.scaling, EmulatedScaling):
             # The loop published the timeline's own values: what is read back over the span must be those.
             points = published_points(timeline, span[0], fleet.queue_name, fleet.dlq_name, fleet.group_name)
-            problems = [describe("metric evidence", key, "Maximum", 60, found) for key, series in zip(
-                metrics, maxima, strict=True) if key in points and (found := mismatches(series, points[key],
-                                                                                          span[0], 60, "Maximum"))]
-            check(problems + widget_problems(args.out, images, points, span[0]), design.name)
+            check(evidence_problems(metrics, maxima, points, span[0])
+                  + widget_problems(args.out, images, points, span[0]), design.name)
 
     processed_at = processed_minutes(timeline, events, period)
     numbers = figures(timeline, events, args.messages, processed_at, tick,
