@@ -6,7 +6,9 @@
 Produces a burst above the scale-out threshold, records a timeline each period (visible, in flight,
 processed, desired, instances, in service, what was decided) and prints it as it goes, until the queue is
 drained and the group is back to zero; then collects the evidence (scaling decisions, the metric data
-CloudWatch holds, consumer log lines, the dead-letter queue) and writes REPORT.md with its data and plots.
+CloudWatch holds, consumer log lines, the dead-letter queue) and writes REPORT.md with its data and plots. On the
+emulator the metric data read back over the run must be the run's own (sqs_fleet.scaletest.consistency): a
+series that disagrees with the timeline fails the run, and REPORT.md is not written.
 
 - `--target emulator` (the default; AWS_ENDPOINT_URL set): the local loop (sqs_fleet.sim.loop) plays
   CloudWatch and Auto Scaling. Workers are local consumer processes on the stack site.yml recorded
