@@ -6,7 +6,9 @@
 Produces a burst above the scale-out threshold, records a timeline each period (visible, in flight,
 processed, desired, instances, in service, what was decided) and prints it as it goes, until the queue is
 drained and the group is back to zero; then collects the evidence (scaling decisions, the metric data
-CloudWatch holds, consumer log lines, the dead-letter queue) and writes REPORT.md with its data and plots.
+CloudWatch holds, consumer log lines, the dead-letter queue) and writes REPORT.md with its data and plots. On the
+emulator the metric data read back over the run must be the run's own (sqs_fleet.scaletest.consistency): a
+series that disagrees with the timeline fails the run, and REPORT.md is not written.
 
 - `--target emulator` (the default; AWS_ENDPOINT_URL set): the local loop (sqs_fleet.sim.loop) plays
   CloudWatch and Auto Scaling. Workers are local consumer processes on the stack site.yml recorded
@@ -45,6 +47,15 @@ from sqs_fleet import REPO, aws
 from sqs_fleet.lab import redis as lab_redis
 from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CONSUMER, CeleryProcessWorkers, ProcessWorkers
+from sqs_fleet.scaletest.consistency import (
+    Inconsistent,
+    MetricId,
+    check,
+    evidence_problems,
+    metric_id,
+    published_points,
+    widget_problems,
+)
 from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
 from sqs_fleet.scaletest.widgets import render_dashboards
 from sqs_fleet.sim.loop import (
@@ -118,32 +129,47 @@ def cloudwatch_log_events(logs: Any, log_group: str, since: datetime.datetime) -
     return sorted(events, key=lambda e: str(e.get("ts", "")))
 
 
-def metric_evidence(cloudwatch: Any, queue: str, dlq: str, group: str, start: datetime.datetime,
-                    end: datetime.datetime, pending: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """What CloudWatch holds for the run, one-minute maxima: points, peak and last value per metric (on Redis,
-    the publisher's PendingJobs and DeadJobs instead of the SQS queue's)."""
-    group_metrics = [("AWS/AutoScaling", "GroupDesiredCapacity", "AutoScalingGroupName", group),
-                     ("AWS/AutoScaling", "GroupInServiceInstances", "AutoScalingGroupName", group)]
+def evidence_metrics(queue: str, dlq: str, group: str, pending: dict[str, Any] | None = None) -> list[MetricId]:
+    """The metrics the evidence table reads: the queue's depth and the dead letters (on Redis, the publisher's
+    PendingJobs and DeadJobs instead of the SQS queue's), and the group's size."""
+    group_metrics = [metric_id("AWS/AutoScaling", name, {"AutoScalingGroupName": group})
+                     for name in ("GroupDesiredCapacity", "GroupInServiceInstances")]
     if pending:
-        [(dimension, value)] = pending["dimensions"].items()
-        wanted = [(pending["namespace"], pending["name"], dimension, value),
-                  (pending["namespace"], "DeadJobs", dimension, value), *group_metrics]
-    else:
-        wanted = [("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue),
-                  ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "QueueName", queue),
-                  ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq), *group_metrics]
-    queries = [{"Id": f"m{n}", "MetricStat": {"Metric": {"Namespace": namespace, "MetricName": metric,
-                                                         "Dimensions": [{"Name": dimension, "Value": value}]},
-                                              "Period": 60, "Stat": "Maximum"}}
-               for n, (namespace, metric, dimension, value) in enumerate(wanted)]
+        return [metric_id(pending["namespace"], pending["name"], pending["dimensions"]),
+                metric_id(pending["namespace"], "DeadJobs", pending["dimensions"]), *group_metrics]
+    return [metric_id("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": queue}),
+            metric_id("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", {"QueueName": queue}),
+            metric_id("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": dlq}), *group_metrics]
+
+
+def one_minute_maxima(cloudwatch: Any, metrics: Sequence[MetricId], start: datetime.datetime,
+                      end: datetime.datetime) -> list[dict[datetime.datetime, float]]:
+    """Each metric's one-minute maxima over [start, end), as CloudWatch returns them."""
+    queries = [{"Id": f"m{n}", "MetricStat": {
+        "Metric": {"Namespace": namespace, "MetricName": name,
+                   "Dimensions": [{"Name": key, "Value": value} for key, value in dimensions]},
+        "Period": 60, "Stat": "Maximum"}} for n, (namespace, name, dimensions) in enumerate(metrics)]
     results = cloudwatch.get_metric_data(MetricDataQueries=queries, StartTime=start, EndTime=end,
                                          ScanBy="TimestampAscending")["MetricDataResults"]
+    return [dict(zip(result.get("Timestamps", []), result.get("Values", []))) for result in results]
+
+
+def summarise(metrics: Sequence[MetricId],
+              maxima: Sequence[dict[datetime.datetime, float]]) -> dict[str, dict[str, Any]]:
+    """Points, peak and last value per metric, by `<namespace> <metric> (<dimension value>)`."""
     evidence = {}
-    for (namespace, metric, _, value), result in zip(wanted, results):
-        values = result.get("Values", [])
-        evidence[f"{namespace} {metric} ({value})"] = {
+    for (namespace, name, dimensions), series in zip(metrics, maxima, strict=True):
+        values = [series[moment] for moment in sorted(series)]
+        evidence[f"{namespace} {name} ({', '.join(v for _, v in dimensions)})"] = {
             "points": len(values), "peak": max(values, default=None), "last": values[-1] if values else None}
     return evidence
+
+
+def metric_evidence(cloudwatch: Any, queue: str, dlq: str, group: str, start: datetime.datetime,
+                    end: datetime.datetime, pending: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """What CloudWatch holds for the run, one-minute maxima: points, peak and last value per metric."""
+    metrics = evidence_metrics(queue, dlq, group, pending)
+    return summarise(metrics, one_minute_maxima(cloudwatch, metrics, start, end))
 
 
 def dashboards(cloudwatch: Any, names: Sequence[str]) -> dict[str, list[str]]:
@@ -269,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StackNotFound, CannotPlay, aws.MissingRegion) as error:
         print(f"scale_test: {error}", file=sys.stderr)
         return 2
+    except Inconsistent as error:
+        print(f"scale_test: {error}", file=sys.stderr)
+        return 1
 
 
 @dataclass
@@ -482,11 +511,20 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
                         else dead_letter_sample(fleet.sqs, fleet.queues[fleet.dlq_name]))
         boards = dashboards(fleet.cloudwatch, list(stack.dashboards.values()))
         events = target.events(args.messages - timeline[-1].dead_letters)
-        evidence = metric_evidence(fleet.cloudwatch, fleet.queue_name, fleet.dlq_name, fleet.group_name,
-                                   *target.span(len(timeline)), pending=stack.broker.get("pending_metric"))
+        span = target.span(len(timeline))
+        # On Redis the backlog is the publisher's PendingJobs; an SQS stack's record names it too, unused.
+        metrics = evidence_metrics(fleet.queue_name, fleet.dlq_name, fleet.group_name,
+                                   stack.broker.get("pending_metric") if stack.on_redis else None)
+        maxima = one_minute_maxima(fleet.cloudwatch, metrics, *span)
+        evidence = summarise(metrics, maxima)
         # What a user would see on the dashboards over the run (sqs_fleet.scaletest.widgets).
-        images = render_dashboards(fleet.cloudwatch, list(stack.dashboards.values()), *target.span(len(timeline)),
-                                   args.out, args.target == "aws")
+        images = render_dashboards(fleet.cloudwatch, list(stack.dashboards.values()), *span, args.out,
+                                   args.target == "aws")
+        if isinstance(watch.scaling, EmulatedScaling):
+            # The loop published the timeline's own values: what is read back over the span must be those.
+            points = published_points(timeline, span[0], fleet.queue_name, fleet.dlq_name, fleet.group_name)
+            check(evidence_problems(metrics, maxima, points, span[0])
+                  + widget_problems(args.out, images, points, span[0]), design.name)
 
     processed_at = processed_minutes(timeline, events, period)
     numbers = figures(timeline, events, args.messages, processed_at, tick,

@@ -291,9 +291,13 @@ def render_widget(cloudwatch: Any, dashboard: str, number: int, widget: Mapping[
         series, problems = widget_series(cloudwatch, metrics, start, end)
         draw_metric_widget(title, metrics, series, problems, (start, end), size, path,
                            properties.get("yAxis"))
-        # The data behind the drawing, beside it, for a reader (and a test) to check.
+        # The data behind the drawing, beside it, for a reader (and the report's check against the run's
+        # timeline, sqs_fleet.scaletest.consistency) to set against what was published.
         path.with_suffix(".json").write_text(json.dumps(
             {m.label: {"id": m.id, "expression": m.expression or None, "problem": problems.get(m.id),
+                       "metric": None if m.expression else {"namespace": m.namespace, "name": m.name,
+                                                            "dimensions": dict(m.dimensions)},
+                       "stat": m.stat, "period": m.period,
                        "points": [[timestamp(t), v] for t, v in sorted(series.get(m.id, {}).items())]}
              for m in metrics}, indent=1))
         return WidgetImage(dashboard, title, relative, RENDERED)

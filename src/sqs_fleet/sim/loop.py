@@ -273,8 +273,19 @@ class EmulatedScaling:
         self.interrupted: dict[str, int] = {}
         self.spot_interruptions = 0
         # The loop's clock: tick t of the run is stamped clock + t ticks on the metrics it publishes, so
-        # CloudWatch holds one data point per period, as AWS would, at any time scale.
-        self.clock = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
+        # CloudWatch holds one data point per period, as AWS would, at any time scale. A played tick is shorter
+        # than the AWS time it stamps, so an earlier run may have stamped points past now under the same names:
+        # the clock starts after them, and nothing read over this run's span is another run's.
+        self.clock = clock_after(fleet.cloudwatch, self.dimensions(),
+                                 datetime.datetime.now(datetime.timezone.utc))
+
+    def dimensions(self) -> list[tuple[str, str]]:
+        """The dimensions of every metric the loop publishes: the queues', the group's, the publisher's."""
+        named = [("QueueName", self.fleet.queue_name), ("QueueName", self.fleet.dlq_name),
+                 ("AutoScalingGroupName", self.fleet.group_name)]
+        if self.publisher is not None:
+            named.append(self.publisher.dimension)
+        return named
 
     @property
     def ticks_per_minute(self) -> int:
@@ -527,6 +538,46 @@ class EmulatedScaling:
 
 
 SPOT_NOTICE_SECONDS = 120  # EC2's two-minute warning before a Spot interruption
+# How far past now the clock looks for an earlier run's points: each run played on one emulator moves the
+# stamps further ahead by the AWS time it plays less the real time it takes (a few hours at most per run).
+CLOCK_HORIZON = datetime.timedelta(days=14)
+
+
+def latest_point(cloudwatch: Any, metrics: Sequence[dict[str, Any]], start: datetime.datetime,
+                 end: datetime.datetime, period: int) -> datetime.datetime | None:
+    """The start of the last `period`-second bucket from `start` holding a data point of any of `metrics`
+    (ListMetrics' entries) before `end`, or None."""
+    stamps: list[datetime.datetime] = []
+    for first in range(0, len(metrics), 500):  # GetMetricData takes 500 queries at most
+        queries = [{"Id": f"m{n}", "ReturnData": True, "MetricStat": {"Metric": metric, "Period": period,
+                                                                      "Stat": "SampleCount"}}
+                   for n, metric in enumerate(metrics[first:first + 500])]
+        for page in cloudwatch.get_paginator("get_metric_data").paginate(
+                MetricDataQueries=queries, StartTime=start, EndTime=end, ScanBy="TimestampDescending"):
+            stamps += [moment for result in page["MetricDataResults"] for moment in result["Timestamps"]]
+    return max(stamps, default=None)
+
+
+def clock_after(cloudwatch: Any, dimensions: Sequence[tuple[str, str]], now: datetime.datetime,
+                horizon: datetime.timedelta = CLOCK_HORIZON) -> datetime.datetime:
+    """Where a run's clock starts: the current minute, or the minute after the last data point CloudWatch holds
+    past it for any metric of these dimensions (an earlier run's, stamped ahead of real time), whichever is later.
+    Found hour by hour, then minute by minute within the last hour that holds one."""
+    start = now.astimezone(datetime.timezone.utc).replace(second=0, microsecond=0)
+    metrics: list[dict[str, Any]] = []
+    for name, value in dimensions:
+        for page in cloudwatch.get_paginator("list_metrics").paginate(Dimensions=[{"Name": name, "Value": value}]):
+            for listed in page["Metrics"]:
+                metric = {key: listed[key] for key in ("Namespace", "MetricName", "Dimensions")}
+                if metric not in metrics:
+                    metrics.append(metric)
+    if not metrics:
+        return start
+    hour = latest_point(cloudwatch, metrics, start, start + horizon, 3600)
+    if hour is None:
+        return start
+    minute = latest_point(cloudwatch, metrics, hour, hour + datetime.timedelta(hours=1), 60)
+    return max(start, (minute or hour) + datetime.timedelta(minutes=1))
 
 
 def alarm_period(alarm: dict[str, Any]) -> int:
@@ -553,6 +604,9 @@ class EmulatedPublisher:
         self.log = io.StringIO()  # the function's log lines, as its log group would hold them
         self.key = (environment.get("BACKLOG_NAMESPACE", ""), environment.get("BACKLOG_DIMENSION_VALUE", ""),
                     environment.get("BACKLOG_METRIC_NAME", "Backlog"))
+        # The one dimension of what it puts (the handler's defaults when the function sets none).
+        self.dimension = (environment.get("BACKLOG_DIMENSION_NAME") or "QueueName",
+                          environment.get("BACKLOG_DIMENSION_VALUE", ""))
         self.running = True
         self.last: float | None = None
 
