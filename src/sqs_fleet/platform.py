@@ -22,7 +22,6 @@ from typing import Any
 
 import yaml
 from packaging import tags
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -43,7 +42,12 @@ def platform_facts(path: Path = PLATFORM_FILE) -> dict[str, Any]:
 
 def pins(path: Path = RUNTIME_REQUIREMENTS) -> dict[str, str]:
     """Every `name==version` of a requirements file, by canonical name; anything but an exact pin is an error."""
-    pinned: dict[str, str] = {}
+    return {name: version for name, (version, _extras) in pinned_requirements(path).items()}
+
+
+def pinned_requirements(path: Path = RUNTIME_REQUIREMENTS) -> dict[str, tuple[str, frozenset[str]]]:
+    """{name: (version, extras asked for)} of a requirements file of exact pins (`celery[redis]==5.7.0`)."""
+    pinned: dict[str, tuple[str, frozenset[str]]] = {}
     for number, line in enumerate(path.read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -52,7 +56,7 @@ def pins(path: Path = RUNTIME_REQUIREMENTS) -> dict[str, str]:
         exact = [spec for spec in requirement.specifier if spec.operator == "=="]
         if len(exact) != 1 or len(requirement.specifier) != 1:
             raise ValueError(f"{path.name}:{number}: {line!r} is not pinned to one version (name==version)")
-        pinned[canonicalize_name(requirement.name)] = exact[0].version
+        pinned[canonicalize_name(requirement.name)] = (exact[0].version, frozenset(requirement.extras))
     return pinned
 
 
@@ -90,15 +94,17 @@ def supported_tags(python_version: str) -> frozenset[str]:
                                                tags.compatible_tags(major_minor, interpreter, WHEEL_PLATFORMS)))
 
 
-def problems(wheels: Iterable[Wheel], pinned: Mapping[str, str], python_version: str) -> list[str]:
+def problems(wheels: Iterable[Wheel], pinned: Mapping[str, str], python_version: str,
+             extras: Mapping[str, Iterable[str]] | None = None) -> list[str]:
     """What stops the pinned set installing on CPython `python_version`: a wheel whose Requires-Python refuses it,
-    a wheel built for another Python, a dependency (for that Python) the pins leave out or pin outside its range,
-    a pin with no wheel."""
+    a wheel built for another Python, a dependency (for that Python, and for the extras asked for, followed
+    through the dependencies: celery[redis] asks kombu[redis], which needs packaging) the pins leave out or pin
+    outside its range, a pin with no wheel."""
     found: list[str] = []
     version = Version(python_version)
-    environment = marker_environment(python_version)
     supported = supported_tags(python_version)
     by_name: dict[str, Wheel] = {canonicalize_name(wheel.name): wheel for wheel in wheels}
+    wanted_extras: dict[str, set[str]] = {name: set((extras or {}).get(name, ())) for name in pinned}
     for name, pin in sorted(pinned.items()):
         wheel = by_name.get(name)
         if wheel is None:
@@ -108,17 +114,31 @@ def problems(wheels: Iterable[Wheel], pinned: Mapping[str, str], python_version:
             found.append(f"{name}=={pin} requires Python {wheel.requires_python}: not {python_version}")
         if not wheel.tags & supported:
             found.append(f"{name}=={pin}: no wheel for CPython {python_version} ({', '.join(sorted(wheel.tags))})")
+    # The dependencies each pinned wheel needs on that Python with the extras asked of it, until no new extra.
+    checked: set[tuple[str, str]] = set()
+    queue = [(name, extra) for name in sorted(pinned) for extra in ("", *sorted(wanted_extras[name]))]
+    while queue:
+        name, extra = queue.pop(0)
+        wheel = by_name.get(name)
+        if (name, extra) in checked or wheel is None:
+            continue
+        checked.add((name, extra))
+        environment = {**marker_environment(python_version), "extra": extra}
         for line in wheel.requires:
             requirement = Requirement(line)
-            if requirement.marker is not None and not Marker(str(requirement.marker)).evaluate(environment):
+            if requirement.marker is not None and not requirement.marker.evaluate(environment):
                 continue
+            if extra and requirement.marker is None:
+                continue  # needed without the extra too: checked with ""
             dependency = canonicalize_name(requirement.name)
             if dependency not in pinned:
-                found.append(f"{name}=={pin} needs {requirement.name}{requirement.specifier}: not pinned")
-            elif not requirement.specifier.contains(pinned[dependency], prereleases=True):
-                found.append(f"{name}=={pin} needs {requirement.name}{requirement.specifier}: "
+                found.append(f"{name}=={pinned[name]} needs {requirement.name}{requirement.specifier}: not pinned")
+                continue
+            if not requirement.specifier.contains(pinned[dependency], prereleases=True):
+                found.append(f"{name}=={pinned[name]} needs {requirement.name}{requirement.specifier}: "
                              f"pinned {pinned[dependency]}")
-    return found
+            queue += [(dependency, wanted) for wanted in sorted(requirement.extras)]
+    return sorted(set(found), key=found.index)
 
 
 def download(requirements: Path, python_version: str, destination: Path) -> list[Path]:

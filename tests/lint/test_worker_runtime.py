@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from sqs_fleet import REPO
-from sqs_fleet.platform import pins, platform_facts, problems, read_wheel, runtime_wheelhouse
+from sqs_fleet.platform import pinned_requirements, pins, platform_facts, problems, read_wheel, runtime_wheelhouse
 
 FACTS = platform_facts()
+EXTRAS = {name: extras for name, (_version, extras) in pinned_requirements().items()}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_every_pinned_library_installs_on_the_platforms_worker_python(wheels, pa
     """On AL2023's release of the worker Python, and on the first release of its minor version (a dependency
     some patch releases need, e.g. redis-py's async-timeout below 3.11.3, is pinned too: the twin runs 3.11.2)."""
     version = FACTS["worker_python"]["version"]
-    assert problems(wheels, pins(), version if patch == "platform" else f"{minor(version)}.0") == []
+    assert problems(wheels, pins(), version if patch == "platform" else f"{minor(version)}.0", EXTRAS) == []
 
 
 def test_the_check_refuses_a_python_the_pins_do_not_support(wheels) -> None:
@@ -42,6 +43,13 @@ def test_the_check_refuses_a_python_the_pins_do_not_support(wheels) -> None:
 def test_a_missing_dependency_pin_is_named(wheels) -> None:
     pinned = {name: version for name, version in pins().items() if name != "vine"}
     assert "kombu==5.7.0 needs vine==5.1.0: not pinned" in problems(wheels, pinned, FACTS["worker_python"]["version"])
+
+
+def test_a_dependency_of_an_extra_is_followed(wheels) -> None:
+    """celery[redis] asks kombu[redis], whose Redis transport needs packaging (declared under that extra only)."""
+    pinned = {name: version for name, version in pins().items() if name != "packaging"}
+    found = problems(wheels, pinned, FACTS["worker_python"]["version"], EXTRAS)
+    assert found == ["kombu==5.7.0 needs packaging==26.3: not pinned"]
 
 
 def test_only_exact_pins_are_accepted(tmp_path: Path) -> None:
