@@ -11,9 +11,10 @@ imports botocore. The interpreter's own sitecustomize, if it has one, still runs
 
 Its boundary with botocore (docs/patched-dependencies.md): the one private name it uses is listed in
 PRIVATE_NAMES, and the cache is shared only with a botocore of BOTOCORE_VERIFIED, the releases it was verified
-with. With any other, each loader keeps its own cache, as without this module, and a note on the interpreter's
-standard error (which Mitogen shows in the play's output) names the release and the window. The patch lives as
-long as the interpreter: for the controller's module runner, one run.
+with. With any other, each loader keeps its own cache, as without this module, and a note names the release and
+the window: a warning of the task that first imports botocore in the play's output, and a line on the
+interpreter's standard error where it has one. The patch lives as long as the interpreter: for the controller's
+module runner, one run.
 """
 
 from __future__ import annotations
@@ -74,17 +75,21 @@ def release(version: str) -> tuple[int, ...]:
 
 
 def verified(botocore: ModuleType | None) -> bool:
-    """Whether the botocore being loaded is a release of BOTOCORE_VERIFIED; a note on standard error if not."""
+    """Whether the botocore being loaded is a release of BOTOCORE_VERIFIED; a note if not."""
     version = str(getattr(botocore, "__version__", "unknown"))
     if BOTOCORE_VERIFIED[0] <= release(version) <= BOTOCORE_VERIFIED[1]:
         return True
     lowest, highest = (".".join(map(str, end)) for end in BOTOCORE_VERIFIED)
     window = lowest if lowest == highest else f"{lowest} to {highest}"
-    # The interpreter's own stream: a module's run captures sys.stderr.
-    stream = sys.__stderr__
-    if stream is not None:
-        stream.write(f"plugins/module_runner: botocore {version} is not a release its loader cache was verified "
-                     f"with ({window}): each session reads botocore's data again\n")
+    note = (f"plugins/module_runner: botocore {version} is not a release its loader cache was verified with "
+            f"({window}): each session reads botocore's data again")
+    # In Mitogen's runner a module is running (it imports botocore): its result carries the note to the play's
+    # output. Mitogen's interpreter has no sys.__stderr__; a module's run captures sys.stderr.
+    module_warnings = sys.modules.get("ansible.module_utils.common.warnings")
+    if module_warnings is not None:
+        module_warnings.warn(note)
+    if sys.__stderr__ is not None:
+        sys.__stderr__.write(note + "\n")
     return False
 
 

@@ -81,18 +81,43 @@ def dotted(release: tuple[int, ...]) -> str:
     return ".".join(map(str, release))
 
 
-@pytest.mark.parametrize("side", ["below", "above"])
-def test_with_a_botocore_it_was_not_verified_with_each_session_reads_again_and_a_note_says_so(tmp_path, side):
+def note(release: tuple[int, ...]) -> str:
+    lowest, highest = verified_botocore()
+    window = dotted(lowest) if lowest == highest else f"{dotted(lowest)} to {dotted(highest)}"
+    return (f"plugins/module_runner: botocore {dotted(release)} is not a release its loader cache was verified "
+            f"with ({window}): each session reads botocore's data again")
+
+
+def beside_the_window() -> list[tuple[int, ...]]:
     lowest, highest = verified_botocore()
     below = (*lowest[:2], lowest[2] - 1) if lowest[2] else (lowest[0], lowest[1] - 1, 99)
-    release = below if side == "below" else (*highest[:2], highest[2] + 1)
+    return [below, (*highest[:2], highest[2] + 1)]
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_with_a_botocore_it_was_not_verified_with_each_session_reads_again_and_a_note_says_so(tmp_path, side):
+    release = beside_the_window()[side]
     code = AS_RELEASE.replace("RELEASE", repr(dotted(release))) + TWO_SESSIONS
     result = python(code, MODULE_RUNNER, other_models=other_models(tmp_path))
     assert result.stdout.splitlines()[1:4] == ["shared endpoints: False", "shared model: False",
                                                "shared service list: False"]
-    window = dotted(lowest) if lowest == highest else f"{dotted(lowest)} to {dotted(highest)}"
-    assert result.stderr == (f"plugins/module_runner: botocore {dotted(release)} is not a release its loader cache "
-                             f"was verified with ({window}): each session reads botocore's data again\n")
+    assert result.stderr == note(release) + "\n"
+
+
+# In Mitogen's runner, where the module that imports botocore is running, the note is one of its warnings: the
+# play's output shows it.
+A_MODULE_IMPORTS_BOTOCORE = """
+import ansible.module_utils.common.warnings
+AS_RELEASE
+import botocore.loaders
+print(ansible.module_utils.common.warnings.get_warning_messages())
+"""
+
+
+def test_the_note_is_a_warning_of_the_module_that_imports_botocore():
+    release = beside_the_window()[1]
+    code = A_MODULE_IMPORTS_BOTOCORE.replace("AS_RELEASE", AS_RELEASE.replace("RELEASE", repr(dotted(release))))
+    assert python(code, MODULE_RUNNER).stdout == f"{(note(release),)}\n"
 
 
 def test_with_a_botocore_it_was_verified_with_the_sessions_share_and_nothing_is_said(tmp_path):
