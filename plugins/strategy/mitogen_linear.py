@@ -134,7 +134,7 @@ if UNSUPPORTED is None:
     INSTALLED_COLLECTIONS: list[Any] = []
     COMPILED_TEMPLATES = LRUCache(4096)
 
-    class StrategyModule(_MitogenLinear):  # type: ignore[no-redef]
+    class StrategyModule(_MitogenLinear):  # type: ignore[misc]
         def __init__(self, *args: object, **kwargs: object) -> None:
             # The inventories read the endpoint from the environment, and the play's environment is templated
             # for every task: the lookup is loaded once, before any worker forks.
@@ -178,12 +178,12 @@ if UNSUPPORTED is None:
         """PATCHED, replaced for a play's run (and for the workers forked during it) and restored after it."""
         listing, environment = ansible.collections.list, _jinja_bits.AnsibleEnvironment
         originals = listing.list_collection_dirs, environment.compile
-        listing.list_collection_dirs = collections_listed_once(originals[0])  # type: ignore[assignment]
-        environment.compile = templates_compiled_once(originals[1])  # type: ignore[method-assign]
+        listing.list_collection_dirs = collections_listed_once(originals[0])
+        environment.compile = templates_compiled_once(originals[1])
         try:
             yield
         finally:
-            listing.list_collection_dirs, environment.compile = originals  # type: ignore[method-assign]
+            listing.list_collection_dirs, environment.compile = originals
 
     def collections_listed_once(list_all: Any) -> Any:
         """Mitogen's planner lists the installed collections before each collection module it runs (with every
@@ -219,7 +219,7 @@ if UNSUPPORTED is None:
 
         return compile
 else:
-    class StrategyModule(_Linear):  # type: ignore[no-redef]
+    class StrategyModule(_Linear):  # type: ignore[no-redef,misc]
         def __init__(self, *args: object, **kwargs: object) -> None:
             Display().warning(f"{UNSUPPORTED}: plays run with the plain linear strategy")
             super().__init__(*args, **kwargs)
