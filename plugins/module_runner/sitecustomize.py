@@ -8,6 +8,13 @@ loader keeps all of this in its own cache, which botocore treats as read-only (t
 it). In this long-lived interpreter the loaders that search the same paths with the same extras share one
 cache, so each piece is read once per run. Nothing is imported here: the cache is shared only once a task
 imports botocore. The interpreter's own sitecustomize, if it has one, still runs.
+
+Its boundary with botocore (docs/patched-dependencies.md): the one private name it uses is listed in
+PRIVATE_NAMES, and the cache is shared only with a botocore of BOTOCORE_VERIFIED, the releases it was verified
+with. With any other, each loader keeps its own cache, as without this module, and a note names the release and
+the window: a warning of the task that first imports botocore in the play's output, and a line on the
+interpreter's standard error where it has one. The patch lives as long as the interpreter: for the controller's
+module runner, one run.
 """
 
 from __future__ import annotations
@@ -16,12 +23,24 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import re
 import sys
 from types import ModuleType
 from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _LOADERS = "botocore.loaders"
+
+# The botocore releases this module was run and tested with, lowest and highest, both included.
+BOTOCORE_VERIFIED = ((1, 44, 5), (1, 44, 5))
+
+# Every private name of botocore used below; tests/unit/test_patched_dependencies.py fails when the code uses
+# one that is not listed here.
+PRIVATE_NAMES = {
+    "_cache": "botocore.loaders.Loader._cache: what a loader has read, replaced for each loader it makes",
+}
+# What is replaced, for the interpreter's life: (module, attribute).
+PATCHED = (("botocore.loaders", "Loader.__init__"),)
 
 
 # (search paths, extras types) -> what the loaders configured so have read
@@ -33,24 +52,51 @@ class _SharedCache:
     a session's search paths after the loader is made."""
 
     def __init__(self, loader: Any) -> None:
-        self._loader = loader
+        self.loader = loader
 
-    def _read(self) -> dict[Any, Any]:
-        configuration = (tuple(self._loader.search_paths), tuple(self._loader.extras_types))
+    def read(self) -> dict[Any, Any]:
+        configuration = (tuple(self.loader.search_paths), tuple(self.loader.extras_types))
         return _READ_BY_CONFIGURATION.setdefault(configuration, {})
 
     def __contains__(self, key: Any) -> bool:
-        return key in self._read()
+        return key in self.read()
 
     def __getitem__(self, key: Any) -> Any:
-        return self._read()[key]
+        return self.read()[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._read()[key] = value
+        self.read()[key] = value
+
+
+def release(version: str) -> tuple[int, ...]:
+    """(1, 44, 5) from '1.44.5'; () if it is not a release."""
+    found = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    return tuple(int(part) for part in found.groups()) if found else ()
+
+
+def verified(botocore: ModuleType | None) -> bool:
+    """Whether the botocore being loaded is a release of BOTOCORE_VERIFIED; a note if not."""
+    version = str(getattr(botocore, "__version__", "unknown"))
+    if BOTOCORE_VERIFIED[0] <= release(version) <= BOTOCORE_VERIFIED[1]:
+        return True
+    lowest, highest = (".".join(map(str, end)) for end in BOTOCORE_VERIFIED)
+    window = lowest if lowest == highest else f"{lowest} to {highest}"
+    note = (f"plugins/module_runner: botocore {version} is not a release its loader cache was verified with "
+            f"({window}): each session reads botocore's data again")
+    # In Mitogen's runner a module is running (it imports botocore): its result carries the note to the play's
+    # output. Mitogen's interpreter has no sys.__stderr__; a module's run captures sys.stderr.
+    module_warnings = sys.modules.get("ansible.module_utils.common.warnings")
+    if module_warnings is not None:
+        module_warnings.warn(note)
+    if sys.__stderr__ is not None:
+        sys.__stderr__.write(note + "\n")
+    return False
 
 
 def share_loaded_data(loaders: ModuleType) -> None:
     """Let botocore's data loaders of the same configuration share one cache in this interpreter."""
+    if not verified(sys.modules.get("botocore")):
+        return
     loader = loaders.Loader
     if getattr(loader.__init__, "shares_loaded_data", False):
         return

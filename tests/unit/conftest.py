@@ -16,13 +16,25 @@ from sqs_fleet import REPO
 
 
 @pytest.fixture
-def strategy_plugin() -> ModuleType:
+def load_strategy_plugin() -> Callable[[], ModuleType]:
+    """Loads plugins/strategy/mitogen_linear.py as Ansible's plugin loader would load it, a new module each call
+    (it reads which releases are installed as it loads)."""
+
+    def load() -> ModuleType:
+        path = REPO / "plugins" / "strategy" / "mitogen_linear.py"
+        spec = importlib.util.spec_from_file_location("mitogen_linear", path)
+        assert spec and spec.loader
+        plugin = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(plugin)
+        return plugin
+
+    return load
+
+
+@pytest.fixture
+def strategy_plugin(load_strategy_plugin: Callable[[], ModuleType]) -> ModuleType:
     """plugins/strategy/mitogen_linear.py, loaded as Ansible's plugin loader would load it."""
-    spec = importlib.util.spec_from_file_location("mitogen_linear", REPO / "plugins" / "strategy" / "mitogen_linear.py")
-    assert spec and spec.loader
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
-    return plugin
+    return load_strategy_plugin()
 
 
 PlayRunner = Callable[..., tuple[int, str]]

@@ -1,9 +1,10 @@
 """The controller's module runner (Mitogen's interpreter, started with plugins/module_runner on PYTHONPATH)
 reads botocore's data once for the sessions that search the same paths, and changes nothing else about the
-interpreter."""
+interpreter; with a botocore it was not verified with, it changes nothing and says so."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -37,11 +38,14 @@ print("operations:", len(client.meta.service_model.operation_names) > 100)
 """
 
 
-def run_python(code: str, *pythonpath: Path, other_models: Path = Path("/nonexistent")) -> str:
+def python(code: str, *pythonpath: Path, other_models: Path = Path("/nonexistent")) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath))}
     code = code.replace("OTHER_MODELS", repr(str(other_models)))
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)  # noqa: S603
-    return result.stdout
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)  # noqa: S603
+
+
+def run_python(code: str, *pythonpath: Path, other_models: Path = Path("/nonexistent")) -> str:
+    return python(code, *pythonpath, other_models=other_models).stdout
 
 
 def other_models(tmp_path: Path) -> Path:
@@ -60,6 +64,70 @@ def test_the_runner_reads_the_data_once_and_imports_nothing_at_start_up(tmp_path
 def test_a_plain_interpreter_reads_it_again_for_each_session(tmp_path):
     assert run_python(TWO_SESSIONS, other_models=other_models(tmp_path)).splitlines()[1:4] == [
         "shared endpoints: False", "shared model: False", "shared service list: False"]
+
+
+# The module runner reads botocore's version once botocore is imported, when botocore.loaders is.
+AS_RELEASE = "import botocore\nbotocore.__version__ = RELEASE\n"
+
+
+def verified_botocore() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """BOTOCORE_VERIFIED, read from the source (importing the module would install its hook in this process)."""
+    tree = ast.parse((MODULE_RUNNER / "sitecustomize.py").read_text())
+    return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and any(isinstance(target, ast.Name) and target.id == "BOTOCORE_VERIFIED" for target in node.targets))
+
+
+def dotted(release: tuple[int, ...]) -> str:
+    return ".".join(map(str, release))
+
+
+def note(release: tuple[int, ...]) -> str:
+    lowest, highest = verified_botocore()
+    window = dotted(lowest) if lowest == highest else f"{dotted(lowest)} to {dotted(highest)}"
+    return (f"plugins/module_runner: botocore {dotted(release)} is not a release its loader cache was verified "
+            f"with ({window}): each session reads botocore's data again")
+
+
+def beside_the_window() -> list[tuple[int, ...]]:
+    lowest, highest = verified_botocore()
+    below = (*lowest[:2], lowest[2] - 1) if lowest[2] else (lowest[0], lowest[1] - 1, 99)
+    return [below, (*highest[:2], highest[2] + 1)]
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_with_a_botocore_it_was_not_verified_with_each_session_reads_again_and_a_note_says_so(tmp_path, side):
+    release = beside_the_window()[side]
+    code = AS_RELEASE.replace("RELEASE", repr(dotted(release))) + TWO_SESSIONS
+    result = python(code, MODULE_RUNNER, other_models=other_models(tmp_path))
+    assert result.stdout.splitlines()[1:4] == ["shared endpoints: False", "shared model: False",
+                                               "shared service list: False"]
+    assert result.stderr == note(release) + "\n"
+
+
+# In Mitogen's runner, where the module that imports botocore is running, the note is one of its warnings: the
+# play's output shows it.
+A_MODULE_IMPORTS_BOTOCORE = """
+import ansible.module_utils.common.warnings
+AS_RELEASE
+import botocore.loaders
+print(ansible.module_utils.common.warnings.get_warning_messages())
+"""
+
+
+def test_the_note_is_a_warning_of_the_module_that_imports_botocore():
+    release = beside_the_window()[1]
+    code = A_MODULE_IMPORTS_BOTOCORE.replace("AS_RELEASE", AS_RELEASE.replace("RELEASE", repr(dotted(release))))
+    assert python(code, MODULE_RUNNER).stdout == f"{(note(release),)}\n"
+
+
+def test_with_a_botocore_it_was_verified_with_the_sessions_share_and_nothing_is_said(tmp_path):
+    models = other_models(tmp_path)
+    for release in set(verified_botocore()):  # both ends
+        code = AS_RELEASE.replace("RELEASE", repr(dotted(release))) + TWO_SESSIONS
+        result = python(code, MODULE_RUNNER, other_models=models)
+        assert result.stdout.splitlines()[1:4] == ["shared endpoints: True", "shared model: True",
+                                                   "shared service list: True"]
+        assert result.stderr == ""
 
 
 def test_the_interpreters_own_sitecustomize_still_runs(tmp_path):

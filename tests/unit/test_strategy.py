@@ -1,15 +1,22 @@
 """The controller's plays run under Mitogen by default, ANSIBLE_STRATEGY=linear switches back, and the node
-playbook (ansible-pull on workers, which have no Mitogen) keeps the plain linear strategy."""
+playbook (ansible-pull on workers, which have no Mitogen) keeps the plain linear strategy. What the strategy
+replaces in ansible-core is replaced for a play's run only, and with an ansible-core or Mitogen it was not
+verified with it is the plain linear strategy."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
+import ansible.collections.list
+import ansible.release
 import ansible_mitogen.strategy
+import mitogen
 import pytest
 import yaml
 from ansible._internal._templating._jinja_bits import AnsibleEnvironment, _TemplateCompileContext
@@ -92,13 +99,9 @@ def test_otherwise_each_task_runs_in_a_worker_of_its_own(run_play, tmp_path, str
 
 @pytest.fixture
 def compiled_once(strategy_plugin, monkeypatch):
-    """Templates compiled once, as in a run under the strategy (undone after the test)."""
-    monkeypatch.setattr(AnsibleEnvironment, "compile", AnsibleEnvironment.compile)
+    """Templates compiled once, as in a play's run under the strategy (Ansible's compile again after the test)."""
     uncached = AnsibleEnvironment.compile
-    strategy_plugin.compile_each_template_once()
-    once = AnsibleEnvironment.compile
-    strategy_plugin.compile_each_template_once()
-    assert AnsibleEnvironment.compile is once is not uncached  # a second call wraps nothing again
+    monkeypatch.setattr(AnsibleEnvironment, "compile", strategy_plugin.templates_compiled_once(uncached))
     return uncached
 
 
@@ -167,14 +170,136 @@ def test_a_task_run_twice_is_templated_each_time(run_play):
     assert [line.split()[-1] for line in output.splitlines() if "HANDLER" in line and "msg" in line] == ["1", "2"]
 
 
-def test_without_mitogen_it_is_the_plain_strategy_and_says_why(monkeypatch, request):
-    monkeypatch.setitem(sys.modules, "ansible_mitogen.plugins.strategy.mitogen_linear", None)  # import fails
-    plugin = request.getfixturevalue("strategy_plugin")  # loaded only now, without Mitogen
+def dotted(release):
+    return ".".join(map(str, release))
+
+
+def beside(window):
+    """The releases just below and just above a window."""
+    (major, minor, patch), highest = window[0], window[1]
+    below = (major, minor, patch - 1) if patch else (major, minor - 1, 99)
+    return [below, (*highest[:2], highest[2] + 1)]
+
+
+def plain_strategy_warning(plugin, monkeypatch):
+    """The class the plugin defines is the plain linear strategy; the one warning it gives when made."""
     assert plugin.StrategyModule.__bases__ == (Linear,)
     warnings: list[str] = []
     monkeypatch.setattr(Display, "warning", lambda _display, message, *_args, **_kwargs: warnings.append(message))
     monkeypatch.setattr(Linear, "__init__", lambda *_args, **_kwargs: None)
     plugin.StrategyModule()
     assert len(warnings) == 1
-    assert "ansible_mitogen" in warnings[0]
-    assert warnings[0].endswith("(pip install -r requirements.txt): plays run with the plain linear strategy")
+    assert warnings[0].endswith(": plays run with the plain linear strategy")
+    return warnings[0]
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_with_an_ansible_core_it_was_not_verified_with_it_is_the_plain_strategy_and_names_both(
+        strategy_plugin, load_strategy_plugin, monkeypatch, side):
+    window = strategy_plugin.ANSIBLE_CORE_VERIFIED
+    release = beside(window)[side]
+    monkeypatch.setattr(ansible.release, "__version__", dotted(release))
+    assert plain_strategy_warning(load_strategy_plugin(), monkeypatch).startswith(
+        f"ansible-core {dotted(release)} is not a release this strategy was verified with "
+        f"({strategy_plugin.shown(window)}): ")
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_with_a_mitogen_it_was_not_verified_with_it_is_the_plain_strategy_and_names_both(
+        strategy_plugin, load_strategy_plugin, monkeypatch, side):
+    window = strategy_plugin.MITOGEN_VERIFIED
+    release = beside(window)[side]
+    monkeypatch.setattr(mitogen, "__version__", release)
+    assert plain_strategy_warning(load_strategy_plugin(), monkeypatch).startswith(
+        f"Mitogen {dotted(release)} is not a release this strategy was verified with "
+        f"({strategy_plugin.shown(window)}): ")
+
+
+def patched_now(plugin):
+    """What each attribute the strategy patches (PATCHED) is at this moment."""
+    found = []
+    for module, attribute in plugin.PATCHED:
+        owner = importlib.import_module(module)
+        for name in attribute.split("."):
+            owner = getattr(owner, name)
+        found.append(owner)
+    return found
+
+
+@pytest.mark.parametrize("ends", ["returns", "raises"])
+def test_a_play_s_run_patches_for_its_duration_only(strategy_plugin, monkeypatch, ends):
+    during = []
+
+    def mitogen_run(_strategy, _iterator, _play_context):
+        during.extend(patched_now(strategy_plugin))
+        if ends == "raises":
+            raise KeyboardInterrupt
+        return 0
+
+    monkeypatch.setattr(ansible_mitogen.strategy.StrategyMixin, "run", mitogen_run)
+    # Listing collections needs Ansible's collection finder, which only a playbook's run installs.
+    monkeypatch.setattr(ansible.collections.list, "list_collection_dirs", lambda *_args, **_kwargs: iter([]))
+    originals = patched_now(strategy_plugin)
+    strategy = strategy_plugin.StrategyModule.__new__(strategy_plugin.StrategyModule)  # run() needs no more here
+    with pytest.raises(KeyboardInterrupt) if ends == "raises" else nullcontext():
+        assert strategy.run("iterator", "play context") == 0
+    assert len(during) == len(originals) == 2
+    assert [now is not before for now, before in zip(during, originals)] == [True, True]
+    assert [now is before for now, before in zip(patched_now(strategy_plugin), originals)] == [True, True]
+
+
+# Reports, from the controller, whether what the strategy patches is Ansible's own: after each task of each
+# play, and once all plays have run.
+PATCH_WATCH = """
+import ansible.collections.list
+from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+from ansible.plugins.callback import CallbackBase
+
+
+def now():
+    return [ansible.collections.list.list_collection_dirs, AnsibleEnvironment.compile]
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "patch_watch"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.own = now()  # callbacks load before the strategy
+
+    def report(self, when):
+        self._display.display(f"PATCHES-OWN {when} {[a is b for a, b in zip(now(), self.own)]}")
+
+    def v2_runner_on_ok(self, result):
+        self.report(result._task.get_name())
+
+    def v2_playbook_on_stats(self, stats):
+        self.report("after")
+"""
+TWO_PLAYS = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: first
+      ansible.builtin.debug:
+        msg: "{{ 'one' | upper }}"
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: second
+      ansible.builtin.debug:
+        msg: "{{ 'two' | upper }}"
+"""
+
+
+@pytest.mark.parametrize(("strategy", "during"), [("mitogen_linear", "[False, False]"), ("linear", "[True, True]")])
+def test_after_the_plays_what_the_strategy_patched_is_ansible_s_own_again(run_play, tmp_path, strategy, during):
+    (tmp_path / "callbacks").mkdir()
+    (tmp_path / "callbacks" / "patch_watch.py").write_text(PATCH_WATCH)
+    _, output = run_play(TWO_PLAYS, strategy, environ={**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "patch_watch",
+                                                       "ANSIBLE_CALLBACK_PLUGINS": str(tmp_path / "callbacks")})
+    assert [line for line in output.splitlines() if line.startswith("PATCHES-OWN")] == [
+        f"PATCHES-OWN first {during}", f"PATCHES-OWN second {during}", "PATCHES-OWN after [True, True]"]
