@@ -14,7 +14,7 @@ description:
     C(ComparisonOperator), C(AlarmActions)...), so any alarm CloudWatch accepts can be declared.
   - Checks the rules CloudWatch enforces on periods and metric math before any call.
   - Refuses, before any call, a period of 10, 20 or 30 s on a metric of a namespace AWS publishes to
-    (C(AWS/*)): AWS stores those at one-minute resolution, so such an alarm reads no data for most periods and
+    (C(AWS/*)); AWS stores those at one-minute resolution, so such an alarm reads no data for most periods and
     lapses into C(INSUFFICIENT_DATA). Sub-minute periods suit metrics put with C(StorageResolution) 1 only.
   - Compares only the keys given in I(alarm) with the alarm in place, so values AWS adds do not count as
     a change.

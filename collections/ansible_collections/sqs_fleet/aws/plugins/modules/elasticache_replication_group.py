@@ -69,8 +69,8 @@ options:
     default: true
   auth_token:
     description:
-      - AUTH token; needs I(transit_encryption). 16 to 128 characters: ASCII letters, digits and only these
-        special characters C(! & # $ ^ < > -) (CreateReplicationGroup's rules). Checked before any call; the error
+      - AUTH token; needs I(transit_encryption). 16 to 128 characters, ASCII letters, digits and only these
+        special characters C(!&#$^<>-) (CreateReplicationGroup's rules). Checked before any call; the error
         never quotes the token.
       - Used when the group is created; never logged, never compared.
     type: str
