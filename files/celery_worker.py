@@ -362,9 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.visibility_timeout < 6 or args.restore_interval < 1 or args.replicas < 0 or args.done_ttl < 1:
-        parser.error("--visibility-timeout must be 6 or more, --restore-interval and --done-ttl 1 or more, "
-                     "--replicas 0 or more")
+    if min(args.visibility_timeout, args.restore_interval, args.done_ttl, args.replica_timeout) < 1 or \
+            args.replicas < 0:
+        parser.error("--visibility-timeout, --restore-interval, --done-ttl and --replica-timeout must be 1 or "
+                     "more, --replicas 0 or more")
     if not args.queue:
         return fail("no queue: pass --queue or set CELERY_QUEUE")
     try:

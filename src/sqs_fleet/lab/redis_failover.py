@@ -16,6 +16,7 @@ accepting writes that the replica never gets, as with a replica that fell behind
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -38,7 +39,7 @@ class Proxy:
         self.target = target
         self.flowing = threading.Event()
         self.flowing.set()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # _close is called with it held
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.sent = 0  # bytes forwarded client to server, all connections
         self.cut_at: int | None = None  # one-shot: cut when this many bytes have gone to the server
@@ -74,10 +75,10 @@ class Proxy:
                     break
                 self.flowing.wait()
                 if upstream:
-                    data = self._upstream(data, sink)
-                    if data is None:
+                    if not self._upstream(data, sink):
                         return
-                elif self.drop_reply:
+                    continue
+                if self.drop_reply:
                     self.drop_reply = False
                     break  # the command ran; its client never learns it
                 sink.sendall(data)
@@ -85,14 +86,15 @@ class Proxy:
             pass
         self._close(source, sink)
 
-    def _upstream(self, data: bytes, sink: socket.socket) -> bytes | None:
+    def _upstream(self, data: bytes, sink: socket.socket) -> bool:
+        """Forward client data; False once the connection was cut."""
         with self.lock:
             if self.cut_at is not None and self.sent + len(data) >= self.cut_at:
                 head, self.cut_at = data[:self.cut_at - self.sent], None
                 self.sent += len(head)
                 sink.sendall(head)
                 self._close(sink)
-                return None
+                return False
             self.sent += len(data)
             due = [action for count, action in self.actions if self.sent >= count]
             self.actions = [(count, action) for count, action in self.actions if self.sent < count]
@@ -102,7 +104,7 @@ class Proxy:
                 action()
             except Exception as error:  # kept for the drill to raise: this thread's end would hide it
                 self.errors.append(error)
-        return b""
+        return True
 
     def _close(self, *sockets: socket.socket) -> None:
         with self.lock:
@@ -150,13 +152,14 @@ class Proxy:
 class ReplicatedRedis:
     """A primary, a replica of it through the `link` proxy, and the `endpoint` proxy clients use."""
 
-    def __init__(self, directory: Path, password: str = "drill-token-0123456789") -> None:
-        self.password, self.directory, self.replicas_started = password, directory, 0
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        self.password = password or secrets.token_urlsafe(24)
+        self.directory, self.replicas_started = directory, 0
         # A replica's full sync starts at once (the default waits 5 s for more replicas to join).
-        auth = [f"masterauth {password}", "repl-diskless-sync-delay 0"]
-        self.primary = start_redis(free_port(), directory / "primary" / "redis.log", password, settings=auth)
+        auth = [f"masterauth {self.password}", "repl-diskless-sync-delay 0"]
+        self.primary = start_redis(free_port(), directory / "primary" / "redis.log", self.password, settings=auth)
         self.link = Proxy((HOST, self.primary.port))
-        self.replica = start_redis(free_port(), directory / "replica" / "redis.log", password,
+        self.replica = start_redis(free_port(), directory / "replica" / "redis.log", self.password,
                                    settings=[*auth, f"replicaof {HOST} {self.link.port}"])
         self.endpoint = Proxy((HOST, self.primary.port))
         self.current: RedisServer = self.primary
@@ -199,7 +202,7 @@ class ReplicatedRedis:
         self.endpoint.hold()  # nothing reaches either node while the name moves
         os.kill(self.primary.pid, signal.SIGKILL)
         self.link.close()  # the replica's copy is what it had: nothing in flight arrives after its promotion
-        self.client(self.replica).execute_command("REPLICAOF", "NO", "ONE")
+        self.client(self.replica).replicaof("NO", "ONE")
         self.endpoint.cut()
         self.endpoint.target = (HOST, self.replica.port)
         self.current = self.replica
@@ -211,7 +214,8 @@ class ReplicatedRedis:
         self.replicas_started += 1
         self.replica = start_redis(
             free_port(), self.directory / f"replica-{self.replicas_started}" / "redis.log", self.password,
-            settings=[f"masterauth {self.password}", "repl-diskless-sync-delay 0", f"replicaof {HOST} {self.link.port}"])
+            settings=[f"masterauth {self.password}", "repl-diskless-sync-delay 0",
+                      f"replicaof {HOST} {self.link.port}"])
         self.wait_in_sync()
 
     def stop(self) -> None:
