@@ -132,7 +132,12 @@ def held_delivery_tags() -> list[str]:
     """The delivery tags of the jobs this worker holds (prefetched or running): Celery's own record of them."""
     from celery.worker import state
 
-    requests = state.tset(state.reserved_requests) | state.tset(state.active_requests)
+    while True:
+        try:  # the worker's loop adds to these sets meanwhile: copy again if one changed during the copy
+            requests = set(state.reserved_requests) | set(state.active_requests)
+            break
+        except RuntimeError:
+            continue
     return [str(request.message.delivery_tag) for request in requests if request.message is not None]
 
 
@@ -141,13 +146,12 @@ def renew_leases(client: Any, interval: float, stop: threading.Event) -> None:
     acknowledged meanwhile is not brought back). The restore sweep gives back entries older than the visibility
     timeout: only those of a worker that stopped renewing."""
     while not stop.wait(interval):
-        tags = held_delivery_tags()
-        if not tags:
-            continue
         try:
-            client.zadd(UNACKED_INDEX, dict.fromkeys(tags, time.time()), xx=True)
+            tags = held_delivery_tags()
+            if tags:
+                client.zadd(UNACKED_INDEX, dict.fromkeys(tags, time.time()), xx=True)
         except Exception as error:  # the broker away (a failover): the next round tries again
-            log("lease_renewal_failed", level="warning", error=str(error), jobs=len(tags))
+            log("lease_renewal_failed", level="warning", error=str(error))
 
 
 def mark_done(client: Any, key: str, job_id: str, replicas: int, timeout_ms: int, ttl: int = DONE_TTL) -> int:

@@ -59,6 +59,8 @@ class Proxy:
             try:
                 server = socket.create_connection(self.target, timeout=2)
                 server.settimeout(None)
+                for sock in (client, server):  # no Nagle delay added to replies and replication acks
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 client.close()  # no server at the target: the client sees the connection refused, then closed
                 continue
