@@ -31,8 +31,10 @@ from conftest import PlaybookRun, ansible_env, assert_ok
 from sqs_fleet import REPO
 from sqs_fleet.aws import clients
 from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
-from sqs_fleet.scaletest import plan
-from sqs_fleet.sim.loop import AwsScaling, Fleet, FleetWatch
+from sqs_fleet.scaletest import evidence, targets
+from sqs_fleet.sim.fleet import Fleet
+from sqs_fleet.sim.loop import FleetWatch
+from sqs_fleet.sim.scaling import AwsScaling
 from sqs_fleet.stack import Stack
 
 PARTITION = "aws"
@@ -480,11 +482,12 @@ def scale_test_reads(server: Emulator, stack: Stack) -> None:
     watch = FleetWatch(fleet, AwsScaling(fleet))
     assert watch.step().visible == 5
     now = datetime.datetime.now(datetime.timezone.utc)
-    assert set(plan.dashboards(fleet.cloudwatch, list(stack.dashboards.values()))) == set(stack.dashboards.values())
-    plan.metric_evidence(fleet.cloudwatch, fleet.queue_name, fleet.dlq_name, fleet.group_name,
-                         now - datetime.timedelta(minutes=5), now)
-    assert plan.dead_letter_sample(fleet.sqs, fleet.queues[fleet.dlq_name]) == []
-    plan.cloudwatch_log_events(client("logs"), stack.log_group, now - datetime.timedelta(minutes=5))
+    dashboards = list(stack.dashboards.values())
+    assert set(evidence.dashboards(fleet.cloudwatch, dashboards)) == set(dashboards)
+    evidence.metric_evidence(fleet.cloudwatch, fleet.queue_name, fleet.dlq_name, fleet.group_name,
+                             now - datetime.timedelta(minutes=5), now)
+    assert evidence.dead_letter_sample(fleet.sqs, fleet.queues[fleet.dlq_name]) == []
+    targets.cloudwatch_log_events(client("logs"), stack.log_group, now - datetime.timedelta(minutes=5))
 
 
 # ---- the tests --------------------------------------------------------------------------------------------

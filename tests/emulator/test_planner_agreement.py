@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 from conftest import assert_ok
 
+from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CeleryProcessWorkers, ProcessWorkers
 from sqs_fleet.planner.decide import Decider
 from sqs_fleet.planner.rules import rules
 from sqs_fleet.planner.settings import Settings
-from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch, Period
+from sqs_fleet.sim.fleet import Fleet
+from sqs_fleet.sim.loop import FleetWatch, Period
+from sqs_fleet.sim.scaling import EmulatedScaling
 from sqs_fleet.stack import Stack
 
 # The record's idle window must be what the alarms use: set through the stack's variable, not the role's.
@@ -88,7 +91,7 @@ def test_the_planner_decides_as_the_loop_on_sqs(emulator, run_playbook, aws, sta
     workers = ProcessWorkers(stack.queue_name, poll_interval=1, env={**os.environ, **emulator.environment()},
                              logs=tmp_path / "workers")
     fleet = Fleet(stack, aws)
-    scaling = EmulatedScaling(fleet, workers)
+    scaling = EmulatedScaling(fleet, workers, LifecycleActions())
     timeline = FleetWatch(fleet, scaling).run(
         until=lambda t: len(t) > 3 and t[-1].desired == 0 and t[-1].instances == 0, max_periods=80,
         period_seconds=0.5)
@@ -127,7 +130,7 @@ def test_the_planner_decides_as_the_loop_on_redis(redis_stack, aws, emulator, tm
     workers = CeleryProcessWorkers(stack.queue_name, server.url,
                                    {**os.environ, **emulator.environment(), "REDIS_AUTH_TOKEN": server.password},
                                    tmp_path / "workers")
-    scaling = EmulatedScaling(fleet, workers)
+    scaling = EmulatedScaling(fleet, workers, LifecycleActions())
     assert scaling.publisher is not None
     scaling.publisher.environment["BACKLOG_REDIS_URL"] = server.url
     timeline = FleetWatch(fleet, scaling).run(
@@ -154,7 +157,7 @@ def test_a_few_jobs_below_the_threshold_start_one_worker_from_zero_in_both(redis
     workers = CeleryProcessWorkers(stack.queue_name, server.url,
                                    {**os.environ, **emulator.environment(), "REDIS_AUTH_TOKEN": server.password},
                                    tmp_path / "workers")
-    scaling = EmulatedScaling(fleet, workers)
+    scaling = EmulatedScaling(fleet, workers, LifecycleActions())
     assert scaling.publisher is not None
     scaling.publisher.environment["BACKLOG_REDIS_URL"] = server.url
     timeline = FleetWatch(fleet, scaling).run(

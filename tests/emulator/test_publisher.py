@@ -12,7 +12,10 @@ from collections.abc import Sequence
 import pytest
 from conftest import assert_ok
 
-from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch
+from sqs_fleet.lab.lifecycle import LifecycleActions
+from sqs_fleet.sim.fleet import Fleet
+from sqs_fleet.sim.loop import FleetWatch
+from sqs_fleet.sim.scaling import EmulatedScaling
 from sqs_fleet.stack import Stack
 
 
@@ -119,7 +122,7 @@ def loop(stack: Stack, aws, **options) -> FleetWatch:
     """A fresh loop on an empty group (the emulator keeps what the last test left)."""
     aws("autoscaling").set_desired_capacity(AutoScalingGroupName=stack.group_name, DesiredCapacity=0)
     fleet = Fleet(stack, aws)
-    return FleetWatch(fleet, EmulatedScaling(fleet, IdleWorkers(), **options))
+    return FleetWatch(fleet, EmulatedScaling(fleet, IdleWorkers(), LifecycleActions(), **options))
 
 
 def send(aws, stack: Stack, count: int) -> None:

@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 from conftest import assert_ok
 
-from sqs_fleet.scaletest import plan
+from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.scaletest.consistency import published_points, widget_problems
+from sqs_fleet.scaletest.evidence import metric_evidence
 from sqs_fleet.scaletest.widgets import render_dashboards
-from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch, Period, clock_after
+from sqs_fleet.sim.clock import clock_after
+from sqs_fleet.sim.fleet import Fleet
+from sqs_fleet.sim.loop import FleetWatch, Period
+from sqs_fleet.sim.scaling import EmulatedScaling
 from sqs_fleet.stack import Stack
 
 TICKS = 13  # two AWS minutes and a tick at 10 s a tick: points at minutes 0, 1 and 2
@@ -50,7 +54,7 @@ def deployed(emulator, run_playbook, stack_file: Path) -> Stack:
 
 def play(stack: Stack, aws) -> tuple[FleetWatch, list[Period]]:
     fleet = Fleet(stack, aws)
-    watch = FleetWatch(fleet, EmulatedScaling(fleet, IdleWorkers()))
+    watch = FleetWatch(fleet, EmulatedScaling(fleet, IdleWorkers(), LifecycleActions()))
     return watch, watch.run(until=lambda timeline: False, max_periods=TICKS, period_seconds=0.0)
 
 
@@ -81,8 +85,8 @@ def test_a_second_run_reads_none_of_the_first_runs_points(deployed: Stack, aws, 
     drawn = json.loads((tmp_path / instances.path).with_suffix(".json").read_text())
     assert [value for _, value in drawn["desired"]["points"]] == [0.0, 0.0, 0.0]
     # The evidence table reads the same span: nothing of the first run's 40 messages nor its 4 instances.
-    evidence = plan.metric_evidence(aws("cloudwatch"), deployed.queue_name, deployed.dead_letter_queue_name,
-                                    deployed.group_name, start, end)
+    evidence = metric_evidence(aws("cloudwatch"), deployed.queue_name, deployed.dead_letter_queue_name,
+                               deployed.group_name, start, end)
     assert {name: m["peak"] for name, m in evidence.items()} == {name: 0.0 for name in evidence}
     assert second.scaling.clock > first.scaling.stamp(TICKS - 1)  # after the first run's last point
 

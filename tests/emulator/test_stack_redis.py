@@ -17,8 +17,11 @@ import pytest
 from conftest import assert_ok
 
 from sqs_fleet import REPO
+from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CeleryProcessWorkers
-from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch
+from sqs_fleet.sim.fleet import Fleet
+from sqs_fleet.sim.loop import FleetWatch
+from sqs_fleet.sim.scaling import EmulatedScaling
 from sqs_fleet.stack import Stack
 
 pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
@@ -198,7 +201,7 @@ def play(stack_file, server, aws, emulator, tmp_path, jobs: int):
     workers = CeleryProcessWorkers(stack.queue_name, server.url,
                                    {**os.environ, **emulator.environment(), "REDIS_AUTH_TOKEN": server.password},
                                    tmp_path / "workers")
-    scaling = EmulatedScaling(fleet, workers)
+    scaling = EmulatedScaling(fleet, workers, LifecycleActions())
     assert scaling.publisher is not None
     scaling.publisher.environment["BACKLOG_REDIS_URL"] = server.url
     timeline = FleetWatch(fleet, scaling).run(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sqs_fleet.scaletest import plan, report
+from sqs_fleet.scaletest import evidence, plan, report
 from sqs_fleet.sim.loop import Period
 
 TICK = 10
@@ -182,5 +182,5 @@ def test_the_report_quotes_a_node_that_finished_its_bootstrap(tmp_path):
     (tmp_path / "i-c.bootstrap.txt").write_text("ok: [localhost]\nbootstrap: done 2026-12-06T22:34:30.000Z\n")
     (tmp_path / "i-b.bootstrap.txt").write_text("ok: [localhost]\nbootstrap: done 2026-12-06T22:34:20.000Z\n")
     (tmp_path / "i-a.consumer.log").write_text("not a bootstrap log")
-    assert [log.name for log in plan.bootstrap_logs(tmp_path)] == [
+    assert [log.name for log in evidence.bootstrap_logs(tmp_path)] == [
         "i-b.bootstrap.txt", "i-c.bootstrap.txt", "i-a.bootstrap.txt"]
