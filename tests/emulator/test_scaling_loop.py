@@ -14,7 +14,7 @@ from conftest import assert_ok
 from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import ProcessWorkers
 from sqs_fleet.scaletest import plan
-from sqs_fleet.scaletest.report import DATA_FILE, PROCESSED_PLOT, QUEUE_PLOT, processed_minutes, processed_per_period
+from sqs_fleet.scaletest.figures import DATA_FILE, PROCESSED_PLOT, QUEUE_PLOT, processed_minutes, processed_per_period
 from sqs_fleet.sim.fleet import Fleet
 from sqs_fleet.sim.loop import FleetWatch, Period
 from sqs_fleet.sim.scaling import EmulatedScaling

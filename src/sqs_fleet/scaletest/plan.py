@@ -46,7 +46,8 @@ from sqs_fleet.scaletest import config as configuration
 from sqs_fleet.scaletest.config import DESIGNS, Design, ScaleTestConfig
 from sqs_fleet.scaletest.consistency import Inconsistent
 from sqs_fleet.scaletest.evidence import Evidence, bootstrap_logs, gather, machine
-from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
+from sqs_fleet.scaletest.figures import DATA_FILE, figures, plots, processed_minutes, processed_per_period
+from sqs_fleet.scaletest.report import report
 from sqs_fleet.scaletest.targets import Target, check_target, configure_stack, open_target
 from sqs_fleet.sim.alarms import alarm_period
 from sqs_fleet.sim.fleet import CannotPlay
