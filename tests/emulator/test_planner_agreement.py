@@ -37,7 +37,10 @@ def disagreements(timeline: list[Period], scaling: EmulatedScaling, settings: Se
         for key, points in scaling.history.items():
             if tick < len(points):
                 decider.record(key, tick, points[tick])
-        before = scaling.history[("AWS/AutoScaling", settings.names["group"], "GroupDesiredCapacity")][tick]
+        # The group's desired capacity at the tick's start: what the previous tick left (the loop records it
+        # once a minute only, as Auto Scaling publishes it).
+        before = (timeline[tick - 1].desired if tick else
+                  scaling.history[("AWS/AutoScaling", settings.names["group"], "GroupDesiredCapacity")][0])
         desired, _ = decider.decide(tick, int(before or 0), settings.min_size, settings.max_size)
         # The loop also evaluates the stack's other alarms (dead letters, ...), which scale nothing.
         loop_states = {key: period.alarms.get(key) for key in decider.states}

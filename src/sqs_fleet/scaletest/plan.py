@@ -42,8 +42,7 @@ from typing import Any
 
 from sqs_fleet import aws
 from sqs_fleet.lab.workers import CONSUMER
-from sqs_fleet.scaletest import config as configuration
-from sqs_fleet.scaletest.config import DESIGNS, Design, ScaleTestConfig
+from sqs_fleet.scaletest.config import DESIGNS, Design, ScaleTestConfig, parse
 from sqs_fleet.scaletest.consistency import Inconsistent
 from sqs_fleet.scaletest.evidence import Evidence, bootstrap_logs, gather, machine
 from sqs_fleet.scaletest.figures import DATA_FILE, figures, plots, processed_minutes, processed_per_period
@@ -59,7 +58,7 @@ PRODUCER = CONSUMER.with_name("producer.py")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = configuration.parse(argv, __doc__ or "")
+    config = parse(argv, __doc__ or "")
     problem = check_target(config.target) or config.problem()
     if problem:
         print(f"scale_test: {problem}", file=sys.stderr)
