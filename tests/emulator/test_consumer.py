@@ -8,7 +8,8 @@ import time
 from collections import Counter
 
 import pytest
-from sqs_helpers import ConsumerProcess, Queues, events, processed_ids, run_script
+
+from support.sqs import ConsumerProcess, Queues, events, processed_ids, run_script
 
 FAST = ("--poll-interval", "0", "--wait-time", "0")
 

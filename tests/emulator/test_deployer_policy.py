@@ -26,7 +26,6 @@ from typing import Any
 
 import parliament
 import pytest
-from conftest import PlaybookRun, ansible_env, assert_ok
 
 from sqs_fleet import REPO
 from sqs_fleet.aws import clients
@@ -34,6 +33,7 @@ from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
 from sqs_fleet.scaletest import plan
 from sqs_fleet.sim.loop import AwsScaling, Fleet, FleetWatch
 from sqs_fleet.stack import Stack
+from support.ansible_runs import PlaybookRun, ansible_env, assert_ok
 
 PARTITION = "aws"
 # SigV4 signing names that differ from the IAM prefix.
