@@ -10,7 +10,6 @@ import os
 from typing import Any
 
 import pytest
-from conftest import assert_ok
 
 from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CeleryProcessWorkers, ProcessWorkers
@@ -21,6 +20,7 @@ from sqs_fleet.sim.fleet import Fleet
 from sqs_fleet.sim.loop import FleetWatch, Period
 from sqs_fleet.sim.scaling import EmulatedScaling
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
 
 # The record's idle window must be what the alarms use: set through the stack's variable, not the role's.
 SHORT = {"stack_scaling_idle_window": 120}

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from receive_race import received_twice
-
 from sqs_fleet import REPO
+from support import receive_race
+from support.receive_race import received_twice
 
-RACE = Path(__file__).with_name("receive_race.py")
+RACE = Path(receive_race.__file__)
 
 
 def test_concurrent_receives_never_return_a_message_twice_within_its_visibility(aws):

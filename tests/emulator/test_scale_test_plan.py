@@ -9,7 +9,6 @@ import os
 import time
 
 import pytest
-from conftest import assert_ok, wait_until
 
 from sqs_fleet.lab.workers import ProcessWorkers
 from sqs_fleet.scaletest import config, figures, plan, targets
@@ -17,6 +16,8 @@ from sqs_fleet.sim.fleet import Fleet, live_ids
 from sqs_fleet.sim.loop import FleetWatch
 from sqs_fleet.sim.scaling import AwsScaling
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
+from support.polling import wait_until
 
 
 @pytest.fixture

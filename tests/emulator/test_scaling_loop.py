@@ -9,8 +9,6 @@ import datetime
 import json
 import os
 
-from conftest import assert_ok
-
 from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import ProcessWorkers
 from sqs_fleet.scaletest import plan
@@ -19,6 +17,7 @@ from sqs_fleet.sim.fleet import Fleet
 from sqs_fleet.sim.loop import FleetWatch, Period
 from sqs_fleet.sim.scaling import EmulatedScaling
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
 
 IDLE_PERIODS = 5
 SQS = {"stack_scaling_metric_source": "sqs"}  # scaling on AWS/SQS's one-minute metrics

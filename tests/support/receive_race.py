@@ -2,7 +2,7 @@
 message to one of them only. Shared by tests/emulator/test_receive_race.py, and runnable on its own to serve moto
 in this process, plain or with the lab's corrections, and count what was received twice:
 
-    python tests/emulator/receive_race.py plain|corrected [--rounds N] [--until-duplicate]
+    python tests/support/receive_race.py plain|corrected [--rounds N] [--until-duplicate]
 
 Run on its own, the thread switch interval is made very short (sys.setswitchinterval), so that a server thread is
 often interrupted inside moto's receive: a race that a busy server loses now and then shows in every few rounds.
