@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqs_helpers import Queues
 
-import backlog_publisher
+from sqs_fleet_workers import backlog_publisher
 
 NAMESPACE = "SqsFleetTest"
 

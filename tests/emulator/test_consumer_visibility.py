@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from sqs_helpers import ConsumerProcess, Queues, in_process, processed_ids, run_script
 
-import consumer
-import vehicles
+from sqs_fleet_workers import consumer, vehicles
 
 
 def produce(emulator, queues, count):
