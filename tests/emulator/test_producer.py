@@ -3,6 +3,7 @@ truthful report. Faults are injected with botocore event hooks on a real client 
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
@@ -197,7 +198,7 @@ def test_size_limit_accepted_at_the_limit_rejected_above_without_retry(emulator,
 
 @pytest.mark.parametrize("script", ["producer", "consumer"])
 def test_help_documents_every_option_with_an_example(script):
-    parser = __import__(script).build_parser()
+    parser = importlib.import_module(f"sqs_fleet_workers.{script}").build_parser()
     text = parser.format_help()
     assert "Examples:" in text and f"{script}.py --queue" in text
     for action in parser._actions:
