@@ -49,11 +49,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-# In the Lambda package its modules sit beside it; imported as sqs_fleet_workers.backlog_publisher (the
-# controller's venv), they are the package's: docs/workers.md.
-if __package__:
+# Its modules: the package's when imported as sqs_fleet_workers.backlog_publisher (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
     from .worker_common import aws_client, log
 else:
     from worker_common import aws_client, log
@@ -124,7 +125,7 @@ class RedisReader:
 
 def redis_backlog() -> ModuleType:
     """The module redis_backlog, imported on first use: only the redis reader's package holds it."""
-    if __package__:
+    if TYPE_CHECKING or __package__:
         from . import redis_backlog as module
     else:
         import redis_backlog as module
@@ -249,7 +250,7 @@ def invoke(event: Mapping[str, Any] | None, context: Any, env: Mapping[str, str]
     except Exception as error:
         log("backlog_publisher_failed", level="error", error=type(error).__name__, message=str(error))
         raise
-    result = {"namespace": settings.namespace, "metric": settings.metric_name,
+    result: dict[str, Any] = {"namespace": settings.namespace, "metric": settings.metric_name,
               settings.dimension_name: settings.dimension_value, "values": values}
     log("backlog_published", **result)
     return result

@@ -38,11 +38,12 @@ import urllib.parse
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Run as a script, its modules sit beside it (a node's install directory); imported as
-# sqs_fleet_workers.celery_worker (the controller's venv), they are the package's: docs/workers.md.
-if __package__:
+# Its modules: the package's when imported as sqs_fleet_workers.celery_worker (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
     from .redis_backlog import UNACKED_INDEX, done_key
     from .vehicles import validation_errors
     from .worker_common import aws_client, fail, log

@@ -36,11 +36,12 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Run as a script, its modules sit beside it (a node's install directory); imported as sqs_fleet_workers.consumer
-# (the controller's venv), they are the package's: docs/workers.md.
-if __package__:
+# Its modules: the package's when imported as sqs_fleet_workers.consumer (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
     from .holds import MAX_BATCH, Heartbeat, Hold, Message, batch_call, refuse_late_send
     from .sqs_calls import error_code, queue_argument, queue_url, sqs_client
     from .vehicles import validation_errors

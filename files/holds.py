@@ -10,10 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-# Beside its modules on a node, or in the sqs_fleet_workers package on the controller (docs/workers.md).
-if __package__:
+# Its modules: the package's when imported as sqs_fleet_workers.holds (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
     from .sqs_calls import classify, entry_retryable, error_code
     from .vehicles import IDEMPOTENCY_ATTRIBUTE
     from .worker_common import Log

@@ -36,11 +36,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Run as a script, its modules sit beside it (a node's install directory); imported as
-# sqs_fleet_workers.lifecycle_watcher (the controller's venv), they are the package's: docs/workers.md.
-if __package__:
+# Its modules: the package's when imported as sqs_fleet_workers.lifecycle_watcher (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
     from .worker_common import aws_client, log
 else:
     from worker_common import aws_client, log

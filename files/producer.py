@@ -38,11 +38,12 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-# Run as a script, its modules sit beside it; imported as sqs_fleet_workers.producer (the controller's venv),
-# they are the package's: docs/workers.md.
-if __package__:
+# Its modules: the package's when imported as sqs_fleet_workers.producer (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
     from .sqs_calls import classify, entry_retryable, error_code, queue_argument, queue_url, sqs_client
     from .vehicles import IDEMPOTENCY_ATTRIBUTE, generate, validation_errors
     from .worker_common import fail, log_line
@@ -303,7 +304,7 @@ def checked_entries(records: Sequence[Any], max_size: int, skip_invalid: bool) -
 def produce_to_redis(args: argparse.Namespace, records: Sequence[Any]) -> int:
     """The records as Celery jobs on Redis: the same validation, report and exit status as for SQS."""
     # The worker's application, which knows how its jobs look (imported here: only this mode needs Celery).
-    if __package__:
+    if TYPE_CHECKING or __package__:
         from . import celery_worker
     else:
         import celery_worker

@@ -7,10 +7,12 @@ Standard library and boto3 only; runs on Python 3.9 (Amazon Linux 2023's system 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Beside its modules on a node, or in the sqs_fleet_workers package on the controller (docs/workers.md).
-if __package__:
+# Its modules: the package's when imported as sqs_fleet_workers.sqs_calls (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
     from . import worker_common as common
 else:
     import worker_common as common
