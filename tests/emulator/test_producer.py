@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 import pytest
-from sqs_helpers import Queues, run_script
 
 from sqs_fleet_workers import producer, sqs_calls, vehicles
+from support.sqs import Queues, run_script
 
 
 @pytest.fixture
