@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import consumer
 from sqs_fleet.lab.lifecycle import AutoScalingFront, LifecycleActions
 from sqs_fleet.lab.metadata import Instance, MetadataService
 from sqs_fleet.sim.semantics import LAUNCHING, TERMINATING
+from sqs_fleet_workers import consumer
 from support.polling import wait_until
 
 WATCHER = Path(consumer.__file__).with_name("lifecycle_watcher.py")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import redis_backlog  # files/: the Celery queue's key names
 from sqs_fleet.stack import Stack, StackNotFound
+from sqs_fleet_workers import redis_backlog  # files/: the Celery queue's key names
 
 # GetQueueAttributes names of the AWS/SQS metrics the alarms use.
 QUEUE_ATTRIBUTE = {

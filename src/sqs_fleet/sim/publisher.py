@@ -8,8 +8,8 @@ import contextlib
 import datetime
 import io
 
-import backlog_publisher  # files/: what the function runs
 from sqs_fleet.sim.fleet import Fleet
+from sqs_fleet_workers import backlog_publisher  # files/: what the function runs
 
 
 class EmulatedPublisher:
