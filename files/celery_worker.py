@@ -154,11 +154,25 @@ def renew_leases(client: Any, interval: float, stop: threading.Event) -> None:
             log("lease_renewal_failed", level="warning", error=str(error))
 
 
-def mark_done(client: Any, key: str, job_id: str, replicas: int, timeout_ms: int, ttl: int = DONE_TTL) -> int:
-    """Record a job as done and, with replicas, WAIT on the same connection until that many hold the record.
-    Returns how many replicas acknowledged (0 without replicas)."""
+def count_delivery(client: Any, deliveries_key: str, done: str) -> tuple[int, bool]:
+    """Count this delivery of a job and look for its done record, in one round trip (the same commands, in
+    the same order, as sent one by one). Returns the deliveries so far and whether the job was done before."""
+    pipeline = client.pipeline(transaction=False)
+    pipeline.incr(deliveries_key)
+    pipeline.expire(deliveries_key, DELIVERY_KEY_TTL)
+    pipeline.exists(done)
+    deliveries, _, found = pipeline.execute()
+    return int(deliveries), bool(found)
+
+
+def mark_done(client: Any, key: str, job_id: str, replicas: int, timeout_ms: int, ttl: int = DONE_TTL,
+              deliveries_key: str | None = None) -> int:
+    """Record a job as done, drop its delivery counter and, with replicas, WAIT on the same connection until
+    that many hold both: one round trip. Returns how many replicas acknowledged (0 without replicas)."""
     pipeline = client.pipeline(transaction=False)
     pipeline.set(key, job_id, ex=ttl)
+    if deliveries_key:  # after the record: a cut between the two leaves a counter that expires, never a lost record
+        pipeline.delete(deliveries_key)
     if replicas:
         pipeline.execute_command("WAIT", replicas, timeout_ms)
     return int(pipeline.execute()[-1]) if replicas else 0
@@ -217,11 +231,10 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
     @app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
     def process(self: Any, vehicle: Any, idempotency_key: str | None = None) -> None:
         deliveries_key = f"{queue}:deliveries:{self.request.id}"
-        deliveries = int(ledger.incr(deliveries_key))
-        ledger.expire(deliveries_key, DELIVERY_KEY_TTL)
-        context = {"message_id": self.request.id, "receive_count": deliveries, "idempotency_key": idempotency_key}
         done = done_key(queue, idempotency_key or self.request.id)
-        if ledger.exists(done):
+        deliveries, done_before = count_delivery(ledger, deliveries_key, done)
+        context = {"message_id": self.request.id, "receive_count": deliveries, "idempotency_key": idempotency_key}
+        if done_before:
             # Run before, its acknowledgement lost (a failover) or its lease run out: at least once, not twice.
             log("message_duplicate", level="warning", **context)
             ledger.delete(deliveries_key)
@@ -241,11 +254,10 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         if simulate_work:
             time.sleep(simulate_work)
         log("message_processed", vehicle=vehicle, **context)
-        confirmed = mark_done(ledger, done, self.request.id, replicas, replica_timeout_ms, done_ttl)
+        confirmed = mark_done(ledger, done, self.request.id, replicas, replica_timeout_ms, done_ttl, deliveries_key)
         if confirmed < replicas:
             # Acknowledged all the same: a failover now could run it again (and it would be logged again).
             log("done_unconfirmed", level="warning", replicas=confirmed, wanted=replicas, **context)
-        ledger.delete(deliveries_key)
 
     return app
 
