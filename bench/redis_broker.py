@@ -218,6 +218,17 @@ class Worker:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker not stopped: process states {states}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the group's live processes (main process and pool), from /proc."""
+        ticks = 0
+        for pid in self.group():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def resume(self) -> None:
         os.killpg(self.process.pid, signal.SIGCONT)
 
@@ -297,15 +308,17 @@ def enqueue_onto(client: Any, app: Any, batch: Sequence[Job], queue: str) -> Non
 
 
 def drain(client: Any, contender: Contender, others: Sequence[Contender], count: int, tag: str,
-          timeout: float) -> float:
+          timeout: float) -> tuple[float, float]:
     """`count` jobs enqueued while the worker is paused (SIGSTOP), then seconds from its resumption to its
-    queue and the unacked hash both empty with every job's line logged. The other workers stay paused."""
+    queue and the unacked hash both empty with every job's line logged, and the CPU seconds its processes
+    used meanwhile (what other work on the machine does not change). The other workers stay paused."""
     for other in others:
         other.worker.pause()
     contender.worker.pause()
     try:
         before = contender.lines.read()
         enqueue_onto(client, contender.app, jobs(count, tag), contender.queue)
+        cpu = contender.worker.cpu_seconds()
         started = time.perf_counter()
         contender.worker.resume()
         deadline = time.monotonic() + timeout
@@ -315,7 +328,7 @@ def drain(client: Any, contender: Contender, others: Sequence[Contender], count:
                 raise RuntimeError(f"{contender.name}: {contender.lines.read() - before} of {count} jobs done "
                                    f"after {timeout} s; see {contender.lines.path}")
             time.sleep(0.005)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, contender.worker.cpu_seconds() - cpu
     finally:
         contender.worker.resume()
         for other in others:
@@ -323,13 +336,14 @@ def drain(client: Any, contender: Contender, others: Sequence[Contender], count:
 
 
 def bench_processing(server: RedisServer, app: Any, tmp: Path, count: int, runs: int, concurrency: int,
-                     options: Sequence[str] = ()) -> dict[str, list[float]]:
+                     options: Sequence[str] = ()) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """jobs/s of celery_worker.py and of the bare task, each draining `count` jobs queued while it was paused,
     runs alternating between the two (each run's order swapped) so that both see the same machine."""
     client = redis.Redis.from_url(server.url_with_password)
     client.flushdb()
     tag = f"c{concurrency}" + "".join(options).replace("-", "")
     rates: dict[str, list[float]] = {"celery_worker.py": [], "bare Celery task": []}
+    cpu_ms: dict[str, list[float]] = {"celery_worker.py": [], "bare Celery task": []}
     with running_worker(server, tmp / f"processing-{tag}.log", concurrency, 0.0, options) as worker, \
             running_worker(server, tmp / f"bare-{tag}.log", concurrency, bare=True) as bare:
         contenders = [Contender("celery_worker.py", worker, QUEUE, app,
@@ -347,23 +361,30 @@ def bench_processing(server: RedisServer, app: Any, tmp: Path, count: int, runs:
             order = contenders if run % 2 == 0 else contenders[::-1]
             for contender in order:
                 others = [other for other in contenders if other is not contender]
-                seconds = drain(client, contender, others, count, f"{tag}-{contender.queue}-{run}",
-                                60 + count * 0.05 / concurrency)
+                seconds, cpu = drain(client, contender, others, count, f"{tag}-{contender.queue}-{run}",
+                                     60 + count * 0.05 / concurrency)
                 rates[contender.name].append(count / seconds)
+                cpu_ms[contender.name].append(cpu * 1000 / count)
     client.flushdb()
-    return rates
+    return rates, cpu_ms
 
 
-def processing_rows(concurrency: int, count: int, rates: dict[str, list[float]], label: str = "") -> list[list[object]]:
-    ours, bare = rates["celery_worker.py"], rates["bare Celery task"]
-    ratios = [a / b for a, b in zip(ours, bare)]
+def processing_rows(concurrency: int, count: int, measured: tuple[dict[str, list[float]], dict[str, list[float]]],
+                    label: str = "") -> list[list[object]]:
+    """A row a worker: jobs/s (wall clock) and CPU ms a job, each against the bare task's of the same runs."""
+    rates, cpu_ms = measured
+    ratios = [a / b for a, b in zip(rates["celery_worker.py"], rates["bare Celery task"])]
+    cpu_ratios = [b / a for a, b in zip(cpu_ms["celery_worker.py"], cpu_ms["bare Celery task"])]
     rows: list[list[object]] = []
     for name, values in rates.items():
         median = statistics.median(values)
+        ours = name == "celery_worker.py"
         rows.append([f"{name}{label}", concurrency, count, len(values), f"{median:.0f}",
                      f"{min(values):.0f}-{max(values):.0f}", f"{median / concurrency:.0f}",
-                     f"{statistics.median(ratios):.0%} ({min(ratios):.0%}-{max(ratios):.0%})"
-                     if name == "celery_worker.py" else "100%"])
+                     f"{statistics.median(ratios):.0%} ({min(ratios):.0%}-{max(ratios):.0%})" if ours else "100%",
+                     f"{statistics.median(cpu_ms[name]):.2f}",
+                     f"{statistics.median(cpu_ratios):.0%} ({min(cpu_ratios):.0%}-{max(cpu_ratios):.0%})"
+                     if ours else "100%"])
     return rows
 
 
@@ -752,15 +773,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"process, reject on worker lost, visibility 30 s, restore sweep 5 s), runs alternating, the other "
                   f"worker paused; no simulated work; {version}; machine: {machine()}",
                   ["worker", "concurrency", "jobs", "runs", "jobs/s (median)", "jobs/s min-max",
-                   "jobs/s per process", "of the bare task (median, run pairs min-max)",
-                   "load average before / after"], rows)
+                   "jobs/s per process", "jobs/s of the bare task's (median, run pairs min-max)",
+                   "CPU ms a job", "speed by CPU: bare's CPU ms / ours", "load average before / after"], rows)
             rows = bench_worker_replicas(Path(tmp), args.burst_jobs, args.runs)
             table(f"Processing alone on a primary with a replica (the lab's failover pair: both behind a TCP proxy "
                   f"in Python, on loopback), concurrency 1, {args.burst_jobs} jobs, measured as above, median of "
                   f"{args.runs}: celery_worker.py acknowledging on the primary's word or once the replica holds the "
                   f"done record (WAIT 1, timeout {celery_worker.REPLICA_TIMEOUT_MS} ms)",
                   ["worker", "concurrency", "jobs", "runs", "jobs/s (median)", "jobs/s min-max",
-                   "jobs/s per process", "of the bare task (median, run pairs min-max)"], rows)
+                   "jobs/s per process", "jobs/s of the bare task's (median, run pairs min-max)",
+                   "CPU ms a job", "speed by CPU: bare's CPU ms / ours"], rows)
             load_before = load()
             latencies = bench_latency(server, app, Path(tmp), args.latency_rate, args.latency_jobs)
             rows = [[f"Redis: celery_worker.py -c 1, jobs at {args.latency_rate:g}/s", len(latencies),

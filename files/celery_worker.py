@@ -175,7 +175,8 @@ def mark_done(client: Any, key: str, job_id: str, replicas: int, timeout_ms: int
         pipeline.delete(deliveries_key)
     if replicas:
         pipeline.execute_command("WAIT", replicas, timeout_ms)
-    return int(pipeline.execute()[-1]) if replicas else 0
+    results = pipeline.execute()  # always: without replicas too, the record is what a redelivery finds
+    return int(results[-1]) if replicas else 0
 
 
 def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: int = VISIBILITY_TIMEOUT,
