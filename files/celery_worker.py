@@ -154,29 +154,47 @@ def renew_leases(client: Any, interval: float, stop: threading.Event) -> None:
             log("lease_renewal_failed", level="warning", error=str(error))
 
 
-def count_delivery(client: Any, deliveries_key: str, done: str) -> tuple[int, bool]:
-    """Count this delivery of a job and look for its done record, in one round trip (the same commands, in
-    the same order, as sent one by one). Returns the deliveries so far and whether the job was done before."""
-    pipeline = client.pipeline(transaction=False)
-    pipeline.incr(deliveries_key)
-    pipeline.expire(deliveries_key, DELIVERY_KEY_TTL)
-    pipeline.exists(done)
-    deliveries, _, found = pipeline.execute()
-    return int(deliveries), bool(found)
+# A job's start and end, one command each: per-job round trips and redis-py's per-command cost are most of what the
+# worker adds to Celery's own work. Each script runs atomically and reaches replicas as one unit.
+COUNT_DELIVERY_SCRIPT = """
+local deliveries = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return {deliveries, redis.call('EXISTS', KEYS[2])}
+"""
+MARK_DONE_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
 
 
-def mark_done(client: Any, key: str, job_id: str, replicas: int, timeout_ms: int, ttl: int = DONE_TTL,
-              deliveries_key: str | None = None) -> int:
-    """Record a job as done, drop its delivery counter and, with replicas, WAIT on the same connection until
-    that many hold both: one round trip. Returns how many replicas acknowledged (0 without replicas)."""
-    pipeline = client.pipeline(transaction=False)
-    pipeline.set(key, job_id, ex=ttl)
-    if deliveries_key:  # after the record: a cut between the two leaves a counter that expires, never a lost record
+class Ledger:
+    """The worker's per-job records on the broker: the delivery counter and the done record."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.count_script = client.register_script(COUNT_DELIVERY_SCRIPT)
+        self.done_script = client.register_script(MARK_DONE_SCRIPT)
+
+    def count_delivery(self, deliveries_key: str, done: str) -> tuple[int, bool]:
+        """Count this delivery of a job and look for its done record. Returns the deliveries so far and whether
+        the job was done before."""
+        deliveries, found = self.count_script(keys=[deliveries_key, done], args=[DELIVERY_KEY_TTL])
+        return int(deliveries), bool(found)
+
+    def mark_done(self, key: str, job_id: str, deliveries_key: str, replicas: int, timeout_ms: int,
+                  ttl: int = DONE_TTL) -> int:
+        """Record a job as done and drop its delivery counter and, with replicas, WAIT on the same connection
+        until that many hold both, in the same round trip. Returns how many replicas acknowledged (0 without)."""
+        if not replicas:
+            self.done_script(keys=[key, deliveries_key], args=[job_id, ttl])
+            return 0
+        # Plain commands here: a script in a redis-py pipeline costs a SCRIPT EXISTS round trip each time.
+        pipeline = self.client.pipeline(transaction=False)
+        pipeline.set(key, job_id, ex=ttl)
         pipeline.delete(deliveries_key)
-    if replicas:
         pipeline.execute_command("WAIT", replicas, timeout_ms)
-    results = pipeline.execute()  # always: without replicas too, the record is what a redelivery finds
-    return int(results[-1]) if replicas else 0
+        return int(pipeline.execute()[-1])
 
 
 def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: int = VISIBILITY_TIMEOUT,
@@ -209,7 +227,8 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
             "unacked_mutex_expire": max(visibility_timeout, 2 * restore_interval),
         },
     )
-    ledger = ledger_client(url)
+    ledger_connection = ledger_client(url)
+    ledger = Ledger(ledger_connection)
     stop_leases = threading.Event()
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
@@ -225,7 +244,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         stop_leases.set()
 
     def dead_letter(request: Any, vehicle: Any, key: str | None, reason: str) -> None:
-        ledger.rpush(dead_letter_list, json.dumps({
+        ledger_connection.rpush(dead_letter_list, json.dumps({
             "job_id": request.id, "idempotency_key": key, "reason": reason, "vehicle": vehicle,
             "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}))
 
@@ -233,12 +252,12 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
     def process(self: Any, vehicle: Any, idempotency_key: str | None = None) -> None:
         deliveries_key = f"{queue}:deliveries:{self.request.id}"
         done = done_key(queue, idempotency_key or self.request.id)
-        deliveries, done_before = count_delivery(ledger, deliveries_key, done)
+        deliveries, done_before = ledger.count_delivery(deliveries_key, done)
         context = {"message_id": self.request.id, "receive_count": deliveries, "idempotency_key": idempotency_key}
         if done_before:
             # Run before, its acknowledgement lost (a failover) or its lease run out: at least once, not twice.
             log("message_duplicate", level="warning", **context)
-            ledger.delete(deliveries_key)
+            ledger_connection.delete(deliveries_key)
             return
         if deliveries > max_deliveries:
             reason = f"delivered {deliveries} times without success"
@@ -255,7 +274,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         if simulate_work:
             time.sleep(simulate_work)
         log("message_processed", vehicle=vehicle, **context)
-        confirmed = mark_done(ledger, done, self.request.id, replicas, replica_timeout_ms, done_ttl, deliveries_key)
+        confirmed = ledger.mark_done(done, self.request.id, deliveries_key, replicas, replica_timeout_ms, done_ttl)
         if confirmed < replicas:
             # Acknowledged all the same: a failover now could run it again (and it would be logged again).
             log("done_unconfirmed", level="warning", replicas=confirmed, wanted=replicas, **context)
