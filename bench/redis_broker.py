@@ -703,7 +703,7 @@ def bench_worker_replicas(tmp: Path, count: int, runs: int) -> list[list[object]
     with ReplicatedRedis(tmp / "replicated-workers") as group:
         app = celery_worker.make_app(group.url_with_password, QUEUE, DLQ)
         for options in ((), ("--replicas", "1")):
-            rates = bench_processing(group, app, tmp, count, runs, 1, options)  # type: ignore[arg-type]
+            rates = bench_processing(group, app, tmp, count, runs, 1, options)
             rows += processing_rows(1, count, rates, f", {' '.join(options) or '--replicas 0'}")[:1 if options else 2]
     return rows
 
