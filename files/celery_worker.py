@@ -115,9 +115,10 @@ def broker_url(url: str | None, endpoint: str | None, token: str | None) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def ledger_client(url: str) -> Any:
+def ledger_client(url: str, single_connection: bool = False) -> Any:
     """A redis-py client that rides out a failover: a command cut by a lost connection, or refused by a primary
-    demoted to replica, is sent again on a new connection (the endpoint's name then reaches the new primary)."""
+    demoted to replica, is sent again on a new connection (the endpoint's name then reaches the new primary).
+    single_connection: one connection of its own, connected at once, held without a pool's checkout per command."""
     import redis
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
@@ -125,7 +126,7 @@ def ledger_client(url: str) -> Any:
     return redis.Redis.from_url(
         url, socket_timeout=10, socket_connect_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 20),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                        redis.exceptions.ReadOnlyError])
+                        redis.exceptions.ReadOnlyError], single_connection_client=single_connection)
 
 
 def held_delivery_tags() -> list[str]:
@@ -169,17 +170,30 @@ return 1
 
 
 class Ledger:
-    """The worker's per-job records on the broker: the delivery counter and the done record."""
+    """The worker's per-job records on the broker: the delivery counter and the done record, through a client
+    made in the process that runs the jobs (a pool process must not share its parent's socket)."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.count_script = client.register_script(COUNT_DELIVERY_SCRIPT)
-        self.done_script = client.register_script(MARK_DONE_SCRIPT)
+    def __init__(self, url: str) -> None:
+        self.url, self.pid = url, 0
+
+    def scripts(self) -> tuple[Any, Any]:
+        """The delivery-count and done scripts, on this process's client."""
+        if self.pid != os.getpid():
+            self._client = ledger_client(self.url, single_connection=True)
+            self._scripts = (self._client.register_script(COUNT_DELIVERY_SCRIPT),
+                             self._client.register_script(MARK_DONE_SCRIPT))
+            self.pid = os.getpid()
+        return self._scripts
+
+    @property
+    def client(self) -> Any:
+        self.scripts()
+        return self._client
 
     def count_delivery(self, deliveries_key: str, done: str) -> tuple[int, bool]:
         """Count this delivery of a job and look for its done record. Returns the deliveries so far and whether
         the job was done before."""
-        deliveries, found = self.count_script(keys=[deliveries_key, done], args=[DELIVERY_KEY_TTL])
+        deliveries, found = self.scripts()[0](keys=[deliveries_key, done], args=[DELIVERY_KEY_TTL])
         return int(deliveries), bool(found)
 
     def mark_done(self, key: str, job_id: str, deliveries_key: str, replicas: int, timeout_ms: int,
@@ -187,7 +201,7 @@ class Ledger:
         """Record a job as done and drop its delivery counter and, with replicas, WAIT on the same connection
         until that many hold both, in the same round trip. Returns how many replicas acknowledged (0 without)."""
         if not replicas:
-            self.done_script(keys=[key, deliveries_key], args=[job_id, ttl])
+            self.scripts()[1](keys=[key, deliveries_key], args=[job_id, ttl])
             return 0
         # Plain commands here: a script in a redis-py pipeline costs a SCRIPT EXISTS round trip each time.
         pipeline = self.client.pipeline(transaction=False)
@@ -227,8 +241,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
             "unacked_mutex_expire": max(visibility_timeout, 2 * restore_interval),
         },
     )
-    ledger_connection = ledger_client(url)
-    ledger = Ledger(ledger_connection)
+    ledger = Ledger(url)
     stop_leases = threading.Event()
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
@@ -244,7 +257,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         stop_leases.set()
 
     def dead_letter(request: Any, vehicle: Any, key: str | None, reason: str) -> None:
-        ledger_connection.rpush(dead_letter_list, json.dumps({
+        ledger.client.rpush(dead_letter_list, json.dumps({
             "job_id": request.id, "idempotency_key": key, "reason": reason, "vehicle": vehicle,
             "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}))
 
@@ -257,7 +270,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         if done_before:
             # Run before, its acknowledgement lost (a failover) or its lease run out: at least once, not twice.
             log("message_duplicate", level="warning", **context)
-            ledger_connection.delete(deliveries_key)
+            ledger.client.delete(deliveries_key)
             return
         if deliveries > max_deliveries:
             reason = f"delivered {deliveries} times without success"
