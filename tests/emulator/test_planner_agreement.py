@@ -10,7 +10,6 @@ import os
 from typing import Any
 
 import pytest
-from conftest import assert_ok
 
 from sqs_fleet.lab.workers import CeleryProcessWorkers, ProcessWorkers
 from sqs_fleet.planner.decide import Decider
@@ -18,6 +17,7 @@ from sqs_fleet.planner.rules import rules
 from sqs_fleet.planner.settings import Settings
 from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch, Period
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
 
 # The record's idle window must be what the alarms use: set through the stack's variable, not the role's.
 SHORT = {"stack_scaling_idle_window": 120}

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 import pytest
-from sqs_helpers import Queues, run_script
 
 import producer
 import vehicles
+from support.sqs import Queues, run_script
 
 
 @pytest.fixture

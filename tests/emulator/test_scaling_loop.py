@@ -9,13 +9,12 @@ import datetime
 import json
 import os
 
-from conftest import assert_ok
-
 from sqs_fleet.lab.workers import ProcessWorkers
 from sqs_fleet.scaletest import plan
 from sqs_fleet.scaletest.report import DATA_FILE, PROCESSED_PLOT, QUEUE_PLOT, processed_minutes, processed_per_period
 from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch, Period
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
 
 IDLE_PERIODS = 5
 SQS = {"stack_scaling_metric_source": "sqs"}  # scaling on AWS/SQS's one-minute metrics
