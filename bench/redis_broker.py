@@ -1,16 +1,22 @@
 """The Redis broker path on a real Redis server (Valkey from sqs_fleet.lab.redis, AUTH on): the producer's
-enqueue rate, pipelined and one job a round trip; jobs/s of files/celery_worker.py per pool process; and
-PendingJobs (files/redis_backlog.py) against ground truth while workers prefetch.
+enqueue rate, pipelined and one job a round trip, with and without a replica; jobs/s of files/celery_worker.py
+against a bare Celery task; enqueue-to-processed latency beside the SQS consumer's; and PendingJobs
+(files/redis_backlog.py) against ground truth while workers prefetch.
 
     python -m bench.redis_broker [--enqueue-jobs 2000] [--burst-jobs 1500] [--accuracy-jobs 300]
-                                 [--kill-jobs 200] [--kill-work 0.1] [--smoke]
+                                 [--kill-jobs 200] [--kill-work 0.1] [--latency-rate 100] [--smoke]
 
-Enqueue: celery_worker.enqueue (kombu's publish batch: one pipeline of `chunk` LPUSHes a round trip) at several
-chunk sizes, and Celery's app.send_task once per job; round trips are counted on the client's socket writes, on
-loopback and with a modelled round trip added to each.
-Workers: celery_worker.py started as the lab starts it (broker URL without the token, REDIS_AUTH_TOKEN in the
-environment), warmed up, then a burst enqueued; seconds from the first enqueue to the `ts` of the last
-message_processed line.
+Enqueue: celery_worker.enqueue (one chunk of `chunk` jobs a round trip, all or nothing) at several chunk sizes,
+and Celery's app.send_task once per job; round trips are counted on the client's socket writes, on loopback and
+with a modelled round trip added to each.
+Processing: celery_worker.py and bench/bare_celery_task.py (one printed line a job, the same broker settings)
+started as the lab starts them (broker URL without the token, REDIS_AUTH_TOKEN in the environment), warmed up,
+each on its own queue; a run pauses a worker (SIGSTOP), enqueues the burst, resumes it and times its resumption
+to its queue and `unacked` empty with every job's line logged, and the CPU time of its process group meanwhile.
+Runs alternate between the two workers, the idle one paused. The same on the lab's primary + replica, with and
+without --replicas 1.
+Latency: one job at a time at a steady rate onto an empty queue, from before the producer's round trip to the
+job's message_processed line; the SQS consumer (files/consumer.py) the same way on a private emulator.
 PendingJobs: the whole worker (its process group) is stopped with SIGSTOP for each sample, so the ground truth,
 jobs enqueued minus message_processed lines logged, cannot move between the reading and the log read; what
 differs is PendingJobs' own error, split by the unacked hash into jobs logged but not yet acknowledged (+1) and
