@@ -53,12 +53,10 @@ from typing import Any
 import redis
 from redis.connection import AbstractConnection
 
-import celery_worker
-import redis_backlog
-import vehicles
 from bench.common import machine, smoke_option, table
 from sqs_fleet import REPO
 from sqs_fleet.lab.redis import RedisServer, free_port, start_redis
+from sqs_fleet_workers import celery_worker, redis_backlog, vehicles
 
 QUEUE, DLQ = "jobs", "jobs-dlq"
 BARE_QUEUE = "bare"  # bench/bare_celery_task.py's

@@ -38,10 +38,19 @@ import urllib.parse
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis_backlog import UNACKED_INDEX, done_key
-from vehicles import fail, validation_errors
+# Its modules: the package's when imported as sqs_fleet_workers.celery_worker (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
+    from .redis_backlog import UNACKED_INDEX, done_key
+    from .vehicles import validation_errors
+    from .worker_common import aws_client, fail, log
+else:
+    from redis_backlog import UNACKED_INDEX, done_key
+    from vehicles import validation_errors
+    from worker_common import aws_client, fail, log
 
 TASK_NAME = "vehicles.process"
 MAX_DELIVERIES = 5  # as the SQS queue's maxReceiveCount
@@ -68,18 +77,6 @@ return 0
 """
 
 
-def log(event: str, level: str = "info", **fields: Any) -> None:
-    """One JSON object per line on stdout, the SQS consumer's keys.
-
-    The pool's processes share stdout: each line goes out in one write (print would write the newline apart
-    when stdout is unbuffered, and two processes' lines could run together).
-    """
-    line = json.dumps({"ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                       "level": level, "event": event, **fields}, default=str)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 def notify_systemd(state: str) -> None:
     """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET (set by systemd for Type=notify)."""
     address = os.environ.get("NOTIFY_SOCKET", "")
@@ -93,11 +90,8 @@ def notify_systemd(state: str) -> None:
 
 
 def ssm_parameter(name: str, region: str | None) -> str:
-    import boto3  # only where a parameter is read: the lab may give the token in the environment
-
-    # Named here: boto3 before 1.28 (Debian 12's 1.26) ignores AWS_ENDPOINT_URL, which points nodes at an emulator.
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_SSM") or os.environ.get("AWS_ENDPOINT_URL") or None
-    client = boto3.client("ssm", region_name=region, endpoint_url=endpoint)
+    # A client only where a parameter is read: the lab may give the token in the environment.
+    client = aws_client("ssm", region=region)
     return str(client.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import backlog_publisher
+from sqs_fleet_workers import backlog_publisher
 from support.sqs import Queues
 
 NAMESPACE = "SqsFleetTest"

