@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import celery_worker
+from sqs_fleet_workers import celery_worker
 
 
 def make_app(url: str, queue: str) -> Any:

@@ -447,9 +447,10 @@ def bench_sqs_latency(tmp: Path, rate: float, count: int, wait_time: int) -> lis
     pause between polls (--poll-interval 0)."""
     import threading
 
-    import consumer
     from bench.common import private_emulator
-    from vehicles import IDEMPOTENCY_ATTRIBUTE, sqs_client
+    from sqs_fleet_workers import consumer
+    from sqs_fleet_workers.sqs_calls import sqs_client
+    from sqs_fleet_workers.vehicles import IDEMPOTENCY_ATTRIBUTE
 
     emulator = private_emulator(tmp)
     try:
