@@ -109,10 +109,9 @@ def broker_url(url: str | None, endpoint: str | None, token: str | None) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def ledger_client(url: str, single_connection: bool = False) -> Any:
+def ledger_client(url: str) -> Any:
     """A redis-py client that rides out a failover: a command cut by a lost connection, or refused by a primary
-    demoted to replica, is sent again on a new connection (the endpoint's name then reaches the new primary).
-    single_connection: one connection of its own, connected at once, held without a pool's checkout per command."""
+    demoted to replica, is sent again on a new connection (the endpoint's name then reaches the new primary)."""
     import redis
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
@@ -120,7 +119,7 @@ def ledger_client(url: str, single_connection: bool = False) -> Any:
     return redis.Redis.from_url(
         url, socket_timeout=10, socket_connect_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 20),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                        redis.exceptions.ReadOnlyError], single_connection_client=single_connection)
+                        redis.exceptions.ReadOnlyError])
 
 
 def held_delivery_tags() -> list[str]:
@@ -149,60 +148,19 @@ def renew_leases(client: Any, interval: float, stop: threading.Event) -> None:
             log("lease_renewal_failed", level="warning", error=str(error))
 
 
-# A job's start and end, one command each: per-job round trips and redis-py's per-command cost are most of what the
-# worker adds to Celery's own work. Each script runs atomically and reaches replicas as one unit.
-COUNT_DELIVERY_SCRIPT = """
-local deliveries = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return {deliveries, redis.call('EXISTS', KEYS[2])}
-"""
-MARK_DONE_SCRIPT = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('DEL', KEYS[2])
-return 1
-"""
+COUNT_SCRIPT = "local n = redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], ARGV[1]) return {n, " \
+    "redis.call('EXISTS', KEYS[2])}"
+DONE_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return redis.call('DEL', KEYS[2])"  # a round trip
 
 
-class Ledger:
-    """The worker's per-job records on the broker: the delivery counter and the done record, through a client
-    made in the process that runs the jobs (a pool process must not share its parent's socket)."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.pid = url, 0
-
-    def scripts(self) -> tuple[Any, Any]:
-        """The delivery-count and done scripts, on this process's client."""
-        if self.pid != os.getpid():
-            self._client = ledger_client(self.url, single_connection=True)
-            self._scripts = (self._client.register_script(COUNT_DELIVERY_SCRIPT),
-                             self._client.register_script(MARK_DONE_SCRIPT))
-            self.pid = os.getpid()
-        return self._scripts
-
-    @property
-    def client(self) -> Any:
-        self.scripts()
-        return self._client
-
-    def count_delivery(self, deliveries_key: str, done: str) -> tuple[int, bool]:
-        """Count this delivery of a job and look for its done record. Returns the deliveries so far and whether
-        the job was done before."""
-        deliveries, found = self.scripts()[0](keys=[deliveries_key, done], args=[DELIVERY_KEY_TTL])
-        return int(deliveries), bool(found)
-
-    def mark_done(self, key: str, job_id: str, deliveries_key: str, replicas: int, timeout_ms: int,
-                  ttl: int = DONE_TTL) -> int:
-        """Record a job as done and drop its delivery counter and, with replicas, WAIT on the same connection
-        until that many hold both, in the same round trip. Returns how many replicas acknowledged (0 without)."""
-        if not replicas:
-            self.scripts()[1](keys=[key, deliveries_key], args=[job_id, ttl])
-            return 0
-        # Plain commands here: a script in a redis-py pipeline costs a SCRIPT EXISTS round trip each time.
-        pipeline = self.client.pipeline(transaction=False)
-        pipeline.set(key, job_id, ex=ttl)
-        pipeline.delete(deliveries_key)
-        pipeline.execute_command("WAIT", replicas, timeout_ms)
-        return int(pipeline.execute()[-1])
+def mark_done(client: Any, script: Any, key: str, job_id: str, counter: str, replicas: int, timeout_ms: int,
+              ttl: int) -> int:
+    """Record a job as done, drop its counter, with replicas WAIT in the same round trip; returns the replicas'."""
+    if not replicas:
+        script(keys=[key, counter], args=[job_id, ttl])
+        return 0
+    pipeline = client.pipeline(transaction=False).set(key, job_id, ex=ttl).delete(counter)
+    return int(pipeline.execute_command("WAIT", replicas, timeout_ms).execute()[-1])
 
 
 def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: int = VISIBILITY_TIMEOUT,
@@ -235,7 +193,8 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
             "unacked_mutex_expire": max(visibility_timeout, 2 * restore_interval),
         },
     )
-    ledger = Ledger(url)
+    ledger = ledger_client(url)
+    count_script, done_script = ledger.register_script(COUNT_SCRIPT), ledger.register_script(DONE_SCRIPT)
     stop_leases = threading.Event()
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
@@ -251,7 +210,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         stop_leases.set()
 
     def dead_letter(request: Any, vehicle: Any, key: str | None, reason: str) -> None:
-        ledger.client.rpush(dead_letter_list, json.dumps({
+        ledger.rpush(dead_letter_list, json.dumps({
             "job_id": request.id, "idempotency_key": key, "reason": reason, "vehicle": vehicle,
             "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}))
 
@@ -259,12 +218,12 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
     def process(self: Any, vehicle: Any, idempotency_key: str | None = None) -> None:
         deliveries_key = f"{queue}:deliveries:{self.request.id}"
         done = done_key(queue, idempotency_key or self.request.id)
-        deliveries, done_before = ledger.count_delivery(deliveries_key, done)
+        deliveries, done_before = count_script(keys=[deliveries_key, done], args=[DELIVERY_KEY_TTL])
         context = {"message_id": self.request.id, "receive_count": deliveries, "idempotency_key": idempotency_key}
         if done_before:
             # Run before, its acknowledgement lost (a failover) or its lease run out: at least once, not twice.
             log("message_duplicate", level="warning", **context)
-            ledger.client.delete(deliveries_key)
+            ledger.delete(deliveries_key)
             return
         if deliveries > max_deliveries:
             reason = f"delivered {deliveries} times without success"
@@ -281,7 +240,8 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         if simulate_work:
             time.sleep(simulate_work)
         log("message_processed", vehicle=vehicle, **context)
-        confirmed = ledger.mark_done(done, self.request.id, deliveries_key, replicas, replica_timeout_ms, done_ttl)
+        confirmed = mark_done(ledger, done_script, done, self.request.id, deliveries_key, replicas,
+                              replica_timeout_ms, done_ttl)
         if confirmed < replicas:
             # Acknowledged all the same: a failover now could run it again (and it would be logged again).
             log("done_unconfirmed", level="warning", replicas=confirmed, wanted=replicas, **context)
