@@ -1,16 +1,22 @@
 """The Redis broker path on a real Redis server (Valkey from sqs_fleet.lab.redis, AUTH on): the producer's
-enqueue rate, pipelined and one job a round trip; jobs/s of files/celery_worker.py per pool process; and
-PendingJobs (files/redis_backlog.py) against ground truth while workers prefetch.
+enqueue rate, pipelined and one job a round trip, with and without a replica; jobs/s of files/celery_worker.py
+against a bare Celery task; enqueue-to-processed latency beside the SQS consumer's; and PendingJobs
+(files/redis_backlog.py) against ground truth while workers prefetch.
 
     python -m bench.redis_broker [--enqueue-jobs 2000] [--burst-jobs 1500] [--accuracy-jobs 300]
-                                 [--kill-jobs 200] [--kill-work 0.1] [--smoke]
+                                 [--kill-jobs 200] [--kill-work 0.1] [--latency-rate 100] [--smoke]
 
-Enqueue: celery_worker.enqueue (kombu's publish batch: one pipeline of `chunk` LPUSHes a round trip) at several
-chunk sizes, and Celery's app.send_task once per job; round trips are counted on the client's socket writes, on
-loopback and with a modelled round trip added to each.
-Workers: celery_worker.py started as the lab starts it (broker URL without the token, REDIS_AUTH_TOKEN in the
-environment), warmed up, then a burst enqueued; seconds from the first enqueue to the `ts` of the last
-message_processed line.
+Enqueue: celery_worker.enqueue (one chunk of `chunk` jobs a round trip, all or nothing) at several chunk sizes,
+and Celery's app.send_task once per job; round trips are counted on the client's socket writes, on loopback and
+with a modelled round trip added to each.
+Processing: celery_worker.py and bench/bare_celery_task.py (one printed line a job, the same broker settings)
+started as the lab starts them (broker URL without the token, REDIS_AUTH_TOKEN in the environment), warmed up,
+each on its own queue; a run pauses a worker (SIGSTOP), enqueues the burst, resumes it and times its resumption
+to its queue and `unacked` empty with every job's line logged, and the CPU time of its process group meanwhile.
+Runs alternate between the two workers, the idle one paused. The same on the lab's primary + replica, with and
+without --replicas 1.
+Latency: one job at a time at a steady rate onto an empty queue, from before the producer's round trip to the
+job's message_processed line; the SQS consumer (files/consumer.py) the same way on a private emulator.
 PendingJobs: the whole worker (its process group) is stopped with SIGSTOP for each sample, so the ground truth,
 jobs enqueued minus message_processed lines logged, cannot move between the reading and the log read; what
 differs is PendingJobs' own error, split by the unacked hash into jobs logged but not yet acknowledged (+1) and
@@ -39,6 +45,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -52,6 +59,7 @@ from sqs_fleet.lab.redis import RedisServer, free_port, start_redis
 from sqs_fleet_workers import celery_worker, redis_backlog, vehicles
 
 QUEUE, DLQ = "jobs", "jobs-dlq"
+BARE_QUEUE = "bare"  # bench/bare_celery_task.py's
 # kombu's Redis transport: delivery tag -> time of delivery, and the lock of the sweep that restores old entries.
 UNACKED_INDEX, RESTORE_MUTEX = "unacked_index", "unacked_mutex"
 Job = tuple[dict[str, Any], str]
@@ -173,15 +181,17 @@ class Worker:
     """files/celery_worker.py in a session of its own, so that its pool processes can be paused together."""
 
     def __init__(self, server: RedisServer, out: Path, concurrency: int, work: float,
-                 options: Sequence[str] = ()) -> None:
+                 options: Sequence[str] = (), bare: bool = False) -> None:
         env = {**os.environ, "REDIS_AUTH_TOKEN": server.password,
                "PYTHONPATH": os.pathsep.join([str(REPO / "files"), *sys.path])}
         self.log = LogTail(out)
+        if bare:  # the reference task on a queue of its own
+            command = [str(REPO / "bench" / "bare_celery_task.py"), "--queue", BARE_QUEUE]
+        else:
+            command = [str(REPO / "files" / "celery_worker.py"), "--queue", QUEUE, "--simulate-work", str(work)]
         with out.open("ab") as stream:
             self.process = subprocess.Popen(
-                [sys.executable, str(REPO / "files" / "celery_worker.py"), "--queue", QUEUE,
-                 "--broker-url", server.url, "--concurrency", str(concurrency), "--simulate-work", str(work),
-                 *options],
+                [sys.executable, *command, "--broker-url", server.url, "--concurrency", str(concurrency), *options],
                 env=env, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
 
     def group(self) -> list[int]:
@@ -212,6 +222,17 @@ class Worker:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"worker not stopped: process states {states}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the group's live processes (main process and pool), from /proc."""
+        ticks = 0
+        for pid in self.group():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def resume(self) -> None:
         os.killpg(self.process.pid, signal.SIGCONT)
 
@@ -229,8 +250,8 @@ class Worker:
 
 @contextmanager
 def running_worker(server: RedisServer, out: Path, concurrency: int, work: float = 0.0,
-                   options: Sequence[str] = ()) -> Iterator[Worker]:
-    worker = Worker(server, out, concurrency, work, options)
+                   options: Sequence[str] = (), bare: bool = False) -> Iterator[Worker]:
+    worker = Worker(server, out, concurrency, work, options, bare)
     try:
         yield worker
     finally:
@@ -245,30 +266,220 @@ def wait_drained(client: Any, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def bench_workers(server: RedisServer, app: Any, tmp: Path, count: int, runs: int, concurrency: int,
-                  work: float) -> list[object]:
+class LineCount:
+    """Lines of a worker's output that carry `marker`, counted as they come (complete lines only)."""
+
+    def __init__(self, path: Path, marker: bytes) -> None:
+        self.path, self.marker, self.offset, self.count = path, marker, 0, 0
+
+    def read(self) -> int:
+        with self.path.open("rb") as stream:
+            stream.seek(self.offset)
+            data = stream.read()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        self.count += data[:end].count(self.marker)
+        return self.count
+
+
+def held(client: Any, queue: str) -> int:
+    """Jobs waiting in the queue's list or held in the unacked hash (done records not subtracted), in one MULTI."""
+    with client.pipeline(transaction=True) as pipeline:
+        pipeline.llen(queue)
+        pipeline.hlen(redis_backlog.UNACKED)
+        waiting, unacked = pipeline.execute()
+    return int(waiting) + int(unacked)
+
+
+@dataclass
+class Contender:
+    """A worker under measurement: its process, the queue it consumes, the producer's app for that queue and
+    the count of its per-job lines."""
+
+    name: str
+    worker: Worker
+    queue: str
+    app: Any
+    lines: LineCount
+
+
+def enqueue_onto(client: Any, app: Any, batch: Sequence[Job], queue: str) -> None:
+    """celery_worker.enqueue's messages pushed onto another list (the bare task's), 500 a round trip: one
+    producer application in this process (a second one would register the task name again)."""
+    for start in range(0, len(batch), 500):
+        celery_worker.publish_chunk(client, replace(celery_worker.build_chunk(app, batch[start:start + 500]),
+                                                    queue=queue))
+
+
+def drain(client: Any, contender: Contender, others: Sequence[Contender], count: int, tag: str,
+          timeout: float) -> tuple[float, float]:
+    """`count` jobs enqueued while the worker is paused (SIGSTOP), then seconds from its resumption to its
+    queue and the unacked hash both empty with every job's line logged, and the CPU seconds its processes
+    used meanwhile (what other work on the machine does not change). The other workers stay paused."""
+    for other in others:
+        other.worker.pause()
+    contender.worker.pause()
+    try:
+        before = contender.lines.read()
+        enqueue_onto(client, contender.app, jobs(count, tag), contender.queue)
+        cpu = contender.worker.cpu_seconds()
+        started = time.perf_counter()
+        contender.worker.resume()
+        deadline = time.monotonic() + timeout
+        # Polled every 5 ms: the figure is late by up to that much, on either contender alike.
+        while contender.lines.read() - before < count or held(client, contender.queue):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{contender.name}: {contender.lines.read() - before} of {count} jobs done "
+                                   f"after {timeout} s; see {contender.lines.path}")
+            time.sleep(0.005)
+        return time.perf_counter() - started, contender.worker.cpu_seconds() - cpu
+    finally:
+        contender.worker.resume()
+        for other in others:
+            other.worker.resume()
+
+
+def bench_processing(server: RedisServer, app: Any, tmp: Path, count: int, runs: int, concurrency: int,
+                     options: Sequence[str] = ()) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """jobs/s of celery_worker.py and of the bare task, each draining `count` jobs queued while it was paused,
+    runs alternating between the two (each run's order swapped) so that both see the same machine."""
     client = redis.Redis.from_url(server.url_with_password)
     client.flushdb()
-    rates = []
-    with running_worker(server, tmp / f"throughput-{concurrency}.log", concurrency, work) as worker:
-        # Started and warmed: a job for each pool process, and the producer's connection made.
-        celery_worker.enqueue(app, jobs(concurrency * 2, "warm-up"))
-        worker.log.wait_for(concurrency * 2, 120)
-        wait_drained(client, 30)
+    tag = f"c{concurrency}" + "".join(options).replace("-", "")
+    rates: dict[str, list[float]] = {"celery_worker.py": [], "bare Celery task": []}
+    cpu_ms: dict[str, list[float]] = {"celery_worker.py": [], "bare Celery task": []}
+    with running_worker(server, tmp / f"processing-{tag}.log", concurrency, 0.0, options) as worker, \
+            running_worker(server, tmp / f"bare-{tag}.log", concurrency, bare=True) as bare:
+        contenders = [Contender("celery_worker.py", worker, QUEUE, app,
+                                LineCount(tmp / f"processing-{tag}.log", b'"event": "message_processed"')),
+                      Contender("bare Celery task", bare, BARE_QUEUE, app,
+                                LineCount(tmp / f"bare-{tag}.log", b"bare_processed "))]
+        for contender in contenders:  # started, connected, a job through each pool process
+            enqueue_onto(client, contender.app, jobs(concurrency * 2, f"warm-up-{contender.name}"), contender.queue)
+            deadline = time.monotonic() + 120
+            while contender.lines.read() < concurrency * 2 or held(client, contender.queue):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{contender.name} did not start; see {contender.lines.path}")
+                time.sleep(0.05)
         for run in range(runs):
-            burst = jobs(count, f"burst-{run}", seed=run)
-            done_before = len(worker.log.processed)
-            finished_before = set(worker.log.processed)
-            started = time.time()
-            celery_worker.enqueue(app, burst, chunk=500)
-            worker.log.wait_for(done_before + count, 60 + count * (work + 0.05) / concurrency)
-            last = max(ts for task, ts in worker.log.processed.items() if task not in finished_before)
-            rates.append(count / (last - started))
-            wait_drained(client, 30)
+            order = contenders if run % 2 == 0 else contenders[::-1]
+            for contender in order:
+                others = [other for other in contenders if other is not contender]
+                seconds, cpu = drain(client, contender, others, count, f"{tag}-{contender.queue}-{run}",
+                                     60 + count * 0.05 / concurrency)
+                rates[contender.name].append(count / seconds)
+                cpu_ms[contender.name].append(cpu * 1000 / count)
     client.flushdb()
-    median = statistics.median(rates)
-    return [concurrency, count, runs, f"{count / median:.2f}", f"{median:.0f}", f"{min(rates):.0f}-{max(rates):.0f}",
-            f"{median / concurrency:.0f}"]
+    return rates, cpu_ms
+
+
+def processing_rows(concurrency: int, count: int, measured: tuple[dict[str, list[float]], dict[str, list[float]]],
+                    label: str = "") -> list[list[object]]:
+    """A row a worker: jobs/s (wall clock) and CPU ms a job, each against the bare task's of the same runs."""
+    rates, cpu_ms = measured
+    ratios = [a / b for a, b in zip(rates["celery_worker.py"], rates["bare Celery task"])]
+    cpu_ratios = [b / a for a, b in zip(cpu_ms["celery_worker.py"], cpu_ms["bare Celery task"])]
+    rows: list[list[object]] = []
+    for name, values in rates.items():
+        median = statistics.median(values)
+        ours = name == "celery_worker.py"
+        rows.append([f"{name}{label}", concurrency, count, len(values), f"{median:.0f}",
+                     f"{min(values):.0f}-{max(values):.0f}", f"{median / concurrency:.0f}",
+                     f"{statistics.median(ratios):.0%} ({min(ratios):.0%}-{max(ratios):.0%})" if ours else "100%",
+                     f"{statistics.median(cpu_ms[name]):.2f}",
+                     f"{statistics.median(cpu_ratios):.0%} ({min(cpu_ratios):.0%}-{max(cpu_ratios):.0%})"
+                     if ours else "100%"])
+    return rows
+
+
+def percentiles(values: Sequence[float]) -> str:
+    ordered = sorted(values)
+    p99 = ordered[max(0, -(-len(ordered) * 99 // 100) - 1)]  # nearest rank
+    return f"{statistics.median(ordered):.1f} / {p99:.1f} / {ordered[-1]:.1f}"
+
+
+def bench_latency(server: RedisServer, app: Any, tmp: Path, rate: float, count: int) -> list[float]:
+    """Milliseconds from a job's enqueue (before its round trip) to its message_processed line, one job at a
+    time at `rate` jobs/s into an empty queue, celery_worker.py at concurrency 1 waiting (BRPOP)."""
+    client = redis.Redis.from_url(server.url_with_password)
+    client.flushdb()
+    producer = redis.Redis.from_url(server.url_with_password)
+    producer.ping()
+    chunks = [celery_worker.build_chunk(app, [job]) for job in jobs(count, "latency")]  # built before: not timed
+    sent: dict[str, float] = {}
+    with running_worker(server, tmp / "latency.log", 1) as worker:
+        celery_worker.enqueue(app, jobs(2, "latency-warm-up"))
+        worker.log.wait_for(2, 120)
+        wait_drained(client, 30)
+        start = time.time() + 0.1
+        for n, chunk in enumerate(chunks):
+            delay = start + n / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            at = time.time()
+            celery_worker.publish_chunk(producer, chunk)
+            sent[json.loads(chunk.messages[0])["headers"]["id"]] = at
+        worker.log.wait_for(2 + count, 60)
+    client.flushdb()
+    return [(worker.log.processed[task] - at) * 1000 for task, at in sent.items()]
+
+
+class Lines:
+    """consumer.py's log stream, in memory: the wall-clock time each message_processed line was written."""
+
+    def __init__(self) -> None:
+        self.processed: dict[str, float] = {}  # idempotency key -> time
+
+    def write(self, text: str) -> None:
+        at = time.time()
+        for line in text.splitlines():
+            entry = json.loads(line)
+            if entry["event"] == "message_processed":
+                self.processed[entry["idempotency_key"]] = at
+
+    def flush(self) -> None:
+        pass
+
+
+def bench_sqs_latency(tmp: Path, rate: float, count: int, wait_time: int) -> list[float]:
+    """The SQS path on the emulator: milliseconds from SendMessage (before its request) to consumer.py's
+    message_processed line, one message at a time at `rate`, the consumer long-polling (--wait-time) with no
+    pause between polls (--poll-interval 0)."""
+    import threading
+
+    from bench.common import private_emulator
+    from sqs_fleet_workers import consumer
+    from sqs_fleet_workers.sqs_calls import sqs_client
+    from sqs_fleet_workers.vehicles import IDEMPOTENCY_ATTRIBUTE
+
+    emulator = private_emulator(tmp)
+    try:
+        client = sqs_client()
+        url = client.create_queue(QueueName="latency")["QueueUrl"]
+        lines = Lines()
+        args = consumer.parse_args(["--queue", url, "--poll-interval", "0", "--wait-time", str(wait_time),
+                                    "--max-messages", str(count), "--visibility-timeout", "30"])
+        worker = consumer.Consumer(sqs_client(), url, args, consumer.Log(lines), consumer.SeenKeys(count, None))
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        time.sleep(1)  # the consumer's first long poll under way
+        sent: dict[str, float] = {}
+        start = time.time()
+        for n, (vehicle, key) in enumerate(jobs(count, "sqs-latency")):
+            delay = start + n / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            at = time.time()
+            client.send_message(QueueUrl=url, MessageBody=json.dumps(vehicle, separators=(",", ":")),
+                                MessageAttributes={IDEMPOTENCY_ATTRIBUTE: {"DataType": "String", "StringValue": key}})
+            sent[key] = at
+        thread.join(60 + wait_time)
+        if thread.is_alive():
+            worker.stop.set()
+            raise RuntimeError(f"consumer.py processed {len(lines.processed)} of {count} messages")
+    finally:
+        emulator.stop()
+    return [(lines.processed[key] - at) * 1000 for key, at in sent.items()]
 
 
 def distribution(errors: Sequence[int]) -> str:
@@ -488,6 +699,20 @@ def bench_replicas(tmp: Path, count: int, runs: int) -> tuple[list[list[object]]
     return rows, waits
 
 
+def bench_worker_replicas(tmp: Path, count: int, runs: int) -> list[list[object]]:
+    """Processing alone (bench_processing) on a primary with a replica, celery_worker.py with and without
+    --replicas 1 (WAIT for the replica's copy of each done record before acknowledging)."""
+    from sqs_fleet.lab.redis_failover import ReplicatedRedis
+
+    rows = []
+    with ReplicatedRedis(tmp / "replicated-workers") as group:
+        app = celery_worker.make_app(group.url_with_password, QUEUE, DLQ)
+        for options in ((), ("--replicas", "1")):
+            rates = bench_processing(group, app, tmp, count, runs, 1, options)
+            rows += processing_rows(1, count, rates, f", {' '.join(options) or '--replicas 0'}")[:1 if options else 2]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--enqueue-jobs", type=int, default=2000, help="jobs sent by each enqueue method a run")
@@ -502,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-jobs", type=int, default=200, help="jobs of the burst during which a worker is killed")
     parser.add_argument("--kill-work", type=float, default=0.1,
                         help="simulated work a job (seconds) of that burst, so that it lasts several seconds")
+    parser.add_argument("--latency-rate", type=float, default=100, help="jobs/s of the latency run")
+    parser.add_argument("--latency-jobs", type=int, default=1000, help="jobs of the latency run")
+    parser.add_argument("--sqs-latency-rate", type=float, default=2, help="messages/s of the SQS latency run")
+    parser.add_argument("--sqs-latency-jobs", type=int, default=30, help="messages of the SQS latency run")
     smoke_option(parser)
     args = parser.parse_args(argv)
     # (visibility timeout, restore interval): the recovery's terms one at a time, the role's restore interval last.
@@ -509,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.enqueue_jobs, args.burst_jobs, args.accuracy_jobs, args.runs = 200, 50, 20, 1
         args.kill_jobs, kill_settings = 40, [(3, 1)]
+        args.latency_jobs, args.sqs_latency_jobs = 50, 3
     with TemporaryDirectory() as tmp:
         server = start_redis(free_port(), Path(tmp) / "redis.log")
         try:
@@ -535,12 +765,43 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  WAIT 1 after a 500-job chunk, {len(waits)} chunks: median {statistics.median(waits):.2f} ms, "
                   f"p99 {waits[int(len(waits) * 0.99) - 1]:.2f} ms, max {waits[-1]:.2f} ms (the producer's and the "
                   f"worker's default timeout: {celery_worker.REPLICA_TIMEOUT_MS} ms)")
-            rows = [bench_workers(server, app, Path(tmp), args.burst_jobs, args.runs, concurrency, 0.0)
-                    for concurrency in (1, 2)]
-            table(f"Worker throughput: celery_worker.py (prefork, prefetch 1 a process, acks late), burst of "
-                  f"{args.burst_jobs} jobs onto an empty queue (queue depth <= {args.burst_jobs}), no simulated "
-                  f"work, first enqueue to last processed, median of {args.runs}",
-                  ["concurrency", "jobs", "runs", "seconds", "jobs/s", "jobs/s min-max", "jobs/s per process"], rows)
+            rows = []
+            for concurrency in (1, 2):
+                load_before = load()
+                rates = bench_processing(server, app, Path(tmp), args.burst_jobs, args.runs, concurrency)
+                rows += [[*row, f"{load_before} / {load()}"] for row in processing_rows(concurrency, args.burst_jobs,
+                                                                                          rates)]
+            table(f"Processing alone: {args.burst_jobs} jobs enqueued while the worker is paused (SIGSTOP), timed from "
+                  f"its resumption to its queue and `unacked` empty and every job's line logged; "
+                  f"celery_worker.py (validation, delivery counter, done record, one JSON line) against a bare "
+                  f"Celery task (one printed line), same broker and settings (prefork, acks late, prefetch 1 a "
+                  f"process, reject on worker lost, visibility 30 s, restore sweep 5 s), runs alternating, the other "
+                  f"worker paused; no simulated work; {version}; machine: {machine()}",
+                  ["worker", "concurrency", "jobs", "runs", "jobs/s (median)", "jobs/s min-max",
+                   "jobs/s per process", "jobs/s of the bare task's (median, run pairs min-max)",
+                   "CPU ms a job", "speed by CPU: bare's CPU ms / ours", "load average before / after"], rows)
+            rows = bench_worker_replicas(Path(tmp), args.burst_jobs, args.runs)
+            table(f"Processing alone on a primary with a replica (the lab's failover pair: both behind a TCP proxy "
+                  f"in Python, on loopback), concurrency 1, {args.burst_jobs} jobs, measured as above, median of "
+                  f"{args.runs}: celery_worker.py acknowledging on the primary's word or once the replica holds the "
+                  f"done record (WAIT 1, timeout {celery_worker.REPLICA_TIMEOUT_MS} ms)",
+                  ["worker", "concurrency", "jobs", "runs", "jobs/s (median)", "jobs/s min-max",
+                   "jobs/s per process", "jobs/s of the bare task's (median, run pairs min-max)",
+                   "CPU ms a job", "speed by CPU: bare's CPU ms / ours"], rows)
+            load_before = load()
+            latencies = bench_latency(server, app, Path(tmp), args.latency_rate, args.latency_jobs)
+            rows = [[f"Redis: celery_worker.py -c 1, jobs at {args.latency_rate:g}/s", len(latencies),
+                     percentiles(latencies), f"{load_before} / {load()}"]]
+            load_before = load()
+            sqs = bench_sqs_latency(Path(tmp), args.sqs_latency_rate, args.sqs_latency_jobs, 20)
+            rows.append([f"SQS (moto): consumer.py --poll-interval 0 --wait-time 20, messages at "
+                         f"{args.sqs_latency_rate:g}/s", len(sqs), percentiles(sqs), f"{load_before} / {load()}"])
+            table("Latency: enqueue (before the producer's request) to the message_processed line, one job at a "
+                  "time at a steady rate onto an empty queue, no simulated work (Redis: the line's `ts`, "
+                  "millisecond resolution; SQS: the time the line was written)",
+                  ["path", "jobs", "ms p50 / p99 / max", "load average before / after"], rows)
+            print("  consumer.py's defaults (--poll-interval 60 --wait-time 20): a message sent while the consumer "
+                  "waits between polls is received at its next poll: up to 60 s + its work, by design")
             for concurrency in (1, 2):
                 result = bench_accuracy(server, app, Path(tmp), args.accuracy_jobs, concurrency, args.work,
                                         args.sample_interval)

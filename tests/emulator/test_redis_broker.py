@@ -80,6 +80,9 @@ def test_worker_processes_every_job_with_auth_and_logs_the_consumer_line(server,
     assert sorted(line["idempotency_key"] for line in processed) == sorted(keys)
     assert set(processed[0]) == {"ts", "level", "event", "vehicle", "message_id", "receive_count", "idempotency_key"}
     assert not vehicles.validation_errors(processed[0]["vehicle"])
+    # Each job recorded as done without --replicas too (a redelivery is then recognised), its counter dropped.
+    assert client.exists(*[redis_backlog.done_key(QUEUE, key) for key in keys]) == len(keys)
+    assert not list(client.scan_iter(f"{QUEUE}:deliveries:*"))
 
 
 def redis_backlog_reachable_without_token(server: RedisServer) -> bool:

@@ -242,8 +242,10 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_handed_to_another_worke
 
 def test_worker_failover_runs_each_job_once_and_pending_never_counts_a_done_job(group, tmp_path):
     """Workers on the endpoint with --replicas 1, the primary killed mid-burst (replica promoted and replaced):
-    every job runs, none twice (a redelivered done job is logged as a duplicate), and PendingJobs reaches 0
-    while the new primary may still hold done jobs whose acknowledgement was lost."""
+    every job runs; a done job redelivered is logged as a duplicate, never run again; only a job still running
+    when the primary died may run a second time (its worker's lost connection gives it back while it runs, so
+    no done record exists yet), at most one per pool process, and that run carries its receive count; and
+    PendingJobs reaches 0 while the new primary may still hold done jobs whose acknowledgement was lost."""
     keys = enqueue(group.url_with_password, 60, "burst")
     options = ("--concurrency", "2", "--simulate-work", "0.2", "--replicas", "1", "--restore-interval", "1",
                "--visibility-timeout", "12")
@@ -265,6 +267,12 @@ def test_worker_failover_runs_each_job_once_and_pending_never_counts_a_done_job(
     duplicates = [line["idempotency_key"] for n in range(2) for line in events(tmp_path / f"w{n}.log",
                                                                              "message_duplicate")]
     assert set(runs) == set(keys), f"lost: {set(keys) - set(runs)}"
-    assert set(runs.values()) == {1}, {key: n for key, n in runs.items() if n > 1}
-    print(f"\nfailover mid-burst: {len(keys)} jobs run once each; {len(duplicates)} redeliveries recognised; "
+    twice = {key: n for key, n in runs.items() if n > 1}
+    in_flight_at_failover = 2 * 2  # two workers of two pool processes each
+    assert set(twice.values()) <= {2} and len(twice) <= in_flight_at_failover, twice
+    second_runs = [line for n in range(2) for line in events(tmp_path / f"w{n}.log", "message_processed")
+                   if line["idempotency_key"] in twice and int(line.get("receive_count", 1)) >= 2]
+    assert len(second_runs) == len(twice), f"a second run not marked as a redelivery: {twice}"
+    print(f"\nfailover mid-burst: {len(keys)} jobs, {len(twice)} run twice (running at the failover); "
+          f"{len(duplicates)} redeliveries recognised; "
           f"{stale} done jobs still held when PendingJobs read 0")
