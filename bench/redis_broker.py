@@ -33,19 +33,13 @@ at-least-once delivery: a job logged by the killed worker but not yet acknowledg
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import random
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -54,19 +48,24 @@ import redis
 from redis.connection import AbstractConnection
 
 from bench.common import machine, smoke_option, table
-from sqs_fleet import REPO
+from bench.redis_broker_jobs import DLQ, QUEUE, Job, jobs
+from bench.redis_faults import (
+    bench_accuracy,
+    bench_kill,
+    bench_replicas,
+    bench_worker_replicas,
+    error_row,
+    role_defaults,
+)
+from bench.redis_procs import (
+    Lines,
+    bench_processing,
+    processing_rows,
+    running_worker,
+    wait_drained,
+)
 from sqs_fleet.lab.redis import RedisServer, free_port, start_redis
-from sqs_fleet_workers import celery_worker, redis_backlog, vehicles
-
-QUEUE, DLQ = "jobs", "jobs-dlq"
-BARE_QUEUE = "bare"  # bench/bare_celery_task.py's
-# kombu's Redis transport: delivery tag -> time of delivery, and the lock of the sweep that restores old entries.
-UNACKED_INDEX, RESTORE_MUTEX = "unacked_index", "unacked_mutex"
-Job = tuple[dict[str, Any], str]
-
-
-def jobs(count: int, prefix: str, seed: int = 1) -> list[Job]:
-    return [(vehicle, f"{prefix}-{n}") for n, vehicle in enumerate(vehicles.generate(count, seed=seed))]
+from sqs_fleet_workers import celery_worker
 
 
 def server_version(client: Any) -> str:
@@ -145,253 +144,6 @@ def bench_enqueue(server: RedisServer, app: Any, count: int, runs: int, latency:
             for label, trips, median, low, high in results]
 
 
-class LogTail:
-    """The worker's JSON lines, read as they come: complete lines only (the worker may be writing the last)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
-        self.processed: dict[str, float] = {}  # task id -> ts (epoch seconds) of its message_processed line
-
-    def read(self) -> int:
-        with self.path.open("rb") as stream:
-            stream.seek(self.offset)
-            data = stream.read()
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        for line in data[:end].decode().splitlines():
-            if not line.startswith("{"):
-                continue
-            entry = json.loads(line)
-            if entry["event"] == "message_processed":
-                self.processed[entry["message_id"]] = datetime.datetime.fromisoformat(entry["ts"]).timestamp()
-            elif entry["level"] == "error":
-                raise RuntimeError(f"worker error: {line}")
-        return len(self.processed)
-
-    def wait_for(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.read() < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(self.processed)} of {count} jobs processed after {timeout} s; "
-                                   f"see {self.path}")
-            time.sleep(0.05)
-
-
-class Worker:
-    """files/celery_worker.py in a session of its own, so that its pool processes can be paused together."""
-
-    def __init__(self, server: RedisServer, out: Path, concurrency: int, work: float,
-                 options: Sequence[str] = (), bare: bool = False) -> None:
-        env = {**os.environ, "REDIS_AUTH_TOKEN": server.password,
-               "PYTHONPATH": os.pathsep.join([str(REPO / "files"), *sys.path])}
-        self.log = LogTail(out)
-        if bare:  # the reference task on a queue of its own
-            command = [str(REPO / "bench" / "bare_celery_task.py"), "--queue", BARE_QUEUE]
-        else:
-            command = [str(REPO / "files" / "celery_worker.py"), "--queue", QUEUE, "--simulate-work", str(work)]
-        with out.open("ab") as stream:
-            self.process = subprocess.Popen(
-                [sys.executable, *command, "--broker-url", server.url, "--concurrency", str(concurrency), *options],
-                env=env, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def group(self) -> list[int]:
-        """The pids of the worker's process group (main process and pool), from /proc."""
-        pids = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == self.process.pid and fields[0] != "Z":
-                pids.append(int(stat.parent.name))
-        return pids
-
-    def pause(self) -> None:
-        """SIGSTOP to the whole group, returning once every process of it is stopped."""
-        os.killpg(self.process.pid, signal.SIGSTOP)
-        deadline = time.monotonic() + 5
-        while True:
-            states = []
-            for pid in self.group():
-                try:
-                    states.append(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
-                except OSError:
-                    continue
-            if all(state in "Tt" for state in states):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not stopped: process states {states}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the group's live processes (main process and pool), from /proc."""
-        ticks = 0
-        for pid in self.group():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
-
-    def resume(self) -> None:
-        os.killpg(self.process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:  # killed
-            return
-        self.resume()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-
-@contextmanager
-def running_worker(server: RedisServer, out: Path, concurrency: int, work: float = 0.0,
-                   options: Sequence[str] = (), bare: bool = False) -> Iterator[Worker]:
-    worker = Worker(server, out, concurrency, work, options, bare)
-    try:
-        yield worker
-    finally:
-        worker.stop()
-
-
-def wait_drained(client: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while redis_backlog.pending_jobs(client, QUEUE):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{redis_backlog.pending_jobs(client, QUEUE)} jobs still pending after {timeout} s")
-        time.sleep(0.02)
-
-
-class LineCount:
-    """Lines of a worker's output that carry `marker`, counted as they come (complete lines only)."""
-
-    def __init__(self, path: Path, marker: bytes) -> None:
-        self.path, self.marker, self.offset, self.count = path, marker, 0, 0
-
-    def read(self) -> int:
-        with self.path.open("rb") as stream:
-            stream.seek(self.offset)
-            data = stream.read()
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        self.count += data[:end].count(self.marker)
-        return self.count
-
-
-def held(client: Any, queue: str) -> int:
-    """Jobs waiting in the queue's list or held in the unacked hash (done records not subtracted), in one MULTI."""
-    with client.pipeline(transaction=True) as pipeline:
-        pipeline.llen(queue)
-        pipeline.hlen(redis_backlog.UNACKED)
-        waiting, unacked = pipeline.execute()
-    return int(waiting) + int(unacked)
-
-
-@dataclass
-class Contender:
-    """A worker under measurement: its process, the queue it consumes, the producer's app for that queue and
-    the count of its per-job lines."""
-
-    name: str
-    worker: Worker
-    queue: str
-    app: Any
-    lines: LineCount
-
-
-def enqueue_onto(client: Any, app: Any, batch: Sequence[Job], queue: str) -> None:
-    """celery_worker.enqueue's messages pushed onto another list (the bare task's), 500 a round trip: one
-    producer application in this process (a second one would register the task name again)."""
-    for start in range(0, len(batch), 500):
-        celery_worker.publish_chunk(client, replace(celery_worker.build_chunk(app, batch[start:start + 500]),
-                                                    queue=queue))
-
-
-def drain(client: Any, contender: Contender, others: Sequence[Contender], count: int, tag: str,
-          timeout: float) -> tuple[float, float]:
-    """`count` jobs enqueued while the worker is paused (SIGSTOP), then seconds from its resumption to its
-    queue and the unacked hash both empty with every job's line logged, and the CPU seconds its processes
-    used meanwhile (what other work on the machine does not change). The other workers stay paused."""
-    for other in others:
-        other.worker.pause()
-    contender.worker.pause()
-    try:
-        before = contender.lines.read()
-        enqueue_onto(client, contender.app, jobs(count, tag), contender.queue)
-        cpu = contender.worker.cpu_seconds()
-        started = time.perf_counter()
-        contender.worker.resume()
-        deadline = time.monotonic() + timeout
-        # Polled every 5 ms: the figure is late by up to that much, on either contender alike.
-        while contender.lines.read() - before < count or held(client, contender.queue):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{contender.name}: {contender.lines.read() - before} of {count} jobs done "
-                                   f"after {timeout} s; see {contender.lines.path}")
-            time.sleep(0.005)
-        return time.perf_counter() - started, contender.worker.cpu_seconds() - cpu
-    finally:
-        contender.worker.resume()
-        for other in others:
-            other.worker.resume()
-
-
-def bench_processing(server: RedisServer, app: Any, tmp: Path, count: int, runs: int, concurrency: int,
-                     options: Sequence[str] = ()) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """jobs/s of celery_worker.py and of the bare task, each draining `count` jobs queued while it was paused,
-    runs alternating between the two (each run's order swapped) so that both see the same machine."""
-    client = redis.Redis.from_url(server.url_with_password)
-    client.flushdb()
-    tag = f"c{concurrency}" + "".join(options).replace("-", "")
-    rates: dict[str, list[float]] = {"celery_worker.py": [], "bare Celery task": []}
-    cpu_ms: dict[str, list[float]] = {"celery_worker.py": [], "bare Celery task": []}
-    with running_worker(server, tmp / f"processing-{tag}.log", concurrency, 0.0, options) as worker, \
-            running_worker(server, tmp / f"bare-{tag}.log", concurrency, bare=True) as bare:
-        contenders = [Contender("celery_worker.py", worker, QUEUE, app,
-                                LineCount(tmp / f"processing-{tag}.log", b'"event": "message_processed"')),
-                      Contender("bare Celery task", bare, BARE_QUEUE, app,
-                                LineCount(tmp / f"bare-{tag}.log", b"bare_processed "))]
-        for contender in contenders:  # started, connected, a job through each pool process
-            enqueue_onto(client, contender.app, jobs(concurrency * 2, f"warm-up-{contender.name}"), contender.queue)
-            deadline = time.monotonic() + 120
-            while contender.lines.read() < concurrency * 2 or held(client, contender.queue):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{contender.name} did not start; see {contender.lines.path}")
-                time.sleep(0.05)
-        for run in range(runs):
-            order = contenders if run % 2 == 0 else contenders[::-1]
-            for contender in order:
-                others = [other for other in contenders if other is not contender]
-                seconds, cpu = drain(client, contender, others, count, f"{tag}-{contender.queue}-{run}",
-                                     60 + count * 0.05 / concurrency)
-                rates[contender.name].append(count / seconds)
-                cpu_ms[contender.name].append(cpu * 1000 / count)
-    client.flushdb()
-    return rates, cpu_ms
-
-
-def processing_rows(concurrency: int, count: int, measured: tuple[dict[str, list[float]], dict[str, list[float]]],
-                    label: str = "") -> list[list[object]]:
-    """A row a worker: jobs/s (wall clock) and CPU ms a job, each against the bare task's of the same runs."""
-    rates, cpu_ms = measured
-    ratios = [a / b for a, b in zip(rates["celery_worker.py"], rates["bare Celery task"])]
-    cpu_ratios = [b / a for a, b in zip(cpu_ms["celery_worker.py"], cpu_ms["bare Celery task"])]
-    rows: list[list[object]] = []
-    for name, values in rates.items():
-        median = statistics.median(values)
-        ours = name == "celery_worker.py"
-        rows.append([f"{name}{label}", concurrency, count, len(values), f"{median:.0f}",
-                     f"{min(values):.0f}-{max(values):.0f}", f"{median / concurrency:.0f}",
-                     f"{statistics.median(ratios):.0%} ({min(ratios):.0%}-{max(ratios):.0%})" if ours else "100%",
-                     f"{statistics.median(cpu_ms[name]):.2f}",
-                     f"{statistics.median(cpu_ratios):.0%} ({min(cpu_ratios):.0%}-{max(cpu_ratios):.0%})"
-                     if ours else "100%"])
-    return rows
-
-
 def percentiles(values: Sequence[float]) -> str:
     ordered = sorted(values)
     p99 = ordered[max(0, -(-len(ordered) * 99 // 100) - 1)]  # nearest rank
@@ -422,23 +174,6 @@ def bench_latency(server: RedisServer, app: Any, tmp: Path, rate: float, count: 
         worker.log.wait_for(2 + count, 60)
     client.flushdb()
     return [(worker.log.processed[task] - at) * 1000 for task, at in sent.items()]
-
-
-class Lines:
-    """consumer.py's log stream, in memory: the wall-clock time each message_processed line was written."""
-
-    def __init__(self) -> None:
-        self.processed: dict[str, float] = {}  # idempotency key -> time
-
-    def write(self, text: str) -> None:
-        at = time.time()
-        for line in text.splitlines():
-            entry = json.loads(line)
-            if entry["event"] == "message_processed":
-                self.processed[entry["idempotency_key"]] = at
-
-    def flush(self) -> None:
-        pass
 
 
 def bench_sqs_latency(tmp: Path, rate: float, count: int, wait_time: int) -> list[float]:
@@ -480,237 +215,6 @@ def bench_sqs_latency(tmp: Path, rate: float, count: int, wait_time: int) -> lis
     finally:
         emulator.stop()
     return [(lines.processed[key] - at) * 1000 for key, at in sent.items()]
-
-
-def distribution(errors: Sequence[int]) -> str:
-    return ", ".join(f"{error:+d}: {n}" if error else f"0: {n}" for error, n in sorted(Counter(errors).items()))
-
-
-def task_id(entry: bytes) -> str:
-    """The Celery task id of an entry of kombu's unacked hash: [message, exchange, routing key]."""
-    return str(json.loads(entry)[0]["headers"]["id"])
-
-
-def bench_accuracy(server: RedisServer, app: Any, tmp: Path, count: int, concurrency: int, work: float,
-                   interval: float) -> dict[str, Any]:
-    client = redis.Redis.from_url(server.url_with_password)
-    client.flushdb()
-    enqueued = celery_worker.enqueue(app, jobs(count, "accuracy"))
-    quiescent = [redis_backlog.pending_jobs(client, QUEUE) - enqueued]  # before any worker runs
-    pending_errors, llen_errors = [], []
-    logged_not_acked = in_transit = holding = moved = 0
-    pauses = []
-    pick = random.Random(1)
-    with running_worker(server, tmp / f"accuracy-{concurrency}.log", concurrency, work) as worker:
-        # Samples from the worker's first fetch on: while it starts, nothing moves and every reading is exact.
-        deadline = time.monotonic() + 120
-        while not client.hlen(redis_backlog.UNACKED) and client.llen(QUEUE) == enqueued and not worker.log.read():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the worker took no job in 120 s")
-            time.sleep(0.005)
-        while True:
-            time.sleep(pick.uniform(0, 2 * interval))  # no fixed phase against the jobs' own period
-            paused = time.perf_counter()
-            worker.pause()
-            try:
-                pending = redis_backlog.pending_jobs(client, QUEUE)
-                with client.pipeline(transaction=True) as pipeline:
-                    pipeline.llen(QUEUE)
-                    pipeline.hvals(redis_backlog.UNACKED)
-                    waiting, unacked = pipeline.execute()
-                truth = enqueued - worker.log.read()
-            finally:
-                worker.resume()
-                pauses.append(time.perf_counter() - paused)
-            # The paused worker cannot move a job; only a BRPOP it sent just before the stop can still be
-            # served in between the two reads.
-            moved += pending != waiting + len(unacked)
-            held = {task_id(entry) for entry in unacked}
-            done_held = len(held & set(worker.log.processed))
-            logged_not_acked += done_held
-            in_transit += truth - waiting - (len(unacked) - done_held)
-            holding += bool(unacked)
-            pending_errors.append(pending - truth)
-            llen_errors.append(int(waiting) - truth)
-            if truth == 0 and pending == 0:
-                break
-        wait_drained(client, 30)
-        quiescent.append(redis_backlog.pending_jobs(client, QUEUE) - (enqueued - worker.log.read()))
-    client.flushdb()
-    return {"pending": pending_errors, "llen": llen_errors, "quiescent": quiescent, "moved": moved,
-            "logged not acked": logged_not_acked, "in transit": in_transit, "holding": holding,
-            "pause ms": statistics.median(pauses) * 1000}
-
-
-def error_row(label: str, errors: Sequence[int]) -> list[object]:
-    return [label, len(errors), sum(1 for e in errors if e == 0), max(abs(e) for e in errors), distribution(errors)]
-
-
-def processed_lines(path: Path) -> list[dict[str, Any]]:
-    """The message_processed lines of a worker's log; complete lines only (a killed worker may leave half one)."""
-    entries = []
-    for line in path.read_bytes().decode(errors="replace").splitlines(keepends=True):
-        if line.startswith("{") and line.endswith("\n"):
-            entry = json.loads(line)
-            if entry["event"] == "message_processed":
-                entries.append(entry)
-    return entries
-
-
-def epoch(ts: str) -> float:
-    return datetime.datetime.fromisoformat(ts).timestamp()
-
-
-def warm_up(app: Any, client: Any, workers: Sequence[Worker], timeout: float = 120) -> None:
-    """A few jobs at a time until every worker has processed one: all of them consume when the burst comes."""
-    deadline = time.monotonic() + timeout
-    round_ = 0
-    while not all(worker.log.read() for worker in workers):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not every worker took a job in {timeout} s")
-        celery_worker.enqueue(app, jobs(2 * len(workers), f"warm-up-{round_}", seed=100 + round_))
-        wait_drained(client, timeout)
-        round_ += 1
-
-
-def kill_first(client: Any, victim: Worker, survivor: Worker) -> tuple[float, dict[str, float], int]:
-    """SIGKILL to the victim's process group (main process and pool) with both workers stopped (SIGSTOP) since
-    the unacked hash was read: no job is taken, acknowledged or restored between the reading and the kill.
-    A moment when the restore sweep's lock is held, or the hash is empty, is let pass (a worker killed holding
-    the lock would hold up every sweep for kombu's unacked_mutex_expire, 300 s).
-    Returns the kill's time (epoch seconds), message id -> time of delivery of each unacked entry, and LLEN."""
-    while True:
-        survivor.pause()
-        victim.pause()
-        with client.pipeline(transaction=True) as pipeline:
-            pipeline.exists(RESTORE_MUTEX)
-            pipeline.hgetall(redis_backlog.UNACKED)
-            pipeline.zrange(UNACKED_INDEX, 0, -1, withscores=True)
-            pipeline.llen(QUEUE)
-            locked, unacked, index, waiting = pipeline.execute()
-        if not locked and unacked:
-            break
-        victim.resume()
-        survivor.resume()
-        time.sleep(0.01)
-    os.killpg(victim.process.pid, signal.SIGKILL)
-    killed_at = time.time()
-    victim.process.wait(10)
-    survivor.resume()
-    delivered = dict(index)
-    return killed_at, {task_id(entry): delivered[tag] for tag, entry in unacked.items()}, int(waiting)
-
-
-def bench_kill(server: RedisServer, app: Any, tmp: Path, count: int, work: float, visibility: int,
-               restore: int) -> list[object]:
-    if 2 * work >= visibility:  # the survivor's own jobs would come back too, and could not be told apart
-        raise ValueError(f"a job of {work} s is too long for a visibility timeout of {visibility} s")
-    client = redis.Redis.from_url(server.url_with_password)
-    client.flushdb()
-    options = ["--visibility-timeout", str(visibility), "--restore-interval", str(restore)]
-    name = f"kill-{visibility}-{restore}"
-    killed_log, survivor_log = tmp / f"{name}-killed.log", tmp / f"{name}-survivor.log"
-    with running_worker(server, killed_log, 2, work, options) as victim, \
-            running_worker(server, survivor_log, 2, work, options) as survivor:
-        warm_up(app, client, [victim, survivor])
-        burst = jobs(count, name, seed=visibility * 100 + restore)
-        keys = {key for _, key in burst}
-        done_before = victim.log.read()
-        celery_worker.enqueue(app, burst)
-        # Mid-burst: once the first worker has done a tenth of it.
-        deadline = time.monotonic() + 60 + count * work
-        while victim.log.read() - done_before < max(1, count // 10):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the first worker did not get through a tenth of the burst; see {killed_log}")
-            time.sleep(0.01)
-        killed_at, held, waiting = kill_first(client, victim, survivor)
-        # Until every job is processed; a job nowhere (neither waiting nor held) for 2 s is lost.
-        deadline = time.monotonic() + visibility + restore + count * work + 60
-        empty_since = None
-        while True:
-            lines = processed_lines(killed_log) + processed_lines(survivor_log)
-            survivor_ids = {entry["message_id"] for entry in processed_lines(survivor_log)}
-            if keys <= {entry["idempotency_key"] for entry in lines} and set(held) <= survivor_ids:
-                break
-            if redis_backlog.pending_jobs(client, QUEUE):
-                empty_since = None
-            elif empty_since is None:
-                empty_since = time.monotonic()
-            elif time.monotonic() - empty_since > 2:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{redis_backlog.pending_jobs(client, QUEUE)} jobs pending after the kill; see "
-                                   f"{killed_log}, {survivor_log}")
-            time.sleep(0.05)
-        wait_drained(client, 30)
-    lines = processed_lines(killed_log) + processed_lines(survivor_log)
-    by_survivor: dict[str, float] = {}
-    for entry in processed_lines(survivor_log):
-        by_survivor.setdefault(entry["message_id"], epoch(entry["ts"]))
-    # The killed worker's entries come back only through the sweep: after their time of delivery + visibility.
-    stranded = {tid: at for tid, at in held.items() if by_survivor.get(tid, float("inf")) >= at + visibility}
-    recovered = [by_survivor[tid] for tid in stranded if tid in by_survivor]
-    times = Counter(entry["idempotency_key"] for entry in lines if entry["idempotency_key"] in keys)
-    client.flushdb()
-    return [visibility, restore, f"{work:g}", count, waiting, len(stranded),
-            f"{max(recovered) - killed_at:.1f}" if recovered else "-",
-            f"{max(killed_at - at for at in stranded.values()):.2f}" if stranded else "-",
-            f"{visibility + restore + work:g}", f"{len(times)}/{count}", len(keys - set(times)),
-            sum(n - 1 for n in times.values())]
-
-
-def role_defaults() -> tuple[int, int, int]:
-    """Longest job, visibility timeout and restore interval of the celery_worker role as it deploys them."""
-    import yaml
-
-    defaults = yaml.safe_load((REPO / "roles" / "celery_worker" / "defaults" / "main.yml").read_text())
-    return (int(defaults["celery_worker_longest_job"]), int(defaults["celery_worker_visibility_timeout"]),
-            int(defaults["celery_worker_restore_interval"]))
-
-
-def bench_replicas(tmp: Path, count: int, runs: int) -> tuple[list[list[object]], list[float]]:
-    """Enqueue onto a primary with a replica (sqs_fleet.lab.redis_failover), the chunk counted sent on the
-    primary's word and once WAIT saw the replica hold it; and each chunk's WAIT alone (what sets the producer's
-    replica timeout)."""
-    from sqs_fleet.lab.redis_failover import ReplicatedRedis
-
-    rows, waits = [], []
-    with ReplicatedRedis(tmp / "replicated") as group:
-        app = celery_worker.make_app(group.url_with_password, QUEUE, DLQ)
-        client = redis.Redis.from_url(group.url_with_password)
-        for replicas in (0, 1):
-            seconds = []
-            for run in range(runs):
-                batch = jobs(count, f"replicated-{replicas}-{run}", seed=run)
-                started = time.perf_counter()
-                assert celery_worker.enqueue(app, batch, replicas=replicas) == count
-                seconds.append(time.perf_counter() - started)
-                client.delete(QUEUE)
-            median = statistics.median(seconds)
-            rows.append([f"enqueue(chunk=500), --replicas {replicas}", count, f"{count / median:.0f}",
-                         f"{count / max(seconds):.0f}-{count / min(seconds):.0f}"])
-        for run in range(max(20, runs * 10)):
-            chunk = celery_worker.build_chunk(app, jobs(500, f"wait-{run}", seed=run))
-            celery_worker.publish_chunk(client, chunk)
-            started = time.perf_counter()
-            client.execute_command("WAIT", 1, 0)  # the replica's acknowledgement of the chunk just pushed
-            waits.append((time.perf_counter() - started) * 1000)
-        client.flushdb()
-    return rows, waits
-
-
-def bench_worker_replicas(tmp: Path, count: int, runs: int) -> list[list[object]]:
-    """Processing alone (bench_processing) on a primary with a replica, celery_worker.py with and without
-    --replicas 1 (WAIT for the replica's copy of each done record before acknowledging)."""
-    from sqs_fleet.lab.redis_failover import ReplicatedRedis
-
-    rows = []
-    with ReplicatedRedis(tmp / "replicated-workers") as group:
-        app = celery_worker.make_app(group.url_with_password, QUEUE, DLQ)
-        for options in ((), ("--replicas", "1")):
-            rates = bench_processing(group, app, tmp, count, runs, 1, options)
-            rows += processing_rows(1, count, rates, f", {' '.join(options) or '--replicas 0'}")[:1 if options else 2]
-    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
