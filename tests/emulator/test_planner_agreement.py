@@ -118,7 +118,9 @@ def redis_stack(emulator, run_playbook, aws, tmp_path_factory):
     server.stop()
 
 
-def test_the_planner_decides_as_the_loop_on_redis(redis_stack, aws, emulator, tmp_path):
+def play_jobs(redis_stack, aws, emulator, workdir, jobs: int, seed: int, until):
+    """`jobs` Celery jobs on the lab's Redis, the loop played with Celery workers until `until(timeline)`:
+    (stack, fleet, scaling, timeline)."""
     import redis
 
     from sqs_fleet_workers import celery_worker, vehicles
@@ -127,17 +129,23 @@ def test_the_planner_decides_as_the_loop_on_redis(redis_stack, aws, emulator, tm
     client = redis.Redis(host=server.host, port=server.port, password=server.password)
     client.flushdb()
     app = celery_worker.make_app(server.url_with_password, stack.queue_name, stack.dead_letter_queue_name)
-    celery_worker.enqueue(app, [(v, f"key-{n}") for n, v in enumerate(vehicles.generate(25, seed=6))])
+    celery_worker.enqueue(app, [(v, f"key-{n}") for n, v in enumerate(vehicles.generate(jobs, seed=seed))])
     fleet = Fleet(stack, aws, broker=client)
     workers = CeleryProcessWorkers(stack.queue_name, server.url,
                                    {**os.environ, **emulator.environment(), "REDIS_AUTH_TOKEN": server.password},
-                                   tmp_path / "workers")
+                                   workdir)
     scaling = EmulatedScaling(fleet, workers, LifecycleActions())
     assert scaling.publisher is not None
     scaling.publisher.environment["BACKLOG_REDIS_URL"] = server.url
-    timeline = FleetWatch(fleet, scaling).run(
+    timeline = FleetWatch(fleet, scaling).run(until=until, max_periods=30, period_seconds=1.0)
+    return stack, fleet, scaling, timeline
+
+
+def test_the_planner_decides_as_the_loop_on_redis(redis_stack, aws, emulator, tmp_path):
+    stack, fleet, scaling, timeline = play_jobs(
+        redis_stack, aws, emulator, tmp_path / "workers", 25, 6,
         until=lambda t: len(t) > 2 and t[-1].visible + t[-1].in_flight == 0 and t[-1].desired == 0
-        and t[-1].instances == 0, max_periods=30, period_seconds=1.0)
+        and t[-1].instances == 0)
     settings = Settings.from_stack(stack)
     assert settings.broker == "redis" and settings.from_zero
     check(timeline, fleet, scaling, settings)
@@ -145,25 +153,9 @@ def test_the_planner_decides_as_the_loop_on_redis(redis_stack, aws, emulator, tm
 
 def test_a_few_jobs_below_the_threshold_start_one_worker_from_zero_in_both(redis_stack, aws, emulator, tmp_path):
     """The from-zero alarm's metric math on the group's desired capacity: the planner and the loop agree."""
-    import redis
-
-    from sqs_fleet_workers import celery_worker, vehicles
-
-    stack, server = redis_stack
-    client = redis.Redis(host=server.host, port=server.port, password=server.password)
-    client.flushdb()
-    app = celery_worker.make_app(server.url_with_password, stack.queue_name, stack.dead_letter_queue_name)
-    celery_worker.enqueue(app, [(v, f"key-{n}") for n, v in enumerate(vehicles.generate(3, seed=8))])
-    fleet = Fleet(stack, aws, broker=client)
-    workers = CeleryProcessWorkers(stack.queue_name, server.url,
-                                   {**os.environ, **emulator.environment(), "REDIS_AUTH_TOKEN": server.password},
-                                   tmp_path / "workers")
-    scaling = EmulatedScaling(fleet, workers, LifecycleActions())
-    assert scaling.publisher is not None
-    scaling.publisher.environment["BACKLOG_REDIS_URL"] = server.url
-    timeline = FleetWatch(fleet, scaling).run(
-        until=lambda t: len(t) > 2 and t[-1].desired == 0 and t[-1].instances == 0, max_periods=30,
-        period_seconds=1.0)
+    stack, _fleet, scaling, timeline = play_jobs(
+        redis_stack, aws, emulator, tmp_path / "workers", 3, 8,
+        until=lambda t: len(t) > 2 and t[-1].desired == 0 and t[-1].instances == 0)
     assert timeline[0].desired == 1 and timeline[0].alarms["scale_out_from_zero"] == "ALARM"
     assert disagreements(timeline, scaling, Settings.from_stack(stack)) == []
 
