@@ -1,4 +1,4 @@
-"""The Redis broker path on a real Redis server (Valkey from sqs_fleet.lab.redis, AUTH on): the producer's
+"""The Redis broker path on a real Redis server (Valkey from sqs_fleet.lab.redis_server, AUTH on): the producer's
 enqueue rate, pipelined and one job a round trip, with and without a replica; jobs/s of files/celery_worker.py
 against a bare Celery task; enqueue-to-processed latency beside the SQS consumer's; and PendingJobs
 (files/redis_backlog.py) against ground truth while workers prefetch.
@@ -64,7 +64,7 @@ from bench.redis_procs import (
     running_worker,
     wait_drained,
 )
-from sqs_fleet.lab.redis import RedisServer, free_port, start_redis
+from sqs_fleet.lab.redis_server import RedisServer, free_port, start_redis
 from sqs_fleet_workers import celery_worker
 
 

@@ -28,7 +28,7 @@ from bench.redis_procs import (
     warm_up,
 )
 from sqs_fleet import REPO
-from sqs_fleet.lab.redis import RedisServer
+from sqs_fleet.lab.redis_server import RedisServer
 from sqs_fleet_workers import celery_worker, redis_backlog
 
 

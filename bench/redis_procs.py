@@ -21,7 +21,7 @@ import redis
 
 from bench.redis_broker_jobs import BARE_QUEUE, QUEUE, Job, jobs
 from sqs_fleet import REPO
-from sqs_fleet.lab.redis import RedisServer
+from sqs_fleet.lab.redis_server import RedisServer
 from sqs_fleet_workers import celery_worker, redis_backlog
 
 

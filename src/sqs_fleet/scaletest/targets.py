@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from sqs_fleet import REPO, aws
-from sqs_fleet.lab import redis as lab_redis
+from sqs_fleet.lab import redis_server
 from sqs_fleet.lab.fleet import Lab, NodeWorkers
 from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CeleryProcessWorkers, ProcessWorkers
@@ -179,7 +179,7 @@ def open_target(config: ScaleTestConfig, context: contextlib.ExitStack, design: 
 def open_redis_target(config: ScaleTestConfig, stack: Stack, logs: Path, design: Design) -> Target:
     """A stack on Redis with local Celery workers: the lab's Redis server (the emulator serves none) with the
     stack's AUTH token from SSM, the Celery queue's counts, one worker process per instance."""
-    server = lab_redis.ensure(password=lab_redis.stack_token(stack.broker["auth_parameter"]))
+    server = redis_server.ensure(password=redis_server.stack_token(stack.broker["auth_parameter"]))
     client = redis.Redis(host=server.host, port=server.port, password=server.password)
     client.delete(stack.queue_name, stack.dead_letter_queue_name, "unacked", "unacked_index")  # a clean burst
     fleet = Fleet(stack, aws.clients(), broker=client)
