@@ -57,10 +57,11 @@ def test_a_reservation_the_account_cannot_give_is_refused_or_skipped_with_a_warn
         assert f"No reserved concurrency of {asked}" in warning and "99 would be left" in warning
     assert reserved(aws) is None
 
-    allowed = ok(run_module("lambda_concurrency", dict(too_many, reserved=900, if_account_allows=True)))
-    assert allowed["changed"] and reserved(aws) == 900 and not allowed.get("warnings")
+    most = account["UnreservedConcurrentExecutions"] - 100  # what leaves exactly the floor (others may hold some)
+    allowed = ok(run_module("lambda_concurrency", dict(too_many, reserved=most, if_account_allows=True)))
+    assert allowed["changed"] and reserved(aws) == most and not allowed.get("warnings")
     assert aws("lambda").get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 100
-    # Its own reservation counts as available to it: 900 -> 901 would leave 99, refused; 900 -> 1 is fine.
+    # Its own reservation counts as available to it: one more would leave 99, refused; down to 1 is fine.
     assert not ok(run_module("lambda_concurrency", dict(too_many, if_account_allows=True)))["changed"]
     assert ok(run_module("lambda_concurrency", {"function_name": name, "reserved": 1, "if_account_allows": True}))[
         "changed"] and reserved(aws) == 1
