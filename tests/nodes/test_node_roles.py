@@ -19,7 +19,10 @@ pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{mi
 
 @pytest.mark.parametrize("scenario", ["default", "redis"])
 def test_molecule_scenario_converges_idempotently_and_verifies(tmp_path, scenario):
-    env = {**os.environ, "ANSIBLE_HOME": str(tmp_path), "ANSIBLE_DEPRECATION_WARNINGS": "false",
+    # The node's modules run with this environment (nsenter): the host's own pip settings would override the
+    # node's (its wheelhouse in /etc/pip.conf), as they never reach a booted node's own bootstrap.
+    host = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env = {**host, "ANSIBLE_HOME": str(tmp_path), "ANSIBLE_DEPRECATION_WARNINGS": "false",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "NO_COLOR": "1"}
     result = subprocess.run(["molecule", "test", "-s", scenario], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=900, check=False)
