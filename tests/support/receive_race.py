@@ -72,21 +72,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    corrections = installed() if args.server == "corrected" else contextlib.nullcontext()
-    corrections.__enter__()
-    server = ThreadedMotoServer("127.0.0.1", port, verbose=False)
-    server.start()
-    settings = {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
-                "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto's placeholders
     duplicates = []
-    try:
-        for _ in range(args.rounds):
-            duplicates.append(received_twice(lambda: boto3.client("sqs", **settings)))
-            if args.until_duplicate and duplicates[-1]:
-                break
-    finally:
-        server.stop()
-        corrections.__exit__(None, None, None)
+    with installed() if args.server == "corrected" else contextlib.nullcontext():
+        server = ThreadedMotoServer("127.0.0.1", port, verbose=False)
+        server.start()
+        settings = {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
+                    "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto's placeholders
+        try:
+            for _ in range(args.rounds):
+                duplicates.append(received_twice(lambda: boto3.client("sqs", **settings)))
+                if args.until_duplicate and duplicates[-1]:
+                    break
+        finally:
+            server.stop()
     print(json.dumps({"server": args.server, "duplicates_per_round": duplicates}))
     return 0
 
