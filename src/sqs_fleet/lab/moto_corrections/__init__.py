@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Iterator
 from importlib.metadata import version
 
+from packaging.version import Version
+
 from sqs_fleet.lab.moto_corrections import autoscaling, lambda_network, lambda_settings, launch_templates, sqs
 
 # The moto releases the corrections were verified with (lowest, highest), the pinned one in constraints.txt.
@@ -21,15 +23,11 @@ MOTO_VERIFIED = ((5, 2, 5), (5, 2, 5))
 PRIVATE_NAMES: dict[str, str] = {}
 
 
-def release(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
-
-
 def outside_window() -> str | None:
     """Why the corrections cannot apply to the installed moto, or None."""
     found = version("moto")
     lowest, highest = MOTO_VERIFIED
-    if lowest <= release(found) <= highest:
+    if lowest <= Version(found).release[:3] <= highest:
         return None
     window = "..".join(".".join(map(str, end)) for end in MOTO_VERIFIED)
     return (f"moto {found} is not a release the lab's corrections were verified with ({window}): the emulator "
