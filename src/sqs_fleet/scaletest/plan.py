@@ -45,7 +45,9 @@ from typing import Any
 
 from sqs_fleet import REPO, aws
 from sqs_fleet.lab import redis as lab_redis
-from sqs_fleet.lab.lifecycle import LifecycleActions
+from sqs_fleet.lab.emulator import free_port
+from sqs_fleet.lab.lifecycle import LAUNCHING, LifecycleActions
+from sqs_fleet.lab.node import missing_requirements
 from sqs_fleet.lab.workers import CONSUMER, CeleryProcessWorkers, ProcessWorkers
 from sqs_fleet.scaletest.consistency import (
     Inconsistent,
@@ -56,6 +58,7 @@ from sqs_fleet.scaletest.consistency import (
     published_points,
     widget_problems,
 )
+from sqs_fleet.scaletest.prediction import RunSettings, prediction
 from sqs_fleet.scaletest.report import DATA_FILE, figures, plots, processed_minutes, processed_per_period, report
 from sqs_fleet.scaletest.widgets import render_dashboards
 from sqs_fleet.sim.loop import (
@@ -202,22 +205,48 @@ def machine() -> str:
     return f"{cores} cores, {memory} GiB, {sys.platform}"
 
 
-def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work: Path) -> Stack:
-    """site.yml on the lab's emulator, with workers that pull this commit and wait one scaled minute; the stack
-    it recorded. A node boots in real seconds, which the loop's scaled clock does not shrink: the launch hook's
-    heartbeat is set to cover LAB_BOOT_SECONDS of real time (within the hook's 7200 s limit), so a slow boot is
-    late, not abandoned."""
-    record = work / "lab-stack.json"
-    launch_timeout = max(600, min(7200, math.ceil(LAB_BOOT_SECONDS * 60 / period_seconds)))
+def lab_period(args: argparse.Namespace, period: float) -> float:
+    """The tick's real length a lab stack's workers are configured for (they poll once a tick of it): with
+    --real-time, the default tick's, whatever --period-seconds gives the local processes of the same run."""
+    return EMULATOR_PERIOD_SECONDS if args.real_time else period
+
+
+def lab_launch_timeout(period_seconds: float) -> int:
+    """The launch hook's heartbeat on a lab stack: a node boots in real seconds, which a scaled clock does not
+    shrink, so it covers LAB_BOOT_SECONDS of real time (within the hook's 7200 s limit): a slow boot is late, not
+    abandoned."""
+    return max(600, min(7200, math.ceil(LAB_BOOT_SECONDS * 60 / period_seconds)))
+
+
+def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work: Path, broker: str = "sqs",
+                        image: str = "stock", broker_url: str | None = None) -> Stack:
+    """site.yml on the lab's emulator (inventory/local, or inventory/local-redis for `broker` redis, its workers
+    and publisher on the Redis server at `broker_url`), with workers that pull this commit and wait one tick of
+    real time between polls; with `image` baked, image.yml bakes the worker image of this commit and site.yml
+    puts it in the launch template. The stack it recorded."""
+    record = work / f"lab-stack-{broker}-{image}.json"
+    inventory = ["-i", "inventory/local-redis"] if broker == "redis" else []
     variables = lab.site_variables(fleet_poll_interval=max(1, round(period_seconds)),
-                                   fleet_launch_timeout=launch_timeout, scaling_idle_window=idle_minutes * 60,
-                                   stack_output_file=str(record))
-    env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(work / "ansible-home")}
+                                   fleet_launch_timeout=lab_launch_timeout(period_seconds),
+                                   scaling_idle_window=idle_minutes * 60, stack_output_file=str(record))
+    if broker == "redis":
+        # The lab's Redis on the nodes' bridge at a port of this run's own (the inventory's names one for its
+        # tests); the node overrides are the inventory's with that URL.
+        variables.update(stack_broker_lab_url=broker_url, fleet_node_overrides={
+            "cloudwatch_agent_install": False, "lifecycle_watcher_interval": 1,
+            "celery_worker_broker_url": broker_url, "celery_worker_endpoint_parameter": ""})
+    env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(work / "ansible-home"),
+           "ANSIBLE_DEPRECATION_WARNINGS": "false"}
     playbook = Path(sys.executable).with_name("ansible-playbook")
-    run = subprocess.run([str(playbook), "site.yml", "-e", json.dumps(variables)],  # noqa: S603  # nosec B603
-                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    if run.returncode != 0:
-        raise SystemExit(f"site.yml failed on the lab's emulator:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
+    steps: list[tuple[str, dict[str, Any]]] = [("site.yml", {})]
+    if image == "baked":
+        steps += [("image.yml", {}), ("site.yml", {"fleet_image": "baked"})]
+    for name, extra in steps:
+        run = subprocess.run([str(playbook), name, *inventory,  # noqa: S603  # nosec B603
+                              "-e", json.dumps({**variables, **extra})],
+                             cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            raise SystemExit(f"{name} failed on the lab's emulator:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
     return Stack.load(record)
 
 
@@ -249,6 +278,29 @@ def bootstrap_logs(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.bootstrap.txt"), key=lambda log: ("bootstrap: done" not in log.read_text(), log.name))
 
 
+def boot_seconds(folder: Path) -> list[float]:
+    """Each node's boot in real seconds: from when it began (`<node>.booted.txt`) to the launch action its
+    lifecycle watcher completed (its log, kept when the node went); nodes scaled in before that have none."""
+    boots = []
+    for began in sorted(folder.glob("*.booted.txt")):
+        watcher = folder / began.name.replace(".booted.txt", ".lifecycle.txt")
+        events = [parse_log_line(line, "") for line in watcher.read_text().splitlines()] if watcher.exists() else []
+        completed = next((e["ts"] for e in events if e and e.get("event") == "lifecycle_action_completed"
+                          and e.get("hook") == "launch"), None)
+        if completed:
+            start = datetime.datetime.fromisoformat(began.read_text().strip())
+            boots.append(round((datetime.datetime.fromisoformat(completed) - start).total_seconds(), 1))
+    return boots
+
+
+# Why the previous design is played with local processes when the run of record boots nodes.
+PREVIOUS_ON_PROCESSES = (
+    "the previous design's figures rest on workers that never complete their termination action (the drain hook's "
+    "300 s heartbeat holds every scale-in), but every node booted from this commit runs the lifecycle watcher, "
+    "which completes it; so both designs of this comparison are played with local processes, as before, on the "
+    "same burst")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=("emulator", "aws"), default="emulator")
@@ -273,6 +325,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-stack", type=Path, default=None,
                         help="on the emulator, local processes: then play the same burst on this stack on Redis "
                              "(site.yml -i inventory/local-redis recorded it), in its own section of REPORT.md")
+    parser.add_argument("--images", default="stock", metavar="stock[,baked]",
+                        help="with --workers nodes: the node image(s) to boot, one run each (baked: image.yml bakes "
+                             "this commit's worker image on the lab and the nodes boot from it)")
+    parser.add_argument("--redis", action="store_true",
+                        help="with --workers nodes: then the same burst on a stack on Redis that the lab makes "
+                             "(site.yml -i inventory/local-redis), with nodes running the Celery worker")
+    parser.add_argument("--real-time", action="store_true",
+                        help="with --workers nodes: a tick lasts the AWS time it stands for (10 or 60 s), so a "
+                             "node's boot counts in AWS time as it took")
     parser.add_argument("--job-seconds", type=float, default=6.0,
                         help="on a stack on Redis: AWS seconds each Celery job takes (default 6)")
     parser.add_argument("--out", type=Path, default=REPO, help="where REPORT.md and its report/ folder go")
@@ -283,9 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--spot-interruptions must be 0 or more" if args.spot_interruptions < 0 else None) or (
         "--spot-interruptions is emulated on the emulator only: on AWS, EC2 interrupts Spot instances itself"
         if args.spot_interruptions and args.target == "aws" else None) or (
-        "--design, --compare and --redis-stack play on the emulator with local processes only"
-        if (args.compare or args.design != "current" or args.redis_stack) and (
-            args.target == "aws" or args.workers == "nodes") else None)
+        "--design, --compare and --redis-stack play on the emulator with local processes only (with --workers "
+        "nodes, --compare plays both designs with local processes beside the nodes' run, and --redis plays Redis)"
+        if (args.compare and args.target == "aws") or ((args.design != "current" or args.redis_stack) and (
+            args.target == "aws" or args.workers == "nodes")) else None) or (
+        "--images, --redis and --real-time are for --workers nodes"
+        if (args.images != "stock" or args.redis or args.real_time) and args.workers != "nodes" else None) or (
+        f"--images {args.images!r}: stock, baked or stock,baked"
+        if not set(images(args)) <= {"stock", "baked"} or not images(args) else None)
     if problem:
         print(f"scale_test: {problem}", file=sys.stderr)
         return 2
@@ -312,6 +378,7 @@ class Target:
     span: Callable[[int], tuple[datetime.datetime, datetime.datetime]]  # the run's metric window, given its periods
     broker_url: str | None = None  # a Redis broker's URL (no token): jobs go there, not to the SQS queue
     broker: Any = None  # a client of that broker
+    period: float = 0.0  # real seconds a tick lasts, when the target set it (--real-time); else --period-seconds
 
 
 def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: Path, period: float,
@@ -332,16 +399,41 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
     metadata = None
     if args.workers == "nodes":
         from sqs_fleet.lab.fleet import Lab, NodeWorkers
+        from sqs_fleet.lab.node import HOST_ADDRESS
 
         lab = context.enter_context(Lab(work / "lab", actions))
-        stack = provision_lab_stack(lab, period, args.idle_minutes, work)
-        fleet = Fleet(stack, lab.client)
-        workers: Any = NodeWorkers(lab, lab.launch_template_user_data(stack.launch_template), logs)
+        broker = getattr(args, "broker", "sqs")
+        image = getattr(args, "image", "stock")
+        broker_url = client = None
+        producer_env = lab.environment()
+        if broker == "redis":
+            import redis
+
+            name = f"scale-test-{os.getpid()}"
+            broker_url = f"redis://{HOST_ADDRESS}:{free_port()}/0"
+        stack = provision_lab_stack(lab, lab_period(args, period), args.idle_minutes, work, broker, image, broker_url)
+        if broker_url:
+            token = lab_redis.stack_token(stack.broker["auth_parameter"], lab.environment())
+            server = lab_redis.ensure(name, int(broker_url.rsplit(":", 1)[1].split("/")[0]), HOST_ADDRESS, token)
+            context.callback(lab_redis.main, ["stop", "--name", name])
+            client = redis.Redis(host=server.host, port=server.port, password=server.password)
+            producer_env = {**producer_env, "REDIS_AUTH_TOKEN": server.password}
+        fleet = Fleet(stack, lab.client, broker=client)
+        # With --real-time a tick lasts the AWS time it stands for, so a node's boot in real seconds is the same
+        # number of AWS seconds in every figure.
+        real_period = float(tick_seconds(fleet.alarms)) if args.real_time else period
+        workers: Any = NodeWorkers(lab, lab.launch_template_user_data(stack.launch_template), logs,
+                                   image_commit=lab.commit if image == "baked" else None)
         metadata = lab.metadata
-        producer_env, description = lab.environment(), (
-            "booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
-            "cloud-init, ansible-pull of this commit, the consumer and lifecycle watcher roles; they complete "
-            "their own lifecycle actions through the lab's metadata service and Auto Scaling front (emulation)")
+        program = ("the Celery worker role" if broker == "redis" else "the consumer role") + \
+            " and the lifecycle watcher role"
+        boot = (f"the {image} image baked by image.yml at this commit (the user-data only configures and starts)"
+                if image == "baked" else "the stock image (cloud-init, ansible-pull of this commit)")
+        description = (f"booted nodes (systemd-nspawn, Amazon Linux 2023's twin on Debian 12) from {boot}, running "
+                       f"the launch template's user-data: {program}"
+                       + (" on the lab's Redis server (Valkey) with the stack's AUTH token" if broker_url else "")
+                       + "; they complete their own lifecycle actions through the lab's metadata service and Auto "
+                       "Scaling front (emulation)")
     else:
         stack = Stack.load(args.stack or output_file("local"))
         if stack.on_redis:
@@ -353,11 +445,14 @@ def open_target(args: argparse.Namespace, context: contextlib.ExitStack, work: P
         workers = ProcessWorkers(stack.queue_name, poll_interval=poll_interval, env=os.environ, logs=logs)
         producer_env, description = {}, ("local consumer processes started with the node's configuration; the loop "
                                          "completes their lifecycle actions (emulation)")
+        broker_url = client = None
+        real_period = period
     scaling = EmulatedScaling(fleet, workers, actions=actions, metadata=metadata,
                               complete_terminations=design.completes_terminations)
     return Target(stack, FleetWatch(fleet, scaling), producer_env, description,
                   events=lambda _: worker_events(logs),
-                  span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)))
+                  span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)),
+                  broker_url=broker_url, broker=client, period=real_period)
 
 
 def open_redis_target(args: argparse.Namespace, stack: Stack, logs: Path, period: float, design: Design) -> Target:
@@ -446,9 +541,51 @@ def spot_interrupter(scaling: EmulatedScaling, count: int) -> Callable[[Period],
     return interrupt
 
 
+def images(args: argparse.Namespace) -> list[str]:
+    return [name.strip() for name in args.images.split(",") if name.strip()]
+
+
+def run_record(args: argparse.Namespace, period: float, argv: Sequence[str] | None) -> int:
+    """With booted nodes: the current design on SQS with each image asked for (and on Redis with --redis), the
+    first one being the report's main run; with --compare, both designs with local processes beside them
+    (PREVIOUS_ON_PROCESSES says why)."""
+    current, work = DESIGNS["current"], args.out / ".run" / "scale-test"
+    booted: list[dict[str, Any]] = []
+    states: dict[str, str] = {}
+    for broker in ["sqs", *(["redis"] if args.redis else [])]:
+        for image in images(args):
+            result, final = play(argparse.Namespace(**{**vars(args), "broker": broker, "image": image}), period,
+                                 argv, current)
+            states = states or final
+            booted.append(result)
+    compared: list[dict[str, Any]] = []
+    if args.compare:
+        record = args.stack or output_file("local")
+        processes = argparse.Namespace(**{**vars(args), "workers": "processes", "real_time": False})
+        for design in (DESIGNS["previous"], current):
+            configure_stack(design, record, work)
+            compared.append(play(processes, period, argv, design)[0])
+    final_run = booted[0]
+    final_run["booted runs"] = [{key: run[key] for key in ("label", "conditions", "figures", "prediction")}
+                                for run in booted]
+    final_run["predictions"] = [{key: r[key] for key in ("label", "conditions", "prediction")}
+                                for r in booted + compared]
+    final_run["redis"] = next((run for run in booted if run["broker"] == "redis"), None)
+    if compared:
+        final_run["comparison"] = [{"design": r["design"], "conditions": r["conditions"], "figures": r["figures"]}
+                                   for r in compared]
+        final_run["comparison note"] = PREVIOUS_ON_PROCESSES
+    (args.out / DATA_FILE).write_text(json.dumps(final_run, indent=1, default=str))
+    (args.out / "REPORT.md").write_text(report(final_run, states))
+    print(f"\nReport: {args.out / 'REPORT.md'}")
+    return max(int(run["exit code"]) for run in booted + compared)
+
+
 def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None) -> int:
     """Play the design asked for, or both designs with --compare (previous first, so the stack ends in the
     current one); REPORT.md describes the last run played."""
+    if args.workers == "nodes":
+        return run_record(args, period, argv)
     designs = [DESIGNS["previous"], DESIGNS["current"]] if args.compare else [DESIGNS[args.design]]
     record = args.stack or output_file("local")
     runs: list[dict[str, Any]] = []
@@ -471,6 +608,10 @@ def run_plan(args: argparse.Namespace, period: float, argv: Sequence[str] | None
     if args.compare:
         final["comparison"] = [{"design": r["design"], "conditions": r["conditions"], "figures": r["figures"]}
                                for r in runs]
+    if args.target == "emulator":
+        final["predictions"] = [{key: r[key] for key in ("label", "conditions", "prediction")}
+                                for r in [*runs, *([final["redis"]] if args.redis_stack else [])]]
+        final["nodes not booted"] = missing_requirements() or "this run was asked for local processes"
     (args.out / DATA_FILE).write_text(json.dumps(final, indent=1, default=str))
     (args.out / "REPORT.md").write_text(report(final, states))
     print(f"\nReport: {args.out / 'REPORT.md'}")
@@ -487,6 +628,7 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
         old.unlink()
     with contextlib.ExitStack() as context:
         target = open_target(args, context, work, period, design)
+        provisioned, period = lab_period(args, period), target.period or period
         watch, fleet, stack = target.watch, target.watch.fleet, target.stack
         group = fleet.group()
         scale_in = fleet.alarm("scale_in")
@@ -518,13 +660,14 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
         maxima = one_minute_maxima(fleet.cloudwatch, metrics, *span)
         evidence = summarise(metrics, maxima)
         # What a user would see on the dashboards over the run (sqs_fleet.scaletest.widgets).
-        images = render_dashboards(fleet.cloudwatch, list(stack.dashboards.values()), *span, args.out,
+        pictures = render_dashboards(fleet.cloudwatch, list(stack.dashboards.values()), *span, args.out,
                                    args.target == "aws")
         if isinstance(watch.scaling, EmulatedScaling):
             # The loop published the timeline's own values: what is read back over the span must be those.
             points = published_points(timeline, span[0], fleet.queue_name, fleet.dlq_name, fleet.group_name)
             check(evidence_problems(metrics, maxima, points, span[0])
-                  + widget_problems(args.out, images, points, span[0]), design.name)
+                  + widget_problems(args.out, pictures, points, span[0]), design.name)
+        launch_hook = (scaling.hooks.get(LAUNCHING, {}) if isinstance(scaling, EmulatedScaling) else {})
 
     processed_at = processed_minutes(timeline, events, period)
     numbers = figures(timeline, events, args.messages, processed_at, tick,
@@ -557,10 +700,28 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
         "bootstrap log excerpt": bootstrap[0].read_text().splitlines()[-6:] if bootstrap else [],
         "dead letters sample": dead_letters,
         "dashboards": boards,
-        "dashboard images": images,
+        "dashboard images": pictures,
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
         "plots": plots(timeline, processed_at, tick, label, args.out, prefix="redis-" if stack.on_redis else ""),
     }
+    if not on_aws:
+        # The planner's prediction of this run, on its own settings (AWS seconds: real ones scaled by the tick).
+        scale = tick / period
+        nodes = args.workers == "nodes"
+        run_settings = RunSettings(
+            messages=args.messages, tick_seconds=tick,
+            poll_seconds=max(1, round(provisioned)) * scale if nodes else CONSUMER_POLL_SECONDS,
+            work_seconds=args.job_seconds if stack.on_redis and not nodes else 0.0,
+            watcher_seconds=1.0 * scale if nodes else 1.0,
+            launch_timeout=int(launch_hook.get("HeartbeatTimeout", 3600)),
+            image=getattr(args, "image", "stock") if nodes else "stock",
+            boots=[round(b * scale, 1) for b in boot_seconds(logs)] if nodes else [],
+            spot_interruptions=args.spot_interruptions)
+        result["prediction"] = prediction(stack, run_settings, numbers, result["timeline"])
+    result["broker"] = "redis" if stack.on_redis else "sqs"
+    result["label"] = (f"{design.name} design, {result['broker'].upper() if result['broker'] == 'sqs' else 'Redis'}, "
+                       + (f"booted nodes, {getattr(args, 'image', 'stock')} image" if args.workers == "nodes"
+                          else "local processes"))
     show_figures(numbers)
     result["exit code"] = 0 if numbers["messages lost"] == 0 else 1
     if numbers["minutes to zero instances"] is None:
