@@ -89,3 +89,35 @@ def test_the_report_entry_holds_the_inputs_and_one_row_per_figure():
     entry = prediction(STACK, RUN, numbers, [{"desired": 4}, {"desired": 0}])
     assert entry["inputs"]["boot seconds"] == 22.5 and entry["inputs"]["messages"] == 200
     assert [r["figure"] for r in entry["rows"]] == list(FIGURES)
+
+
+def test_the_report_sets_each_runs_prediction_beside_its_measurement_and_says_why_nodes_did_not_boot():
+    from sqs_fleet.scaletest import report
+
+    numbers = {"minutes to first instance in service": 0.5, "minutes to first message processed": 0.3,
+               "minutes to queue drained": 9.0, "minutes to zero instances": 12.0, "instance-minutes": 40.0,
+               "instance-minutes after the drain": 12.0, "peak instances": 4, "messages lost": 0, "dead letters": 0,
+               "messages processed more than once": 0, "spot interruptions": 0,
+               "seconds from first message to scale-out decision": 10,
+               "seconds from last message to last termination": 180.0}
+    timeline = [{"minute": 0, "seconds": 0, "visible": 200, "in_flight": 0, "processed": 0, "desired": 4,
+                 "instances": 4, "in_service": 0, "terminating": 0, "decisions": []}]
+    entry = prediction(STACK, RUN, numbers, timeline)
+    result = {
+        "target": "emulator", "date": "2026-01-01", "produced by": "the emulator",
+        "conditions": {"messages": 200, "tick seconds": 10, "real seconds per tick": 10.0, "workers": "nodes",
+                       "machine": "test", "stack": "prefix t", "command": "sqs-fleet-scale-test"},
+        "figures": numbers, "timeline": timeline, "worker log excerpt": [], "metric evidence": {},
+        "log source": "files", "dead letters sample": [], "dashboards": {}, "aws note": "No AWS measurement.",
+        "predictions": [{"label": "current design, SQS, booted nodes, stock image", "conditions": {},
+                         "prediction": entry}],
+        "nodes not booted": "booting test nodes needs root",
+    }
+    text = report.report(result, {})
+    assert "## The planner's prediction beside the measurement" in text
+    assert "### current design, SQS, booted nodes, stock image" in text
+    assert "the run's median boot, 22.5 s (stock image)" in text
+    # Drained at 540 s measured: far from the replay, so not agreed, with its reason.
+    drained = next(line for line in text.splitlines() if line.startswith("| seconds to queue drained |"))
+    assert "| 540 | 10 | no |" in drained and drained.rstrip(" |").split("|")[-1].strip() != "-"
+    assert "Booted nodes: none in this run (booting test nodes needs root)" in text

@@ -218,7 +218,7 @@ def lab_launch_timeout(period_seconds: float) -> int:
     return max(600, min(7200, math.ceil(LAB_BOOT_SECONDS * 60 / period_seconds)))
 
 
-def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work: Path, broker: str = "sqs",
+def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int | None, work: Path, broker: str = "sqs",
                         image: str = "stock", broker_url: str | None = None) -> Stack:
     """site.yml on the lab's emulator (inventory/local, or inventory/local-redis for `broker` redis, its workers
     and publisher on the Redis server at `broker_url`), with workers that pull this commit and wait one tick of
@@ -228,7 +228,9 @@ def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work
     inventory = ["-i", "inventory/local-redis"] if broker == "redis" else []
     variables = lab.site_variables(fleet_poll_interval=max(1, round(period_seconds)),
                                    fleet_launch_timeout=lab_launch_timeout(period_seconds),
-                                   scaling_idle_window=idle_minutes * 60, stack_output_file=str(record))
+                                   stack_output_file=str(record))
+    if idle_minutes is not None:  # else the design's own (group_vars/all/stack.yml: stack_scaling_idle_window)
+        variables["scaling_idle_window"] = idle_minutes * 60
     if broker == "redis":
         # The lab's Redis on the nodes' bridge at a port of this run's own (the inventory's names one for its
         # tests); the node overrides are the inventory's with that URL.
@@ -312,7 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--period-seconds", type=float, default=EMULATOR_PERIOD_SECONDS,
                         help="real seconds one tick of the loop lasts on the emulator (a tick is 60 s of AWS time, "
                              "10 s with 10-second alarms; on AWS it lasts 60 s)")
-    parser.add_argument("--idle-minutes", type=int, default=15, help="the scale-in idle window (nodes: site.yml)")
+    parser.add_argument("--idle-minutes", type=int, default=None,
+                        help="with --workers nodes: the scale-in idle window site.yml sets on the lab's stack "
+                             "(default: the design's, 3 minutes on SQS, 2 on Redis)")
     parser.add_argument("--max-minutes", type=int, default=120, help="give up after this many AWS minutes")
     parser.add_argument("--spot-interruptions", type=int, default=0, metavar="N",
                         help="on the emulator: interrupt N instances in service mid-burst (Spot notices, emulated)")
@@ -339,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO, help="where REPORT.md and its report/ folder go")
     args = parser.parse_args(argv)
     problem = check_target(args.target) or (
+        "--idle-minutes must be 1 or more" if args.idle_minutes is not None and args.idle_minutes < 1 else None) or (
         "--messages must be at least 1" if args.messages < 1 else None) or (
         "--period-seconds must be above 0" if args.period_seconds <= 0 else None) or (
         "--spot-interruptions must be 0 or more" if args.spot_interruptions < 0 else None) or (
