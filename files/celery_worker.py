@@ -8,11 +8,15 @@ Examples:
   celery_worker.py --queue jobs --broker-url redis://127.0.0.1:6390/0 --auth-parameter /lab/token
   REDIS_AUTH_TOKEN=... celery_worker.py --queue jobs --broker-url redis://127.0.0.1:6390/0 --concurrency 2
 
-Delivery: at least once. Each job is acknowledged after it ran (acks late); a job whose pool process died is
-put back at once (reject on worker lost); a worker prefetches one job per process; a job held by a worker
-that vanished (SIGKILL, lost instance) goes back to the queue once the visibility timeout has passed, found by
-the restore sweep of any live worker every --restore-interval seconds. Jobs must therefore be idempotent: the
-log line carries the job's idempotency key.
+Delivery: at least once, and a job already done is recognised. Each job is acknowledged after it ran (acks
+late); a job whose pool process died is put back at once (reject on worker lost); a worker prefetches one job
+per process. A held job carries a lease: its entry in kombu's unacked index is renewed by its worker every
+--visibility-timeout / 6 seconds, so a job of any length is never handed to a second worker while its worker
+lives, and a job held by a worker that vanished (SIGKILL, lost instance, a failover that dropped its prefetch)
+goes back to the queue within --visibility-timeout + --restore-interval seconds (35 s by default), found by the
+restore sweep of any live worker. Before acknowledging, the worker records the job as done (its idempotency key,
+kept --done-ttl seconds) and, with --replicas N, waits until N replicas hold the record: a redelivered job
+whose record exists is logged as message_duplicate and not run again.
 Poison jobs: an invalid job, a job that failed --max-deliveries times (a crash of its worker included) goes
 to the dead-letter list at once, with the reason, and is never retried again.
 On SIGTERM to the main process (systemd's KillMode=mixed) the worker stops taking jobs, finishes the running
@@ -28,16 +32,40 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from redis_backlog import UNACKED_INDEX, done_key
 from vehicles import fail, validation_errors
 
 TASK_NAME = "vehicles.process"
 MAX_DELIVERIES = 5  # as the SQS queue's maxReceiveCount
 DELIVERY_KEY_TTL = 7 * 24 * 3600
+VISIBILITY_TIMEOUT = 30  # seconds a held job outlives its worker's last lease renewal
+LEASE_RENEWALS = 6  # renewals per visibility timeout: five can be missed before a live worker's job is restored
+DONE_TTL = 24 * 3600  # seconds a done record is kept: redeliveries come within minutes of the first run
+# WAIT's timeout for a replica. Measured on loopback (bench/redis_broker.py, a 500-job chunk of 0.5 MB):
+# replica acknowledgement in under 5 ms at p99; 500 ms leaves room for a cross-AZ link and a busy replica.
+REPLICA_TIMEOUT_MS = 500
+PUBLISHED_TTL = 24 * 3600  # seconds a chunk's publication marker is kept (a producer's retries take seconds)
+# One chunk, all or nothing (a script runs atomically, and reaches replicas as one MULTI/EXEC), once: the chunk's
+# marker is set with its jobs, and a retry finding it only renews it. Either way the call writes, so a WAIT on
+# the same connection covers the chunk even when the retry runs on a new connection.
+PUBLISH_SCRIPT = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  for first = 2, #ARGV, 100 do
+    redis.call('LPUSH', KEYS[1], unpack(ARGV, first, math.min(first + 99, #ARGV)))
+  end
+  return 1
+end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 0
+"""
 
 
 def log(event: str, level: str = "info", **fields: Any) -> None:
@@ -87,13 +115,62 @@ def broker_url(url: str | None, endpoint: str | None, token: str | None) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: int = 900,
-             restore_interval: int = 5, max_deliveries: int = MAX_DELIVERIES, simulate_work: float = 0.0) -> Any:
-    """The Celery application of the vehicle job: the broker's settings and the task. The producer makes the
-    same application to enqueue (celery_worker.enqueue)."""
+def ledger_client(url: str) -> Any:
+    """A redis-py client that rides out a failover: a command cut by a lost connection, or refused by a primary
+    demoted to replica, is sent again on a new connection (the endpoint's name then reaches the new primary)."""
     import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 20),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        redis.exceptions.ReadOnlyError])
+
+
+def held_delivery_tags() -> list[str]:
+    """The delivery tags of the jobs this worker holds (prefetched or running): Celery's own record of them."""
+    from celery.worker import state
+
+    while True:
+        try:  # the worker's loop adds to these sets meanwhile: copy again if one changed during the copy
+            requests = set(state.reserved_requests) | set(state.active_requests)
+            break
+        except RuntimeError:
+            continue
+    return [str(request.message.delivery_tag) for request in requests if request.message is not None]
+
+
+def renew_leases(client: Any, interval: float, stop: threading.Event) -> None:
+    """Every `interval`, the held jobs' entries in the unacked index get the current time (XX: an entry that was
+    acknowledged meanwhile is not brought back). The restore sweep gives back entries older than the visibility
+    timeout: only those of a worker that stopped renewing."""
+    while not stop.wait(interval):
+        try:
+            tags = held_delivery_tags()
+            if tags:
+                client.zadd(UNACKED_INDEX, dict.fromkeys(tags, time.time()), xx=True)
+        except Exception as error:  # the broker away (a failover): the next round tries again
+            log("lease_renewal_failed", level="warning", error=str(error))
+
+
+def mark_done(client: Any, key: str, job_id: str, replicas: int, timeout_ms: int, ttl: int = DONE_TTL) -> int:
+    """Record a job as done and, with replicas, WAIT on the same connection until that many hold the record.
+    Returns how many replicas acknowledged (0 without replicas)."""
+    pipeline = client.pipeline(transaction=False)
+    pipeline.set(key, job_id, ex=ttl)
+    if replicas:
+        pipeline.execute_command("WAIT", replicas, timeout_ms)
+    return int(pipeline.execute()[-1]) if replicas else 0
+
+
+def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: int = VISIBILITY_TIMEOUT,
+             restore_interval: int = 5, max_deliveries: int = MAX_DELIVERIES, simulate_work: float = 0.0,
+             replicas: int = 0, replica_timeout_ms: int = REPLICA_TIMEOUT_MS, done_ttl: int = DONE_TTL) -> Any:
+    """The Celery application of the vehicle job: the broker's settings and the task. The producer makes the
+    same application to build the jobs it enqueues (celery_worker.enqueue)."""
     from celery import Celery
-    from celery.signals import worker_ready
+    from celery.signals import worker_ready, worker_shutdown
 
     app = Celery("vehicles", broker=url)
     app.conf.update(
@@ -107,19 +184,30 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         # The JSON lines go to stdout as they are (the agent ships that file), not through Celery's logger.
         worker_redirect_stdouts=False,
         broker_transport_options={
-            # Above the longest job: a job still running is never handed to a second worker.
+            # How long a held job outlives its worker's last lease renewal (renew_leases): not the longest
+            # job, which may run for as long as its worker renews.
             "visibility_timeout": visibility_timeout,
             # The restore sweep of jobs left by a dead worker every interval (kombu's default: 10 x 10 s).
             "unacked_restore_interval": restore_interval,
             "unacked_restore_throttle": 1,
+            # The sweep's lock, should its holder die mid-sweep (kombu's default: 300 s without a sweep).
+            "unacked_mutex_expire": max(visibility_timeout, 2 * restore_interval),
         },
     )
-    ledger = redis.Redis.from_url(url)
+    ledger = ledger_client(url)
+    stop_leases = threading.Event()
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def ready(**_: Any) -> None:
+        # In the main process, which holds the jobs: a client of its own, apart from kombu's connection.
+        threading.Thread(target=renew_leases, args=(ledger_client(url), visibility_timeout / LEASE_RENEWALS,
+                                                    stop_leases), name="leases", daemon=True).start()
         log("worker_ready", queue=queue)  # connected and consuming: what a start-up is measured to
         notify_systemd("READY=1")  # Type=notify: the unit is active once consuming, not once started
+
+    @worker_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
+    def shutdown(**_: Any) -> None:
+        stop_leases.set()
 
     def dead_letter(request: Any, vehicle: Any, key: str | None, reason: str) -> None:
         ledger.rpush(dead_letter_list, json.dumps({
@@ -132,6 +220,12 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         deliveries = int(ledger.incr(deliveries_key))
         ledger.expire(deliveries_key, DELIVERY_KEY_TTL)
         context = {"message_id": self.request.id, "receive_count": deliveries, "idempotency_key": idempotency_key}
+        done = done_key(queue, idempotency_key or self.request.id)
+        if ledger.exists(done):
+            # Run before, its acknowledgement lost (a failover) or its lease run out: at least once, not twice.
+            log("message_duplicate", level="warning", **context)
+            ledger.delete(deliveries_key)
+            return
         if deliveries > max_deliveries:
             reason = f"delivered {deliveries} times without success"
             dead_letter(self.request, vehicle, idempotency_key, reason)
@@ -147,30 +241,94 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         if simulate_work:
             time.sleep(simulate_work)
         log("message_processed", vehicle=vehicle, **context)
+        confirmed = mark_done(ledger, done, self.request.id, replicas, replica_timeout_ms, done_ttl)
+        if confirmed < replicas:
+            # Acknowledged all the same: a failover now could run it again (and it would be logged again).
+            log("done_unconfirmed", level="warning", replicas=confirmed, wanted=replicas, **context)
         ledger.delete(deliveries_key)
 
     return app
 
 
-def enqueue(app: Any, jobs: Sequence[tuple[Any, str]], chunk: int = 500, replicas: int = 0,
-            replica_timeout_ms: int = 100) -> int:
-    """Send (vehicle, idempotency key) jobs as Celery task messages through kombu's publish batch: `chunk`
-    LPUSHes to one Redis pipeline, one round trip each. With replicas, WAIT until that many replicas hold each
-    chunk (Redis replication is asynchronous: a failover may drop the last writes otherwise). Returns how many
-    were sent."""
-    sent = 0
+class NotConfirmed(Exception):
+    """A chunk the primary holds but fewer replicas than asked for acknowledged within the timeout."""
+
+    def __init__(self, replicas: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(f"{replicas} of {wanted} replica(s) acknowledged within {timeout_ms} ms: on the primary "
+                         "only, where it may run, or be lost on a failover")
+        self.replicas = replicas
+
+
+@dataclass
+class Chunk:
+    """Jobs as the Celery task messages kombu would push (built once, so a retry sends the same task ids), with
+    the marker that makes their publication happen once."""
+
+    queue: str  # the Redis list
+    messages: list[str]
+    marker: str
+
+
+def build_chunk(app: Any, jobs: Sequence[tuple[Any, str]]) -> Chunk:
+    """(vehicle, idempotency key) jobs as Celery task messages, built by Celery and kombu as for a publish, and
+    kept instead of pushed: kombu's batched publish is a non-transactional pipeline, which a cut connection can
+    leave half applied. The queue is named directly (the anonymous exchange): no binding to look up."""
     task = app.signature(TASK_NAME)
+    queue = app.conf.task_default_queue
+    pushed: list[tuple[str, str]] = []
+    from kombu.utils.json import dumps
+
     with app.producer_or_acquire() as producer:
+        channel = producer.channel
+        original = channel._put
+
+        def keep(name: str, message: Any, **_: Any) -> None:  # kombu's Redis _put, less the LPUSH
+            pushed.append((channel._q_for_pri(name, channel._get_message_priority(message, reverse=False)),
+                           dumps(message)))
+
+        channel._put = keep
+        try:
+            for vehicle, key in jobs:
+                task.clone(args=(vehicle,), kwargs={"idempotency_key": key}).apply_async(
+                    producer=producer, exchange="", routing_key=queue, retry=False)
+        finally:
+            channel._put = original
+    if {name for name, _ in pushed} != {queue}:
+        raise RuntimeError(f"jobs routed to {sorted({name for name, _ in pushed})}, not to the list {queue}")
+    return Chunk(queue, [message for _, message in pushed], f"{queue}:published:{uuid.uuid4()}")
+
+
+def publish_chunk(client: Any, chunk: Chunk, replicas: int = 0, replica_timeout_ms: int = REPLICA_TIMEOUT_MS,
+                  ttl: int = PUBLISHED_TTL) -> bool:
+    """Push a chunk all or nothing, once however often it is called, then (with replicas) WAIT on the same
+    connection, in the same round trip. Returns whether this call pushed it (False: an earlier one had);
+    raises NotConfirmed when fewer than `replicas` replicas hold it, and redis-py's errors when the outcome is
+    unknown (call again: nothing is pushed twice)."""
+    pipeline = client.pipeline(transaction=False)
+    pipeline.eval(PUBLISH_SCRIPT, 2, chunk.queue, chunk.marker, ttl, *chunk.messages)
+    if replicas:
+        pipeline.execute_command("WAIT", replicas, replica_timeout_ms)
+    results = pipeline.execute()
+    if replicas and int(results[1]) < replicas:
+        raise NotConfirmed(int(results[1]), replicas, replica_timeout_ms)
+    return bool(results[0])
+
+
+def enqueue(app: Any, jobs: Sequence[tuple[Any, str]], chunk: int = 500, replicas: int = 0,
+            replica_timeout_ms: int = REPLICA_TIMEOUT_MS) -> int:
+    """Send (vehicle, idempotency key) jobs `chunk` at a time, each chunk one round trip, all or nothing, and
+    with replicas confirmed by WAIT (NotConfirmed otherwise). Returns how many were sent."""
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    sent = 0
+    try:
         for start in range(0, len(jobs), chunk):
-            part = jobs[start:start + chunk]
-            with producer.batch(max_size=chunk):
-                for vehicle, key in part:
-                    task.clone(args=(vehicle,), kwargs={"idempotency_key": key}).apply_async(
-                        producer=producer, retry=False)
-            if replicas:
-                with producer.connection.default_channel.conn_or_acquire() as client:
-                    client.execute_command("WAIT", replicas, replica_timeout_ms)
-            sent += len(part)
+            part = build_chunk(app, jobs[start:start + chunk])
+            publish_chunk(client, part, replicas, replica_timeout_ms)
+            sent += len(part.messages)
+    finally:
+        client.close()
     return sent
 
 
@@ -189,17 +347,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--region", default=os.environ.get("AWS_REGION"))
     parser.add_argument("--concurrency", type=int, default=1, help="pool processes (default 1)")
     parser.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
-    parser.add_argument("--visibility-timeout", type=int, default=900, metavar="SECONDS",
-                        help="above the longest job (default 900)")
+    parser.add_argument("--visibility-timeout", type=int, default=VISIBILITY_TIMEOUT, metavar="SECONDS",
+                        help="how long the jobs of a vanished worker stay held; its leases are renewed every "
+                             f"sixth of it (default {VISIBILITY_TIMEOUT})")
     parser.add_argument("--restore-interval", type=int, default=5, metavar="SECONDS",
                         help="how often a worker looks for jobs left by dead workers (default 5)")
     parser.add_argument("--max-deliveries", type=int, default=MAX_DELIVERIES)
+    parser.add_argument("--replicas", type=int, default=0, metavar="N",
+                        help="wait until N replicas hold a job's done record before acknowledging it (default 0)")
+    parser.add_argument("--replica-timeout", type=int, default=REPLICA_TIMEOUT_MS, metavar="MS",
+                        help=f"how long to wait for them (default {REPLICA_TIMEOUT_MS})")
+    parser.add_argument("--done-ttl", type=int, default=DONE_TTL, metavar="SECONDS",
+                        help=f"how long a done record is kept (default {DONE_TTL})")
     parser.add_argument("--simulate-work", type=float, default=0.0, metavar="SECONDS")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if min(args.visibility_timeout, args.restore_interval, args.done_ttl, args.replica_timeout) < 1 or \
+            args.replicas < 0:
+        parser.error("--visibility-timeout, --restore-interval, --done-ttl and --replica-timeout must be 1 or "
+                     "more, --replicas 0 or more")
     if not args.queue:
         return fail("no queue: pass --queue or set CELERY_QUEUE")
     try:
@@ -216,9 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL", "BROKER_URL"):
         os.environ.pop(name, None)
     app = make_app(url, args.queue, args.dead_letter_list or f"{args.queue}-dlq", args.visibility_timeout,
-                   args.restore_interval, args.max_deliveries, args.simulate_work)
+                   args.restore_interval, args.max_deliveries, args.simulate_work, args.replicas,
+                   args.replica_timeout, args.done_ttl)
     log("consumer_started", queue=args.queue, broker=urllib.parse.urlsplit(url).hostname,
-        tls=url.startswith("rediss://"), concurrency=args.concurrency, visibility_timeout=args.visibility_timeout)
+        tls=url.startswith("rediss://"), concurrency=args.concurrency, visibility_timeout=args.visibility_timeout,
+        replicas=args.replicas)
     app.worker_main(["worker", "-Q", args.queue, "-c", str(args.concurrency), "--pool", args.pool,
                      "-n", f"vehicles-{os.getpid()}@{socket.gethostname()}", "--loglevel", "WARNING",
                      "--without-gossip", "--without-mingle", "--without-heartbeat"])

@@ -15,9 +15,12 @@ nothing is sent (unless --skip-invalid). Entries SQS rejects for a reason of its
 server fault) are retried with backoff; what still could not be sent is listed and the exit status is 1.
 Region, profile and endpoint come from the standard AWS environment (AWS_REGION, AWS_PROFILE,
 AWS_ENDPOINT_URL); the queue may also come from QUEUE_URL.
-With --broker redis each record becomes a Celery task message of files/celery_worker.py, enqueued
-500 to a pipeline (one round trip each); a chunk the broker could not take is retried with backoff, and
---replicas N waits until N replicas hold each chunk. The token comes from REDIS_AUTH_TOKEN or the SSM
+With --broker redis each record becomes a Celery task message of files/celery_worker.py, enqueued 500 a
+round trip, each chunk all or nothing and once (a script that pushes it with a marker: a retry after an
+unknown outcome pushes nothing twice). A chunk is sent when the primary holds it and, with --replicas N, when
+N replicas acknowledged it within --replica-timeout (WAIT); otherwise it is retried with backoff, and listed
+as not sent (exit 1) when it stays unconfirmed: such a chunk may still be on the primary, and run, or be lost
+by a failover. The token comes from REDIS_AUTH_TOKEN or the SSM
 SecureString --auth-parameter names; the broker from --broker-url or the SSM parameter --endpoint-parameter
 names (host:port, reached over TLS).
 Exit status: 0 all sent, 1 some not sent, 2 bad input or configuration.
@@ -201,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "e.g. --auth-parameter /sqs-fleet/prod/broker/auth-token")
     redis.add_argument("--region", help="AWS region of the SSM parameters (default: the environment's)")
     redis.add_argument("--replicas", type=int, default=0, metavar="N",
-                       help="wait until N replicas hold each chunk (default 0)")
+                       help="a chunk counts as sent once N replicas hold it (default 0: the primary's word), e.g. "
+                            "--replicas 1 where the broker has a replica")
+    redis.add_argument("--replica-timeout", type=int, metavar="MS",
+                       help="how long to wait for the replicas on each try (default 500), e.g. --replica-timeout 1000")
     return parser
 
 
@@ -215,6 +221,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--concurrency must be 1 or more")
     if args.replicas < 0:
         parser.error("--replicas must be 0 or more")
+    if args.replica_timeout is not None and args.replica_timeout < 1:
+        parser.error("--replica-timeout must be 1 ms or more")
     if args.broker == "redis" and not (args.broker_url or args.endpoint_parameter):
         parser.error("--broker redis needs --broker-url or --endpoint-parameter")
     if args.broker_url and "@" in args.broker_url:
@@ -316,27 +324,38 @@ def produce_to_redis(args: argparse.Namespace, records: Sequence[Any]) -> int:
     if entries is None:
         return 2
     report = Report(skipped=skipped)
+    timeout = args.replica_timeout or celery_worker.REPLICA_TIMEOUT_MS
     started = time.monotonic()
+    client = redis_client(url)
     for start in range(0, len(entries), REDIS_CHUNK):
-        chunk = entries[start:start + REDIS_CHUNK]
-        jobs = [(json.loads(entry.body), entry.key) for entry in chunk]
+        entries_part = entries[start:start + REDIS_CHUNK]
+        # Built once: every try sends the same task messages under the same marker.
+        chunk = celery_worker.build_chunk(app, [(json.loads(entry.body), entry.key) for entry in entries_part])
         for attempt in range(1, ENTRY_ATTEMPTS + 1):
             report.requests += 1
             try:
-                celery_worker.enqueue(app, jobs, chunk=REDIS_CHUNK, replicas=args.replicas)
-            except Exception as error:  # a failed pipeline sends none of its chunk (MULTI/EXEC): all again
+                celery_worker.publish_chunk(client, chunk, args.replicas, timeout)
+            except Exception as error:  # unknown outcome or unconfirmed: trying again pushes nothing twice
                 again = attempt < ENTRY_ATTEMPTS
-                for entry in chunk:
+                for entry in entries_part:
                     log_failure(entry, type(error).__name__, str(error), attempt, again)
                 if again:
                     time.sleep(args.retry_backoff * 2 ** (attempt - 1))
                     continue
-                report.not_sent += [(entry.position, str(error)) for entry in chunk]
+                report.not_sent += [(entry.position, str(error)) for entry in entries_part]
             else:
-                report.sent += len(chunk)
+                report.sent += len(entries_part)
             break
+    client.close()
     print_summary(report, len(records), time.monotonic() - started, args.json)
     return 1 if report.not_sent else 0
+
+
+def redis_client(url: str) -> Any:
+    """A client that never resends a command by itself (the loop above decides, and logs each try)."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, retry=None)
 
 
 class Progress:

@@ -8,16 +8,18 @@ from typing import Any
 from module_results import ok
 
 NAME = "modules-alarm"
+# No server listens here: a module that called AWS before checking its input would fail with "Could not ...".
+UNREACHABLE = "http://127.0.0.1:9"
 TAGS = {"Project": "sqs-fleet", "Environment": "modules"}
 
 
-def query(query_id: str, metric: str) -> dict[str, Any]:
+def query(query_id: str, metric: str, period: int = 60, namespace: str = "AWS/SQS") -> dict[str, Any]:
     return {
         "Id": query_id, "ReturnData": False,
         "MetricStat": {
-            "Metric": {"Namespace": "AWS/SQS", "MetricName": metric,
+            "Metric": {"Namespace": namespace, "MetricName": metric,
                        "Dimensions": [{"Name": "QueueName", "Value": "jobs"}]},
-            "Period": 60, "Stat": "Maximum",
+            "Period": period, "Stat": "Maximum",
         },
     }
 
@@ -90,3 +92,38 @@ def test_period_rules_fail_before_any_call(run_module, aws):
     assert "period 45 is not 10, 20, 30 or a multiple of 60" in result["msg"]
     assert "exactly one metric query must have ReturnData true" in result["msg"]
     assert alarm_on_emulator(aws, name) is None
+
+
+def test_a_sub_minute_period_on_a_one_minute_metric_fails_before_any_call_naming_the_metric(run_module):
+    """AWS stores its own metrics (AWS/*) once a minute: a 10 s period on one would lapse into INSUFFICIENT_DATA.
+    The module is pointed at an address where nothing answers: it fails on the rule, not on the call."""
+    alarm = dict(ALARM, Metrics=[
+        query("backlog", "Backlog", period=10, namespace="BMAT"),  # a custom metric may be high-resolution
+        query("visible", "ApproximateNumberOfMessagesVisible", period=10),
+        {"Id": "both", "Expression": "backlog + visible", "ReturnData": True},
+    ])
+    result = run_module("cloudwatch_alarm", {"name": f"{NAME}-sub-minute", "alarm": alarm,
+                                             "endpoint_url": UNREACHABLE})
+    assert result.get("failed")
+    assert result["msg"] == (
+        f"alarm {NAME}-sub-minute breaks CloudWatch's rules: period 10 on AWS/SQS ApproximateNumberOfMessagesVisible "
+        "(query visible): AWS publishes it once a minute, so a period under 60 s reads no data for most periods "
+        "(INSUFFICIENT_DATA); use 60 or a multiple of it")
+    single = {"Namespace": "AWS/AutoScaling", "MetricName": "GroupDesiredCapacity", "Period": 30,
+              "Statistic": "Maximum", "Dimensions": [{"Name": "AutoScalingGroupName", "Value": "workers"}],
+              "ComparisonOperator": "GreaterThanOrEqualToThreshold", "Threshold": 1, "EvaluationPeriods": 1}
+    result = run_module("cloudwatch_alarm", {"name": f"{NAME}-sub-minute", "alarm": single,
+                                             "endpoint_url": UNREACHABLE})
+    assert "period 30 on AWS/AutoScaling GroupDesiredCapacity: AWS publishes it once a minute" in result["msg"]
+
+
+def test_a_sub_minute_period_on_a_custom_metric_is_accepted(run_module, aws):
+    name = f"{NAME}-high-resolution"
+    alarm = {"Namespace": "BMAT", "MetricName": "Backlog", "Period": 10, "Statistic": "Maximum",
+             "Dimensions": [{"Name": "QueueName", "Value": "jobs"}],
+             "ComparisonOperator": "GreaterThanOrEqualToThreshold", "Threshold": 1, "EvaluationPeriods": 1}
+    try:
+        ok(run_module("cloudwatch_alarm", {"name": name, "alarm": alarm}))
+        assert alarm_on_emulator(aws, name)["Period"] == 10
+    finally:
+        ok(run_module("cloudwatch_alarm", {"name": name, "state": "absent"}))

@@ -84,7 +84,36 @@ def test_bad_input_fails_before_any_call_and_hides_the_token(run_module, aws):
     result = run_module("elasticache_replication_group", bad)
     assert result.get("failed")
     assert "id 'Broker--1'" in result["msg"] and "automatic_failover needs replicas >= 1" in result["msg"]
-    assert "auth_token: 16 to 128" in result["msg"] and 'short"@' not in str(result)
+    assert "auth_token: the AUTH token must have 16 to 128 characters" in result["msg"]
+    assert 'short"@' not in str(result)
     assert not aws("elasticache").describe_replication_groups()["ReplicationGroups"] or all(
         g["ReplicationGroupId"] != "Broker--1" for g in aws("elasticache").describe_replication_groups()[
             "ReplicationGroups"])
+
+
+# No server listens here: a module that called AWS before checking its input would fail with "Could not ...".
+UNREACHABLE = "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize("token", [
+    "percent-sign-%-in-a-token",  # printable, yet not one of the special characters CreateReplicationGroup allows
+    "a token with spaces",
+    "fifteen-chars!!",
+    "x" * 129,
+])
+def test_a_token_elasticache_would_refuse_fails_before_any_call_naming_the_rule(run_module, token):
+    group = {"id": GROUP, "node_type": "cache.t4g.micro", "auth_token": token, "endpoint_url": UNREACHABLE}
+    result = run_module("elasticache_replication_group", group)
+    assert result.get("failed")
+    assert result["msg"].startswith(
+        f"replication group {GROUP}: auth_token: the AUTH token must have 16 to 128 characters, only ASCII letters, "
+        "digits and ! & # $ ^ < > - (ElastiCache's AUTH token rules); it has ")
+    assert token not in str(result)
+
+
+def test_a_token_needs_tls_in_transit(run_module):
+    group = {"id": GROUP, "node_type": "cache.t4g.micro", "auth_token": TOKEN, "transit_encryption": False,
+             "endpoint_url": UNREACHABLE}
+    result = run_module("elasticache_replication_group", group)
+    assert result["msg"] == (f"replication group {GROUP}: auth_token: an AUTH token needs TLS in transit "
+                             "(transit_encryption)")

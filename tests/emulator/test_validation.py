@@ -17,6 +17,9 @@ FORK = "https://github.com/acme/sqs-fleet.git"
         ({"stack_queue_name": "vehicles queue!"}, "queue_name 'vehicles queue!'"),
         ({"observability_log_retention_days": 42}, "observability_log_retention_days"),
         ({"scaling_period": 45}, "scaling_period 45"),
+        # AWS/SQS comes once a minute: a 30 s alarm on it would lapse into INSUFFICIENT_DATA.
+        ({"stack_scaling_metric_source": "sqs", "scaling_period": 30},
+         "scaling_period 30: the alarms read AWS/SQS ApproximateNumberOfMessagesVisible"),
         ({"queue_max_receive_count": 1}, "queue_max_receive_count 1"),
         ({"queue_visibility_timeout": 0}, "queue_visibility_timeout 0: must be 1-43200 seconds"),
         ({"scaling_idle_window": 100}, "scaling_idle_window 100"),
@@ -121,3 +124,11 @@ def test_every_failed_check_of_a_role_is_named_at_once(run_playbook):
                   "fleet_volume_size 4: must be 8-1024 GiB"):
         assert named in messages
     assert "fleet_drain_timeout" not in messages, "a check that holds was named"
+
+
+def test_a_sub_minute_scale_out_period_with_the_from_zero_alarm_passes(run_playbook):
+    """The from-zero alarm reads GroupDesiredCapacity (one-minute) on a period of its own, whole minutes: a 10 s
+    scale-out period on the publisher's high-resolution metric is no longer refused for it."""
+    run = run_playbook("site.yml", "--tags", "validate", "-e", "broker=redis", "-e", "scaling_out_period=10",
+                       env=UNREACHABLE)
+    assert run.returncode == 0, run.failure_messages()

@@ -1,6 +1,6 @@
 """moto's server (`moto_server`) with the corrections the stack needs from it, so that the emulator behaves as AWS
-does: moto 5.2's launch templates and Auto Scaling groups, and Lambda's network interfaces, concurrency and async
-invoke configuration:
+does: moto 5.2's launch templates, Auto Scaling groups and SQS receives, and Lambda's network interfaces,
+concurrency and async invoke configuration:
 
 - CreateLaunchTemplateVersion keeps the new version's UserData as the raw base64 text, where
   CreateLaunchTemplate decodes it, and any later launch from that version (SetDesiredCapacity with $Latest)
@@ -31,6 +31,11 @@ invoke configuration:
   AccountLimit and AccountUsage as AWS does.
 - PutFunctionEventInvokeConfig replaces a function's async invoke configuration (moto appended it, and Get
   returned the first one ever put); UpdateFunctionEventInvokeConfig changes only the settings it names.
+- ReceiveMessage checks that a message is visible and then marks it received (starting its visibility timeout)
+  without a lock, and the server answers each request on a thread of its own: two receives at once can both
+  return the same message within its visibility timeout, which SQS never does. A scale test's workers saw
+  "messages processed more than once". One queue's receives are serialised here; a long poll waits for
+  messages outside the lock, so it never holds other receivers back.
 
     python -m sqs_fleet.lab.moto_server -H 127.0.0.1 -p 4566      # what sqs_fleet.lab.emulator runs
 """
@@ -51,7 +56,7 @@ from moto.awslambda.exceptions import InvalidParameterValueException
 from moto.awslambda.models import EventInvokeConfig, LambdaBackend, LambdaFunction
 from moto.awslambda.responses import LambdaResponse
 from moto.core.responses import ActionResult
-from moto.core.utils import iso_8601_datetime_with_nanoseconds
+from moto.core.utils import iso_8601_datetime_with_nanoseconds, unix_time
 from moto.ec2.exceptions import (
     DependencyViolationError,
     InvalidLaunchTemplateVersionNotFound,
@@ -68,6 +73,7 @@ from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.ec2.utils import parse_user_data
 from moto.iam.models import iam_backends
 from moto.server import main
+from moto.sqs.models import Message, SQSBackend
 from moto.utilities.utils import get_partition
 
 # ---- CreateLaunchTemplateVersion decodes UserData, as CreateLaunchTemplate does; versions keep their numbers ----
@@ -200,6 +206,39 @@ def delete_auto_scaling_group(self: AutoScalingBackend, group_name: str) -> None
 
 
 AutoScalingBackend.delete_auto_scaling_group = delete_auto_scaling_group  # type: ignore[method-assign]
+
+# ---- ReceiveMessage: one receive at a time per queue -----------------------------------------------------------
+
+_receive_unlocked = SQSBackend.receive_message
+_receive_locks: dict[str, threading.Lock] = {}
+_receive_locks_guard = threading.Lock()
+
+
+def receive_lock(queue_arn: str) -> threading.Lock:
+    with _receive_locks_guard:
+        return _receive_locks.setdefault(queue_arn, threading.Lock())
+
+
+def receive_message(
+    self: SQSBackend, queue_name: str, count: int, wait_seconds_timeout: int, visibility_timeout: int,
+    message_attribute_names: list[str] | None = None,
+) -> list[Message]:
+    """moto's receive, run without waiting under the queue's lock; a long poll (WaitTimeSeconds) waits for
+    messages between attempts, outside the lock, until one attempt returns some or the wait is over."""
+    queue = self.get_queue(queue_name)
+    lock = receive_lock(queue.queue_arn)
+    polling_end = unix_time() + wait_seconds_timeout
+    while True:
+        with lock:
+            result: list[Message] = _receive_unlocked(self, queue_name, count, 0, visibility_timeout,
+                                                      message_attribute_names)
+        remaining = polling_end - unix_time()
+        if result or remaining <= 0:
+            return result
+        queue.wait_for_messages(min(1, remaining))  # type: ignore[arg-type]
+
+
+SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
 LaunchTemplateBackend.delete_launch_template_versions = backend_delete_launch_template_versions  # type: ignore[attr-defined]
 LaunchTemplates.delete_launch_template_versions = delete_launch_template_versions  # type: ignore[attr-defined]
 

@@ -83,7 +83,8 @@ def answers(host: str, port: int, password: str) -> bool:
 
 
 def start_redis(port: int, log: Path, password: str | None = None, host: str = HOST,
-                wait_seconds: float = 10.0) -> RedisServer:
+                wait_seconds: float = 10.0, settings: Sequence[str] = ()) -> RedisServer:
+    """A server on `port` with AUTH; `settings` are more configuration lines (a replica's `replicaof`)."""
     password = password or secrets.token_urlsafe(32)
     log.parent.mkdir(parents=True, exist_ok=True)
     config = log.with_suffix(".conf")
@@ -91,7 +92,7 @@ def start_redis(port: int, log: Path, password: str | None = None, host: str = H
     config.touch(mode=0o600)
     config.write_text("\n".join([
         f"bind {host}", f"port {port}", f"requirepass {password}", "protected-mode yes",
-        'save ""', "appendonly no", f"dir {log.parent}", "daemonize no", "loglevel warning",
+        'save ""', "appendonly no", f"dir {log.parent}", "daemonize no", "loglevel warning", *settings,
     ]) + "\n")
     with log.open("ab") as out:
         process = subprocess.Popen(  # noqa: S603  # nosec B603 - fixed argv

@@ -231,9 +231,10 @@ class EmulatedScaling:
     """On the emulator: CloudWatch's and Auto Scaling's part, one period at a time, and workers for the group.
 
     The loop's tick is the shortest period it must play: 10 s of AWS time when an alarm reads 10-second periods
-    (the backlog publisher's high-resolution metric), else one minute. SQS's own metrics stay one point a minute
-    at any tick. Nothing on the emulator runs the publisher's Lambda function nor its schedule, so each tick the
-    loop invokes the same handler in-process, with the environment the function has on the emulator.
+    (the backlog publisher's high-resolution metric), else one minute. AWS's own metrics (SQS's, the group's)
+    stay one point a minute at any tick, and an alarm with a sub-minute period on one cannot be played. Nothing
+    on the emulator runs the publisher's Lambda function nor its schedule, so each tick the loop invokes the same
+    handler in-process, with the environment the function has on the emulator.
 
     `actions`: the lifecycle actions the workers complete (the lab's, which its nodes reach; by default the
     loop's own); `metadata`: where a node reads its target lifecycle state and Spot notices;
@@ -322,11 +323,10 @@ class EmulatedScaling:
     def alarm_ticks(self, alarm: dict[str, Any]) -> int:
         """How many of the loop's ticks one period of this alarm spans."""
         period = alarm_period(alarm)
-        namespaces = {q["MetricStat"]["Metric"].get("Namespace") for q in alarm.get("Metrics", []) if "MetricStat" in q}
-        namespaces.add(alarm.get("Namespace"))
-        if period % 60 and "AWS/SQS" in namespaces:
-            raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s on AWS/SQS metrics, which SQS "
-                             "publishes once a minute")
+        one_minute = one_minute_metrics(alarm)
+        if period % 60 and one_minute:
+            raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s on {', '.join(one_minute)}, "
+                             "which AWS publishes once a minute (on AWS it would lapse into INSUFFICIENT_DATA)")
         if period % self.tick_seconds:
             raise CannotPlay(f"alarm {alarm['AlarmName']} has a period of {period} s: the local loop plays whole "
                              f"ticks of {self.tick_seconds} s")
@@ -504,9 +504,10 @@ class EmulatedScaling:
             self.publish_queue_metrics(tick, counts)
             for (queue, metric), value in counts.items():
                 self.record(("AWS/SQS", queue, metric), tick, value)
-        # What an alarm on the group's desired capacity reads in this period: the capacity it started with.
-        self.record(("AWS/AutoScaling", self.fleet.group_name, "GroupDesiredCapacity"), tick,
-                    float(group["DesiredCapacity"]))
+            # What an alarm on the group's desired capacity reads in this minute: the capacity it started with, one
+            # point a minute as Auto Scaling publishes its group metrics.
+            self.record(("AWS/AutoScaling", self.fleet.group_name, "GroupDesiredCapacity"), tick,
+                        float(group["DesiredCapacity"]))
         if self.publisher is not None:
             published = self.publisher.invoke(self.stamp(tick), decisions)
             if published is not None:
@@ -578,6 +579,20 @@ def clock_after(cloudwatch: Any, dimensions: Sequence[tuple[str, str]], now: dat
         return start
     minute = latest_point(cloudwatch, metrics, hour, hour + datetime.timedelta(hours=1), 60)
     return max(start, (minute or hour) + datetime.timedelta(minutes=1))
+
+
+# AWS's own namespaces: their metrics are stored at one-minute resolution (only PutMetricData with
+# StorageResolution 1 stores finer points), as sqs_fleet.aws's alarm module also assumes.
+ONE_MINUTE_NAMESPACE_PREFIX = "AWS/"
+
+
+def one_minute_metrics(alarm: dict[str, Any]) -> list[str]:
+    """The metrics an alarm reads that AWS publishes once a minute, as "namespace name"."""
+    metrics = [q["MetricStat"]["Metric"] for q in alarm.get("Metrics", []) if "MetricStat" in q]
+    if alarm.get("MetricName"):
+        metrics.append(alarm)
+    return [f"{m.get('Namespace')} {m.get('MetricName')}" for m in metrics
+            if str(m.get("Namespace", "")).startswith(ONE_MINUTE_NAMESPACE_PREFIX)]
 
 
 def alarm_period(alarm: dict[str, Any]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 
 def matches(desired, current):
@@ -70,3 +71,52 @@ def step_adjustment_errors(steps):
         elif end < start:
             errors.append(f"steps leave a gap between {end} and {start}")
     return errors
+
+
+# CreateReplicationGroup's AuthToken (ElastiCache API reference, as botocore's model documents the member):
+# printable ASCII, 16 to 128 characters, and besides letters and digits only these special characters.
+AUTH_TOKEN_SPECIALS = "!&#$^<>-"  # noqa: S105  # nosec B105 - the allowed characters, not a token
+AUTH_TOKEN_RULE = (f"16 to 128 characters, only ASCII letters, digits and {' '.join(AUTH_TOKEN_SPECIALS)} "
+                   "(ElastiCache's AUTH token rules)")
+AUTH_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9!&#$^<>-]{16,128}")
+
+
+def auth_token_errors(token, transit_encryption):
+    """Reasons CreateReplicationGroup would reject this AUTH token (empty when valid). They never quote the
+    token, nor any character of it: it is a secret."""
+    errors = []
+    if not transit_encryption:
+        errors.append("an AUTH token needs TLS in transit (transit_encryption)")
+    if AUTH_TOKEN_PATTERN.fullmatch(token):
+        return errors
+    outside = sum(1 for c in token if not (c.isascii() and (c.isalnum() or c in AUTH_TOKEN_SPECIALS)))
+    found = [f"{len(token)} characters"] + ([f"{outside} outside that set"] if outside else [])
+    errors.append(f"the AUTH token must have {AUTH_TOKEN_RULE}; it has {' with '.join(found)}")
+    return errors
+
+
+# Namespaces AWS services publish to: their metrics are stored at one-minute resolution (only PutMetricData
+# with StorageResolution 1 stores high-resolution data), so a 10, 20 or 30 s period on them reads no data
+# for most periods and the alarm "might often lapse into INSUFFICIENT_DATA" (PutMetricAlarm, Period).
+ONE_MINUTE_NAMESPACE_PREFIX = "AWS/"
+
+
+def alarm_metrics(alarm):
+    """(namespace, metric name, period, query id or None) of each metric an alarm reads: its own, or each metric
+    query's."""
+    if "MetricName" in alarm:
+        yield alarm.get("Namespace", ""), alarm["MetricName"], alarm.get("Period"), None
+    for query in alarm.get("Metrics") or []:
+        if "MetricStat" in query:
+            stat = query["MetricStat"]
+            metric = stat.get("Metric", {})
+            yield metric.get("Namespace", ""), metric.get("MetricName"), stat.get("Period"), query.get("Id")
+
+
+def sub_minute_errors(alarm):
+    """A sub-minute period on a metric AWS publishes once a minute (a namespace AWS/*), naming the metric."""
+    return [f"period {period} on {namespace} {name}{f' (query {query})' if query else ''}: AWS publishes it once "
+            "a minute, so a period under 60 s reads no data for most periods (INSUFFICIENT_DATA); use 60 or a "
+            "multiple of it"
+            for namespace, name, period, query in alarm_metrics(alarm)
+            if period is not None and period < 60 and str(namespace).startswith(ONE_MINUTE_NAMESPACE_PREFIX)]

@@ -13,6 +13,9 @@ description:
   - Idempotent PutMetricAlarm. I(alarm) is the request in the API's own names (C(Metrics), C(Threshold),
     C(ComparisonOperator), C(AlarmActions)...), so any alarm CloudWatch accepts can be declared.
   - Checks the rules CloudWatch enforces on periods and metric math before any call.
+  - Refuses, before any call, a period of 10, 20 or 30 s on a metric of a namespace AWS publishes to
+    (C(AWS/*)); AWS stores those at one-minute resolution, so such an alarm reads no data for most periods and
+    lapses into C(INSUFFICIENT_DATA). Sub-minute periods suit metrics put with C(StorageResolution) 1 only.
   - Compares only the keys given in I(alarm) with the alarm in place, so values AWS adds do not count as
     a change.
 options:
@@ -96,7 +99,7 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
-from ansible_collections.sqs_fleet.aws.plugins.module_utils.aws_rules import matches
+from ansible_collections.sqs_fleet.aws.plugins.module_utils.aws_rules import matches, sub_minute_errors
 
 
 def period_errors(alarm):
@@ -111,6 +114,9 @@ def period_errors(alarm):
             errors.append(f"period {period} is not 10, 20, 30 or a multiple of 60")
         elif period < 3600 and period * alarm.get("EvaluationPeriods", 1) > 86400:
             errors.append(f"period {period} x EvaluationPeriods exceeds one day")
+        elif period * alarm.get("EvaluationPeriods", 1) > 604800:
+            errors.append(f"period {period} x EvaluationPeriods exceeds seven days")
+    errors += sub_minute_errors(alarm)
     if queries and sum(1 for q in queries if q.get("ReturnData", True)) != 1:
         errors.append("exactly one metric query must have ReturnData true")
     if alarm.get("DatapointsToAlarm", 1) > alarm.get("EvaluationPeriods", 1):
@@ -137,6 +143,9 @@ def main():
         supports_check_mode=True,
     )
     name, alarm = module.params["name"], module.params["alarm"]
+    errors = period_errors(alarm) if module.params["state"] == "present" else []
+    if errors:
+        module.fail_json(msg=f"alarm {name} breaks CloudWatch's rules: " + "; ".join(errors))
     client = module.client("cloudwatch", retry_decorator=AWSRetry.jittered_backoff())
     current = describe(module, client, name)
 
@@ -149,9 +158,6 @@ def main():
                 module.fail_json_aws(error, msg=f"Could not delete alarm {name}")
         module.exit_json(changed=current is not None, diff={"before": current or {}, "after": {}})
 
-    errors = period_errors(alarm)
-    if errors:
-        module.fail_json(msg=f"alarm {name} breaks CloudWatch's rules: " + "; ".join(errors))
     request = dict(alarm, AlarmName=name)
     changed = current is None or not matches(request, current)
     diff = {"before": current or {}, "after": request}

@@ -69,7 +69,9 @@ options:
     default: true
   auth_token:
     description:
-      - AUTH token (16-128 printable characters, no C(@), C(") or C(/)); needs I(transit_encryption).
+      - AUTH token; needs I(transit_encryption). 16 to 128 characters, ASCII letters, digits and only these
+        special characters C(!&#$^<>-) (CreateReplicationGroup's rules). Checked before any call; the error
+        never quotes the token.
       - Used when the group is created; never logged, never compared.
     type: str
   subnet_group:
@@ -164,6 +166,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.tagging import (
     boto3_tag_list_to_ansible_dict,
     compare_aws_tags,
 )
+from ansible_collections.sqs_fleet.aws.plugins.module_utils.aws_rules import auth_token_errors
 
 ID_PATTERN = re.compile(r"^[a-z](?!.*--)[a-z0-9-]{0,39}(?<!-)$")
 NOT_FOUND = ["ReplicationGroupNotFoundFault"]
@@ -275,12 +278,9 @@ def input_errors(params):
         errors.append("automatic_failover needs replicas >= 1")
     if params["multi_az"] and not params["automatic_failover"]:
         errors.append("multi_az needs automatic_failover")
-    token = params["auth_token"]
-    if token is not None:
-        if not params["transit_encryption"]:
-            errors.append("auth_token needs transit_encryption")
-        if not 16 <= len(token) <= 128 or any(c in token for c in '@"/') or not token.isprintable():
-            errors.append("auth_token: 16 to 128 printable characters, none of @ \" /")  # never the token itself
+    if params["auth_token"] is not None:
+        errors += [f"auth_token: {error}" for error in auth_token_errors(params["auth_token"],
+                                                                          params["transit_encryption"])]
     return errors
 
 

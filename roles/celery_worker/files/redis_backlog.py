@@ -1,0 +1,1 @@
+../../../files/redis_backlog.py
