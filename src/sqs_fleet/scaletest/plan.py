@@ -280,18 +280,25 @@ def bootstrap_logs(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.bootstrap.txt"), key=lambda log: ("bootstrap: done" not in log.read_text(), log.name))
 
 
-def boot_seconds(folder: Path) -> list[float]:
-    """Each node's boot in real seconds: from when it began (`<node>.booted.txt`) to the launch action its
-    lifecycle watcher completed (its log, kept when the node went); nodes scaled in before that have none."""
-    boots = []
+def boot_seconds(folder: Path) -> dict[str, list[float]]:
+    """Each worker's start in real seconds, from when it began (`<name>.booted.txt`: a node's boot, a process's
+    start): "consumer" to its consumer's (or Celery worker's) consumer_started line, "in service" to the launch
+    action its node's lifecycle watcher completed (nodes only; their logs are kept when they go). A worker scaled
+    in before that has none."""
+    def first(path: Path, event: str, hook: str | None = None) -> datetime.datetime | None:
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = next((e["ts"] for e in (parse_log_line(line, "") for line in lines)
+                      if e and e.get("event") == event and (hook is None or e.get("hook") == hook)), None)
+        return datetime.datetime.fromisoformat(found) if found else None
+
+    boots: dict[str, list[float]] = {"consumer": [], "in service": []}
     for began in sorted(folder.glob("*.booted.txt")):
-        watcher = folder / began.name.replace(".booted.txt", ".lifecycle.txt")
-        events = [parse_log_line(line, "") for line in watcher.read_text().splitlines()] if watcher.exists() else []
-        completed = next((e["ts"] for e in events if e and e.get("event") == "lifecycle_action_completed"
-                          and e.get("hook") == "launch"), None)
-        if completed:
-            start = datetime.datetime.fromisoformat(began.read_text().strip())
-            boots.append(round((datetime.datetime.fromisoformat(completed) - start).total_seconds(), 1))
+        name, start = began.name.removesuffix(".booted.txt"), datetime.datetime.fromisoformat(began.read_text().strip())
+        for kind, moment in (("consumer", first(folder / f"{name}.log", "consumer_started")),
+                             ("in service", first(folder / f"{name}.lifecycle.txt", "lifecycle_action_completed",
+                                                  "launch"))):
+            if moment:
+                boots[kind].append(round((moment - start).total_seconds(), 1))
     return boots
 
 
@@ -709,7 +716,9 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
         "plots": plots(timeline, processed_at, tick, label, args.out, prefix="redis-" if stack.on_redis else ""),
     }
+    result["broker"] = "redis" if stack.on_redis else "sqs"
     if not on_aws:
+        started = boot_seconds(logs)
         # The planner's prediction of this run, on its own settings (AWS seconds: real ones scaled by the tick).
         scale = tick / period
         nodes = args.workers == "nodes"
@@ -720,10 +729,11 @@ def play(args: argparse.Namespace, period: float, argv: Sequence[str] | None,
             watcher_seconds=1.0 * scale if nodes else 1.0,
             launch_timeout=int(launch_hook.get("HeartbeatTimeout", 3600)),
             image=getattr(args, "image", "stock") if nodes else "stock",
-            boots=[round(b * scale, 1) for b in boot_seconds(logs)] if nodes else [],
-            spot_interruptions=args.spot_interruptions)
+            boots=[round(b * scale, 1) for b in started["consumer"]],
+            in_service=[round(b * scale, 1) for b in started["in service"]],
+            spot_interruptions=args.spot_interruptions, clock_factor=scale,
+            completes_terminations=design.completes_terminations, broker=result["broker"])
         result["prediction"] = prediction(stack, run_settings, numbers, result["timeline"])
-    result["broker"] = "redis" if stack.on_redis else "sqs"
     result["label"] = (f"{design.name} design, {result['broker'].upper() if result['broker'] == 'sqs' else 'Redis'}, "
                        + (f"booted nodes, {getattr(args, 'image', 'stock')} image" if args.workers == "nodes"
                           else "local processes"))

@@ -335,12 +335,17 @@ def predictions(runs: list[dict[str, Any]]) -> str:
             f"| {r['figure']} | {number(r['predicted'] if r['predicted'] is None else round(r['predicted'], 1))} | "
             f"{number(r['measured'])} | {number(round(r['tolerance'], 1))} | {'yes' if r['agrees'] else 'no'} | "
             f"{r['why'] or '-'} |" for r in rows)
-        boot = (f"the run's median boot, {inputs['boot seconds']:g} s ({inputs['image']} image), as the whole launch"
-                if inputs["boots"] else "no boot (a local process serves from its start)")
+        boot = (f"the run's median time from a worker's start (a node's boot, a process's launch) to its consumer "
+                f"started, {inputs['boot seconds']:g} s, as the whole launch (no EC2 part: the lab boots the node "
+                "the tick its instance appears)" if inputs["boots"] else "no start time (none was measured)")
         tables.append(f"""### {run["label"]}
 Planner inputs: the run's stack record; {inputs["messages"]} messages at second 0; {boot}; a poll every
 {inputs["poll_seconds"]:g} s; {inputs["work_seconds"]:g} s of work per message; the watcher every
-{inputs["watcher_seconds"]:g} s; launch heartbeat {inputs["launch_timeout"]} s. One tick: {inputs["tick_seconds"]} s.
+{inputs["watcher_seconds"]:g} s; launch heartbeat {inputs["launch_timeout"]} s. One tick:
+{inputs["tick_seconds"]} s, played at {inputs.get("clock_factor", 1):g} AWS seconds per real second. Desired
+capacity: run
+{" -> ".join(map(str, run["prediction"].get("desired", {}).get("measured", [])))}, replay
+{" -> ".join(map(str, run["prediction"].get("desired", {}).get("predicted", [])))}.
 
 | figure | predicted | measured | agree within | agree | why they differ |
 | --- | --- | --- | --- | --- | --- |
