@@ -1,16 +1,22 @@
-"""The Redis broker path on a real Redis server (Valkey from sqs_fleet.lab.redis, AUTH on): the producer's
-enqueue rate, pipelined and one job a round trip; jobs/s of files/celery_worker.py per pool process; and
-PendingJobs (files/redis_backlog.py) against ground truth while workers prefetch.
+"""The Redis broker path on a real Redis server (Valkey from sqs_fleet.lab.redis_server, AUTH on): the producer's
+enqueue rate, pipelined and one job a round trip, with and without a replica; jobs/s of files/celery_worker.py
+against a bare Celery task; enqueue-to-processed latency beside the SQS consumer's; and PendingJobs
+(files/redis_backlog.py) against ground truth while workers prefetch.
 
     python -m bench.redis_broker [--enqueue-jobs 2000] [--burst-jobs 1500] [--accuracy-jobs 300]
-                                 [--kill-jobs 200] [--kill-work 0.1] [--smoke]
+                                 [--kill-jobs 200] [--kill-work 0.1] [--latency-rate 100] [--smoke]
 
-Enqueue: celery_worker.enqueue (kombu's publish batch: one pipeline of `chunk` LPUSHes a round trip) at several
-chunk sizes, and Celery's app.send_task once per job; round trips are counted on the client's socket writes, on
-loopback and with a modelled round trip added to each.
-Workers: celery_worker.py started as the lab starts it (broker URL without the token, REDIS_AUTH_TOKEN in the
-environment), warmed up, then a burst enqueued; seconds from the first enqueue to the `ts` of the last
-message_processed line.
+Enqueue: celery_worker.enqueue (one chunk of `chunk` jobs a round trip, all or nothing) at several chunk sizes,
+and Celery's app.send_task once per job; round trips are counted on the client's socket writes, on loopback and
+with a modelled round trip added to each.
+Processing: celery_worker.py and bench/bare_celery_task.py (one printed line a job, the same broker settings)
+started as the lab starts them (broker URL without the token, REDIS_AUTH_TOKEN in the environment), warmed up,
+each on its own queue; a run pauses a worker (SIGSTOP), enqueues the burst, resumes it and times its resumption
+to its queue and `unacked` empty with every job's line logged, and the CPU time of its process group meanwhile.
+Runs alternate between the two workers, the idle one paused. The same on the lab's primary + replica, with and
+without --replicas 1.
+Latency: one job at a time at a steady rate onto an empty queue, from before the producer's round trip to the
+job's message_processed line; the SQS consumer (files/consumer.py) the same way on a private emulator.
 PendingJobs: the whole worker (its process group) is stopped with SIGSTOP for each sample, so the ground truth,
 jobs enqueued minus message_processed lines logged, cannot move between the reading and the log read; what
 differs is PendingJobs' own error, split by the unacked hash into jobs logged but not yet acknowledged (+1) and
@@ -27,16 +33,11 @@ at-least-once delivery: a job logged by the killed worker but not yet acknowledg
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import random
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,21 +47,25 @@ from typing import Any
 import redis
 from redis.connection import AbstractConnection
 
-import celery_worker
-import redis_backlog
-import vehicles
 from bench.common import machine, smoke_option, table
-from sqs_fleet import REPO
-from sqs_fleet.lab.redis import RedisServer, free_port, start_redis
-
-QUEUE, DLQ = "jobs", "jobs-dlq"
-# kombu's Redis transport: delivery tag -> time of delivery, and the lock of the sweep that restores old entries.
-UNACKED_INDEX, RESTORE_MUTEX = "unacked_index", "unacked_mutex"
-Job = tuple[dict[str, Any], str]
-
-
-def jobs(count: int, prefix: str, seed: int = 1) -> list[Job]:
-    return [(vehicle, f"{prefix}-{n}") for n, vehicle in enumerate(vehicles.generate(count, seed=seed))]
+from bench.redis_broker_jobs import DLQ, QUEUE, Job, jobs
+from bench.redis_faults import (
+    bench_accuracy,
+    bench_kill,
+    bench_replicas,
+    bench_worker_replicas,
+    error_row,
+    role_defaults,
+)
+from bench.redis_procs import (
+    Lines,
+    bench_processing,
+    processing_rows,
+    running_worker,
+    wait_drained,
+)
+from sqs_fleet.lab.redis_server import RedisServer, free_port, start_redis
+from sqs_fleet_workers import celery_worker
 
 
 def server_version(client: Any) -> str:
@@ -139,355 +144,77 @@ def bench_enqueue(server: RedisServer, app: Any, count: int, runs: int, latency:
             for label, trips, median, low, high in results]
 
 
-class LogTail:
-    """The worker's JSON lines, read as they come: complete lines only (the worker may be writing the last)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
-        self.processed: dict[str, float] = {}  # task id -> ts (epoch seconds) of its message_processed line
-
-    def read(self) -> int:
-        with self.path.open("rb") as stream:
-            stream.seek(self.offset)
-            data = stream.read()
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        for line in data[:end].decode().splitlines():
-            if not line.startswith("{"):
-                continue
-            entry = json.loads(line)
-            if entry["event"] == "message_processed":
-                self.processed[entry["message_id"]] = datetime.datetime.fromisoformat(entry["ts"]).timestamp()
-            elif entry["level"] == "error":
-                raise RuntimeError(f"worker error: {line}")
-        return len(self.processed)
-
-    def wait_for(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.read() < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(self.processed)} of {count} jobs processed after {timeout} s; "
-                                   f"see {self.path}")
-            time.sleep(0.05)
+def percentiles(values: Sequence[float]) -> str:
+    ordered = sorted(values)
+    p99 = ordered[max(0, -(-len(ordered) * 99 // 100) - 1)]  # nearest rank
+    return f"{statistics.median(ordered):.1f} / {p99:.1f} / {ordered[-1]:.1f}"
 
 
-class Worker:
-    """files/celery_worker.py in a session of its own, so that its pool processes can be paused together."""
-
-    def __init__(self, server: RedisServer, out: Path, concurrency: int, work: float,
-                 options: Sequence[str] = ()) -> None:
-        env = {**os.environ, "REDIS_AUTH_TOKEN": server.password,
-               "PYTHONPATH": os.pathsep.join([str(REPO / "files"), *sys.path])}
-        self.log = LogTail(out)
-        with out.open("ab") as stream:
-            self.process = subprocess.Popen(
-                [sys.executable, str(REPO / "files" / "celery_worker.py"), "--queue", QUEUE,
-                 "--broker-url", server.url, "--concurrency", str(concurrency), "--simulate-work", str(work),
-                 *options],
-                env=env, stdout=stream, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def group(self) -> list[int]:
-        """The pids of the worker's process group (main process and pool), from /proc."""
-        pids = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == self.process.pid and fields[0] != "Z":
-                pids.append(int(stat.parent.name))
-        return pids
-
-    def pause(self) -> None:
-        """SIGSTOP to the whole group, returning once every process of it is stopped."""
-        os.killpg(self.process.pid, signal.SIGSTOP)
-        deadline = time.monotonic() + 5
-        while True:
-            states = []
-            for pid in self.group():
-                try:
-                    states.append(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
-                except OSError:
-                    continue
-            if all(state in "Tt" for state in states):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not stopped: process states {states}")
-
-    def resume(self) -> None:
-        os.killpg(self.process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:  # killed
-            return
-        self.resume()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+def bench_latency(server: RedisServer, app: Any, tmp: Path, rate: float, count: int) -> list[float]:
+    """Milliseconds from a job's enqueue (before its round trip) to its message_processed line, one job at a
+    time at `rate` jobs/s into an empty queue, celery_worker.py at concurrency 1 waiting (BRPOP)."""
+    client = redis.Redis.from_url(server.url_with_password)
+    client.flushdb()
+    producer = redis.Redis.from_url(server.url_with_password)
+    producer.ping()
+    chunks = [celery_worker.build_chunk(app, [job]) for job in jobs(count, "latency")]  # built before: not timed
+    sent: dict[str, float] = {}
+    with running_worker(server, tmp / "latency.log", 1) as worker:
+        celery_worker.enqueue(app, jobs(2, "latency-warm-up"))
+        worker.log.wait_for(2, 120)
+        wait_drained(client, 30)
+        start = time.time() + 0.1
+        for n, chunk in enumerate(chunks):
+            delay = start + n / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            at = time.time()
+            celery_worker.publish_chunk(producer, chunk)
+            sent[json.loads(chunk.messages[0])["headers"]["id"]] = at
+        worker.log.wait_for(2 + count, 60)
+    client.flushdb()
+    return [(worker.log.processed[task] - at) * 1000 for task, at in sent.items()]
 
 
-@contextmanager
-def running_worker(server: RedisServer, out: Path, concurrency: int, work: float = 0.0,
-                   options: Sequence[str] = ()) -> Iterator[Worker]:
-    worker = Worker(server, out, concurrency, work, options)
+def bench_sqs_latency(tmp: Path, rate: float, count: int, wait_time: int) -> list[float]:
+    """The SQS path on the emulator: milliseconds from SendMessage (before its request) to consumer.py's
+    message_processed line, one message at a time at `rate`, the consumer long-polling (--wait-time) with no
+    pause between polls (--poll-interval 0)."""
+    import threading
+
+    from bench.common import private_emulator
+    from sqs_fleet_workers import consumer
+    from sqs_fleet_workers.sqs_calls import sqs_client
+    from sqs_fleet_workers.vehicles import IDEMPOTENCY_ATTRIBUTE
+
+    emulator = private_emulator(tmp)
     try:
-        yield worker
+        client = sqs_client()
+        url = client.create_queue(QueueName="latency")["QueueUrl"]
+        lines = Lines()
+        args = consumer.parse_args(["--queue", url, "--poll-interval", "0", "--wait-time", str(wait_time),
+                                    "--max-messages", str(count), "--visibility-timeout", "30"])
+        worker = consumer.Consumer(sqs_client(), url, args, consumer.Log(lines), consumer.SeenKeys(count, None))
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        time.sleep(1)  # the consumer's first long poll under way
+        sent: dict[str, float] = {}
+        start = time.time()
+        for n, (vehicle, key) in enumerate(jobs(count, "sqs-latency")):
+            delay = start + n / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            at = time.time()
+            client.send_message(QueueUrl=url, MessageBody=json.dumps(vehicle, separators=(",", ":")),
+                                MessageAttributes={IDEMPOTENCY_ATTRIBUTE: {"DataType": "String", "StringValue": key}})
+            sent[key] = at
+        thread.join(60 + wait_time)
+        if thread.is_alive():
+            worker.stop.set()
+            raise RuntimeError(f"consumer.py processed {len(lines.processed)} of {count} messages")
     finally:
-        worker.stop()
-
-
-def wait_drained(client: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while redis_backlog.pending_jobs(client, QUEUE):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{redis_backlog.pending_jobs(client, QUEUE)} jobs still pending after {timeout} s")
-        time.sleep(0.02)
-
-
-def bench_workers(server: RedisServer, app: Any, tmp: Path, count: int, runs: int, concurrency: int,
-                  work: float) -> list[object]:
-    client = redis.Redis.from_url(server.url_with_password)
-    client.flushdb()
-    rates = []
-    with running_worker(server, tmp / f"throughput-{concurrency}.log", concurrency, work) as worker:
-        # Started and warmed: a job for each pool process, and the producer's connection made.
-        celery_worker.enqueue(app, jobs(concurrency * 2, "warm-up"))
-        worker.log.wait_for(concurrency * 2, 120)
-        wait_drained(client, 30)
-        for run in range(runs):
-            burst = jobs(count, f"burst-{run}", seed=run)
-            done_before = len(worker.log.processed)
-            finished_before = set(worker.log.processed)
-            started = time.time()
-            celery_worker.enqueue(app, burst, chunk=500)
-            worker.log.wait_for(done_before + count, 60 + count * (work + 0.05) / concurrency)
-            last = max(ts for task, ts in worker.log.processed.items() if task not in finished_before)
-            rates.append(count / (last - started))
-            wait_drained(client, 30)
-    client.flushdb()
-    median = statistics.median(rates)
-    return [concurrency, count, runs, f"{count / median:.2f}", f"{median:.0f}", f"{min(rates):.0f}-{max(rates):.0f}",
-            f"{median / concurrency:.0f}"]
-
-
-def distribution(errors: Sequence[int]) -> str:
-    return ", ".join(f"{error:+d}: {n}" if error else f"0: {n}" for error, n in sorted(Counter(errors).items()))
-
-
-def task_id(entry: bytes) -> str:
-    """The Celery task id of an entry of kombu's unacked hash: [message, exchange, routing key]."""
-    return str(json.loads(entry)[0]["headers"]["id"])
-
-
-def bench_accuracy(server: RedisServer, app: Any, tmp: Path, count: int, concurrency: int, work: float,
-                   interval: float) -> dict[str, Any]:
-    client = redis.Redis.from_url(server.url_with_password)
-    client.flushdb()
-    enqueued = celery_worker.enqueue(app, jobs(count, "accuracy"))
-    quiescent = [redis_backlog.pending_jobs(client, QUEUE) - enqueued]  # before any worker runs
-    pending_errors, llen_errors = [], []
-    logged_not_acked = in_transit = holding = moved = 0
-    pauses = []
-    pick = random.Random(1)
-    with running_worker(server, tmp / f"accuracy-{concurrency}.log", concurrency, work) as worker:
-        # Samples from the worker's first fetch on: while it starts, nothing moves and every reading is exact.
-        deadline = time.monotonic() + 120
-        while not client.hlen(redis_backlog.UNACKED) and client.llen(QUEUE) == enqueued and not worker.log.read():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the worker took no job in 120 s")
-            time.sleep(0.005)
-        while True:
-            time.sleep(pick.uniform(0, 2 * interval))  # no fixed phase against the jobs' own period
-            paused = time.perf_counter()
-            worker.pause()
-            try:
-                pending = redis_backlog.pending_jobs(client, QUEUE)
-                with client.pipeline(transaction=True) as pipeline:
-                    pipeline.llen(QUEUE)
-                    pipeline.hvals(redis_backlog.UNACKED)
-                    waiting, unacked = pipeline.execute()
-                truth = enqueued - worker.log.read()
-            finally:
-                worker.resume()
-                pauses.append(time.perf_counter() - paused)
-            # The paused worker cannot move a job; only a BRPOP it sent just before the stop can still be
-            # served in between the two reads.
-            moved += pending != waiting + len(unacked)
-            held = {task_id(entry) for entry in unacked}
-            done_held = len(held & set(worker.log.processed))
-            logged_not_acked += done_held
-            in_transit += truth - waiting - (len(unacked) - done_held)
-            holding += bool(unacked)
-            pending_errors.append(pending - truth)
-            llen_errors.append(int(waiting) - truth)
-            if truth == 0 and pending == 0:
-                break
-        wait_drained(client, 30)
-        quiescent.append(redis_backlog.pending_jobs(client, QUEUE) - (enqueued - worker.log.read()))
-    client.flushdb()
-    return {"pending": pending_errors, "llen": llen_errors, "quiescent": quiescent, "moved": moved,
-            "logged not acked": logged_not_acked, "in transit": in_transit, "holding": holding,
-            "pause ms": statistics.median(pauses) * 1000}
-
-
-def error_row(label: str, errors: Sequence[int]) -> list[object]:
-    return [label, len(errors), sum(1 for e in errors if e == 0), max(abs(e) for e in errors), distribution(errors)]
-
-
-def processed_lines(path: Path) -> list[dict[str, Any]]:
-    """The message_processed lines of a worker's log; complete lines only (a killed worker may leave half one)."""
-    entries = []
-    for line in path.read_bytes().decode(errors="replace").splitlines(keepends=True):
-        if line.startswith("{") and line.endswith("\n"):
-            entry = json.loads(line)
-            if entry["event"] == "message_processed":
-                entries.append(entry)
-    return entries
-
-
-def epoch(ts: str) -> float:
-    return datetime.datetime.fromisoformat(ts).timestamp()
-
-
-def warm_up(app: Any, client: Any, workers: Sequence[Worker], timeout: float = 120) -> None:
-    """A few jobs at a time until every worker has processed one: all of them consume when the burst comes."""
-    deadline = time.monotonic() + timeout
-    round_ = 0
-    while not all(worker.log.read() for worker in workers):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not every worker took a job in {timeout} s")
-        celery_worker.enqueue(app, jobs(2 * len(workers), f"warm-up-{round_}", seed=100 + round_))
-        wait_drained(client, timeout)
-        round_ += 1
-
-
-def kill_first(client: Any, victim: Worker, survivor: Worker) -> tuple[float, dict[str, float], int]:
-    """SIGKILL to the victim's process group (main process and pool) with both workers stopped (SIGSTOP) since
-    the unacked hash was read: no job is taken, acknowledged or restored between the reading and the kill.
-    A moment when the restore sweep's lock is held, or the hash is empty, is let pass (a worker killed holding
-    the lock would hold up every sweep for kombu's unacked_mutex_expire, 300 s).
-    Returns the kill's time (epoch seconds), message id -> time of delivery of each unacked entry, and LLEN."""
-    while True:
-        survivor.pause()
-        victim.pause()
-        with client.pipeline(transaction=True) as pipeline:
-            pipeline.exists(RESTORE_MUTEX)
-            pipeline.hgetall(redis_backlog.UNACKED)
-            pipeline.zrange(UNACKED_INDEX, 0, -1, withscores=True)
-            pipeline.llen(QUEUE)
-            locked, unacked, index, waiting = pipeline.execute()
-        if not locked and unacked:
-            break
-        victim.resume()
-        survivor.resume()
-        time.sleep(0.01)
-    os.killpg(victim.process.pid, signal.SIGKILL)
-    killed_at = time.time()
-    victim.process.wait(10)
-    survivor.resume()
-    delivered = dict(index)
-    return killed_at, {task_id(entry): delivered[tag] for tag, entry in unacked.items()}, int(waiting)
-
-
-def bench_kill(server: RedisServer, app: Any, tmp: Path, count: int, work: float, visibility: int,
-               restore: int) -> list[object]:
-    if 2 * work >= visibility:  # the survivor's own jobs would come back too, and could not be told apart
-        raise ValueError(f"a job of {work} s is too long for a visibility timeout of {visibility} s")
-    client = redis.Redis.from_url(server.url_with_password)
-    client.flushdb()
-    options = ["--visibility-timeout", str(visibility), "--restore-interval", str(restore)]
-    name = f"kill-{visibility}-{restore}"
-    killed_log, survivor_log = tmp / f"{name}-killed.log", tmp / f"{name}-survivor.log"
-    with running_worker(server, killed_log, 2, work, options) as victim, \
-            running_worker(server, survivor_log, 2, work, options) as survivor:
-        warm_up(app, client, [victim, survivor])
-        burst = jobs(count, name, seed=visibility * 100 + restore)
-        keys = {key for _, key in burst}
-        done_before = victim.log.read()
-        celery_worker.enqueue(app, burst)
-        # Mid-burst: once the first worker has done a tenth of it.
-        deadline = time.monotonic() + 60 + count * work
-        while victim.log.read() - done_before < max(1, count // 10):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the first worker did not get through a tenth of the burst; see {killed_log}")
-            time.sleep(0.01)
-        killed_at, held, waiting = kill_first(client, victim, survivor)
-        # Until every job is processed; a job nowhere (neither waiting nor held) for 2 s is lost.
-        deadline = time.monotonic() + visibility + restore + count * work + 60
-        empty_since = None
-        while True:
-            lines = processed_lines(killed_log) + processed_lines(survivor_log)
-            survivor_ids = {entry["message_id"] for entry in processed_lines(survivor_log)}
-            if keys <= {entry["idempotency_key"] for entry in lines} and set(held) <= survivor_ids:
-                break
-            if redis_backlog.pending_jobs(client, QUEUE):
-                empty_since = None
-            elif empty_since is None:
-                empty_since = time.monotonic()
-            elif time.monotonic() - empty_since > 2:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{redis_backlog.pending_jobs(client, QUEUE)} jobs pending after the kill; see "
-                                   f"{killed_log}, {survivor_log}")
-            time.sleep(0.05)
-        wait_drained(client, 30)
-    lines = processed_lines(killed_log) + processed_lines(survivor_log)
-    by_survivor: dict[str, float] = {}
-    for entry in processed_lines(survivor_log):
-        by_survivor.setdefault(entry["message_id"], epoch(entry["ts"]))
-    # The killed worker's entries come back only through the sweep: after their time of delivery + visibility.
-    stranded = {tid: at for tid, at in held.items() if by_survivor.get(tid, float("inf")) >= at + visibility}
-    recovered = [by_survivor[tid] for tid in stranded if tid in by_survivor]
-    times = Counter(entry["idempotency_key"] for entry in lines if entry["idempotency_key"] in keys)
-    client.flushdb()
-    return [visibility, restore, f"{work:g}", count, waiting, len(stranded),
-            f"{max(recovered) - killed_at:.1f}" if recovered else "-",
-            f"{max(killed_at - at for at in stranded.values()):.2f}" if stranded else "-",
-            f"{visibility + restore + work:g}", f"{len(times)}/{count}", len(keys - set(times)),
-            sum(n - 1 for n in times.values())]
-
-
-def role_defaults() -> tuple[int, int, int]:
-    """Longest job, visibility timeout and restore interval of the celery_worker role as it deploys them."""
-    import yaml
-
-    defaults = yaml.safe_load((REPO / "roles" / "celery_worker" / "defaults" / "main.yml").read_text())
-    return (int(defaults["celery_worker_longest_job"]), int(defaults["celery_worker_visibility_timeout"]),
-            int(defaults["celery_worker_restore_interval"]))
-
-
-def bench_replicas(tmp: Path, count: int, runs: int) -> tuple[list[list[object]], list[float]]:
-    """Enqueue onto a primary with a replica (sqs_fleet.lab.redis_failover), the chunk counted sent on the
-    primary's word and once WAIT saw the replica hold it; and each chunk's WAIT alone (what sets the producer's
-    replica timeout)."""
-    from sqs_fleet.lab.redis_failover import ReplicatedRedis
-
-    rows, waits = [], []
-    with ReplicatedRedis(tmp / "replicated") as group:
-        app = celery_worker.make_app(group.url_with_password, QUEUE, DLQ)
-        client = redis.Redis.from_url(group.url_with_password)
-        for replicas in (0, 1):
-            seconds = []
-            for run in range(runs):
-                batch = jobs(count, f"replicated-{replicas}-{run}", seed=run)
-                started = time.perf_counter()
-                assert celery_worker.enqueue(app, batch, replicas=replicas) == count
-                seconds.append(time.perf_counter() - started)
-                client.delete(QUEUE)
-            median = statistics.median(seconds)
-            rows.append([f"enqueue(chunk=500), --replicas {replicas}", count, f"{count / median:.0f}",
-                         f"{count / max(seconds):.0f}-{count / min(seconds):.0f}"])
-        for run in range(max(20, runs * 10)):
-            chunk = celery_worker.build_chunk(app, jobs(500, f"wait-{run}", seed=run))
-            celery_worker.publish_chunk(client, chunk)
-            started = time.perf_counter()
-            client.execute_command("WAIT", 1, 0)  # the replica's acknowledgement of the chunk just pushed
-            waits.append((time.perf_counter() - started) * 1000)
-        client.flushdb()
-    return rows, waits
+        emulator.stop()
+    return [(lines.processed[key] - at) * 1000 for key, at in sent.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-jobs", type=int, default=200, help="jobs of the burst during which a worker is killed")
     parser.add_argument("--kill-work", type=float, default=0.1,
                         help="simulated work a job (seconds) of that burst, so that it lasts several seconds")
+    parser.add_argument("--latency-rate", type=float, default=100, help="jobs/s of the latency run")
+    parser.add_argument("--latency-jobs", type=int, default=1000, help="jobs of the latency run")
+    parser.add_argument("--sqs-latency-rate", type=float, default=2, help="messages/s of the SQS latency run")
+    parser.add_argument("--sqs-latency-jobs", type=int, default=30, help="messages of the SQS latency run")
     smoke_option(parser)
     args = parser.parse_args(argv)
     # (visibility timeout, restore interval): the recovery's terms one at a time, the role's restore interval last.
@@ -511,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.enqueue_jobs, args.burst_jobs, args.accuracy_jobs, args.runs = 200, 50, 20, 1
         args.kill_jobs, kill_settings = 40, [(3, 1)]
+        args.latency_jobs, args.sqs_latency_jobs = 50, 3
     with TemporaryDirectory() as tmp:
         server = start_redis(free_port(), Path(tmp) / "redis.log")
         try:
@@ -537,12 +269,43 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  WAIT 1 after a 500-job chunk, {len(waits)} chunks: median {statistics.median(waits):.2f} ms, "
                   f"p99 {waits[int(len(waits) * 0.99) - 1]:.2f} ms, max {waits[-1]:.2f} ms (the producer's and the "
                   f"worker's default timeout: {celery_worker.REPLICA_TIMEOUT_MS} ms)")
-            rows = [bench_workers(server, app, Path(tmp), args.burst_jobs, args.runs, concurrency, 0.0)
-                    for concurrency in (1, 2)]
-            table(f"Worker throughput: celery_worker.py (prefork, prefetch 1 a process, acks late), burst of "
-                  f"{args.burst_jobs} jobs onto an empty queue (queue depth <= {args.burst_jobs}), no simulated "
-                  f"work, first enqueue to last processed, median of {args.runs}",
-                  ["concurrency", "jobs", "runs", "seconds", "jobs/s", "jobs/s min-max", "jobs/s per process"], rows)
+            rows = []
+            for concurrency in (1, 2):
+                load_before = load()
+                rates = bench_processing(server, app, Path(tmp), args.burst_jobs, args.runs, concurrency)
+                rows += [[*row, f"{load_before} / {load()}"] for row in processing_rows(concurrency, args.burst_jobs,
+                                                                                          rates)]
+            table(f"Processing alone: {args.burst_jobs} jobs enqueued while the worker is paused (SIGSTOP), timed from "
+                  f"its resumption to its queue and `unacked` empty and every job's line logged; "
+                  f"celery_worker.py (validation, delivery counter, done record, one JSON line) against a bare "
+                  f"Celery task (one printed line), same broker and settings (prefork, acks late, prefetch 1 a "
+                  f"process, reject on worker lost, visibility 30 s, restore sweep 5 s), runs alternating, the other "
+                  f"worker paused; no simulated work; {version}; machine: {machine()}",
+                  ["worker", "concurrency", "jobs", "runs", "jobs/s (median)", "jobs/s min-max",
+                   "jobs/s per process", "jobs/s of the bare task's (median, run pairs min-max)",
+                   "CPU ms a job", "speed by CPU: bare's CPU ms / ours", "load average before / after"], rows)
+            rows = bench_worker_replicas(Path(tmp), args.burst_jobs, args.runs)
+            table(f"Processing alone on a primary with a replica (the lab's failover pair: both behind a TCP proxy "
+                  f"in Python, on loopback), concurrency 1, {args.burst_jobs} jobs, measured as above, median of "
+                  f"{args.runs}: celery_worker.py acknowledging on the primary's word or once the replica holds the "
+                  f"done record (WAIT 1, timeout {celery_worker.REPLICA_TIMEOUT_MS} ms)",
+                  ["worker", "concurrency", "jobs", "runs", "jobs/s (median)", "jobs/s min-max",
+                   "jobs/s per process", "jobs/s of the bare task's (median, run pairs min-max)",
+                   "CPU ms a job", "speed by CPU: bare's CPU ms / ours"], rows)
+            load_before = load()
+            latencies = bench_latency(server, app, Path(tmp), args.latency_rate, args.latency_jobs)
+            rows = [[f"Redis: celery_worker.py -c 1, jobs at {args.latency_rate:g}/s", len(latencies),
+                     percentiles(latencies), f"{load_before} / {load()}"]]
+            load_before = load()
+            sqs = bench_sqs_latency(Path(tmp), args.sqs_latency_rate, args.sqs_latency_jobs, 20)
+            rows.append([f"SQS (moto): consumer.py --poll-interval 0 --wait-time 20, messages at "
+                         f"{args.sqs_latency_rate:g}/s", len(sqs), percentiles(sqs), f"{load_before} / {load()}"])
+            table("Latency: enqueue (before the producer's request) to the message_processed line, one job at a "
+                  "time at a steady rate onto an empty queue, no simulated work (Redis: the line's `ts`, "
+                  "millisecond resolution; SQS: the time the line was written)",
+                  ["path", "jobs", "ms p50 / p99 / max", "load average before / after"], rows)
+            print("  consumer.py's defaults (--poll-interval 60 --wait-time 20): a message sent while the consumer "
+                  "waits between polls is received at its next poll: up to 60 s + its work, by design")
             for concurrency in (1, 2):
                 result = bench_accuracy(server, app, Path(tmp), args.accuracy_jobs, concurrency, args.work,
                                         args.sample_interval)

@@ -17,11 +17,11 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-import consumer
-import producer
 from bench.common import machine, private_emulator, smoke_option, table
 from bench.naive import naive_consume, naive_produce
-from vehicles import generate, sqs_client
+from sqs_fleet_workers import consumer, producer
+from sqs_fleet_workers.sqs_calls import sqs_client
+from sqs_fleet_workers.vehicles import generate
 
 LATENCY = {"seconds": 0.0}  # a modelled network round trip added to every request
 

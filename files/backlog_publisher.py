@@ -42,19 +42,24 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-import boto3
-from botocore.config import Config
+# Its modules: the package's when imported as sqs_fleet_workers.backlog_publisher (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
+    from .worker_common import aws_client, log
+else:
+    from worker_common import aws_client, log
 
-RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 3})
+ATTEMPTS = 3  # tries of each call (botocore's standard retry mode): the function runs again within the minute
 SAFETY_MARGIN_MS = 3000  # what a publish needs at most, kept out of the remaining time
 Clients = Callable[[str], Any]
 
@@ -109,15 +114,22 @@ class RedisReader:
         return cls(client, queue, env.get("BACKLOG_REDIS_DEAD_LETTER_LIST", ""))
 
     def backlog(self) -> int:
-        import redis_backlog
-
-        return redis_backlog.pending_jobs(self.client, self.queue)
+        return int(redis_backlog().pending_jobs(self.client, self.queue))
 
     def extra_metrics(self) -> dict[str, int]:
-        import redis_backlog
+        if not self.dead_letter_list:
+            return {}
+        module = redis_backlog()
+        return {str(module.DEAD_METRIC): int(module.dead_jobs(self.client, self.dead_letter_list))}
 
-        return {redis_backlog.DEAD_METRIC: redis_backlog.dead_jobs(self.client, self.dead_letter_list)} \
-            if self.dead_letter_list else {}
+
+def redis_backlog() -> ModuleType:
+    """The module redis_backlog, imported on first use: only the redis reader's package holds it."""
+    if TYPE_CHECKING or __package__:
+        from . import redis_backlog as module
+    else:
+        import redis_backlog as module
+    return module
 
 
 def parameter(ssm: Any, name: str) -> str:
@@ -173,11 +185,6 @@ class Settings:
                    publishes=positive_int(env, "BACKLOG_PUBLISHES", 6, 60))
 
 
-def log(event: str, **fields: Any) -> None:
-    print(json.dumps({"ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                      "event": event, **fields}, default=str), flush=True)
-
-
 def publish(cloudwatch: Any, settings: Settings, value: int, at: datetime.datetime,
             extra: Mapping[str, int] | None = None) -> None:
     """One data point at one-second resolution, so alarms may use 10-second periods of it (and the reader's
@@ -193,13 +200,7 @@ def publish(cloudwatch: Any, settings: Settings, value: int, at: datetime.dateti
 def clients_for(env: Mapping[str, str]) -> Clients:
     """boto3 clients from the standard chain; an explicit environment (a local caller's) may name an endpoint,
     region and keys."""
-    if env is os.environ:
-        return lambda service: boto3.client(service, config=RETRIES)
-    return lambda service: boto3.client(
-        service, config=RETRIES, endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-        region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None)
+    return lambda service: aws_client(service, env=env, max_attempts=ATTEMPTS)
 
 
 def remaining_ms(context: Any) -> int | None:
@@ -222,7 +223,7 @@ def run(settings: Settings, reader: BacklogReader, cloudwatch: Any, context: Any
             wait = boundary + index * settings.period - now()
             left = remaining_ms(context)
             if left is not None and left < wait * 1000 + SAFETY_MARGIN_MS:
-                log("backlog_publisher_stopped_early", published=index, remaining_ms=left)
+                log("backlog_publisher_stopped_early", level="warning", published=index, remaining_ms=left)
                 break
             if wait > 0:
                 sleep(wait)
@@ -247,9 +248,9 @@ def invoke(event: Mapping[str, Any] | None, context: Any, env: Mapping[str, str]
                      publishes=int(event["publishes"]) if "publishes" in event else None,
                      first=datetime.datetime.fromisoformat(first) if first else None)
     except Exception as error:
-        log("backlog_publisher_failed", error=type(error).__name__, message=str(error))
+        log("backlog_publisher_failed", level="error", error=type(error).__name__, message=str(error))
         raise
-    result = {"namespace": settings.namespace, "metric": settings.metric_name,
+    result: dict[str, Any] = {"namespace": settings.namespace, "metric": settings.metric_name,
               settings.dimension_name: settings.dimension_value, "values": values}
     log("backlog_published", **result)
     return result

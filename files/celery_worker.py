@@ -38,10 +38,19 @@ import urllib.parse
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis_backlog import UNACKED_INDEX, done_key
-from vehicles import fail, validation_errors
+# Its modules: the package's when imported as sqs_fleet_workers.celery_worker (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
+    from .redis_backlog import UNACKED_INDEX, done_key
+    from .vehicles import validation_errors
+    from .worker_common import aws_client, fail, log
+else:
+    from redis_backlog import UNACKED_INDEX, done_key
+    from vehicles import validation_errors
+    from worker_common import aws_client, fail, log
 
 TASK_NAME = "vehicles.process"
 MAX_DELIVERIES = 5  # as the SQS queue's maxReceiveCount
@@ -68,18 +77,6 @@ return 0
 """
 
 
-def log(event: str, level: str = "info", **fields: Any) -> None:
-    """One JSON object per line on stdout, the SQS consumer's keys.
-
-    The pool's processes share stdout: each line goes out in one write (print would write the newline apart
-    when stdout is unbuffered, and two processes' lines could run together).
-    """
-    line = json.dumps({"ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                       "level": level, "event": event, **fields}, default=str)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 def notify_systemd(state: str) -> None:
     """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET (set by systemd for Type=notify)."""
     address = os.environ.get("NOTIFY_SOCKET", "")
@@ -93,11 +90,8 @@ def notify_systemd(state: str) -> None:
 
 
 def ssm_parameter(name: str, region: str | None) -> str:
-    import boto3  # only where a parameter is read: the lab may give the token in the environment
-
-    # Named here: boto3 before 1.28 (Debian 12's 1.26) ignores AWS_ENDPOINT_URL, which points nodes at an emulator.
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_SSM") or os.environ.get("AWS_ENDPOINT_URL") or None
-    client = boto3.client("ssm", region_name=region, endpoint_url=endpoint)
+    # A client only where a parameter is read: the lab may give the token in the environment.
+    client = aws_client("ssm", region=region)
     return str(client.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
 
 
@@ -154,14 +148,19 @@ def renew_leases(client: Any, interval: float, stop: threading.Event) -> None:
             log("lease_renewal_failed", level="warning", error=str(error))
 
 
-def mark_done(client: Any, key: str, job_id: str, replicas: int, timeout_ms: int, ttl: int = DONE_TTL) -> int:
-    """Record a job as done and, with replicas, WAIT on the same connection until that many hold the record.
-    Returns how many replicas acknowledged (0 without replicas)."""
-    pipeline = client.pipeline(transaction=False)
-    pipeline.set(key, job_id, ex=ttl)
-    if replicas:
-        pipeline.execute_command("WAIT", replicas, timeout_ms)
-    return int(pipeline.execute()[-1]) if replicas else 0
+COUNT_SCRIPT = "local n = redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], ARGV[1]) return {n, " \
+    "redis.call('EXISTS', KEYS[2])}"
+DONE_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return redis.call('DEL', KEYS[2])"  # a round trip
+
+
+def mark_done(client: Any, script: Any, key: str, job_id: str, counter: str, replicas: int, timeout_ms: int,
+              ttl: int) -> int:
+    """Record a job as done, drop its counter, with replicas WAIT in the same round trip; returns the replicas'."""
+    if not replicas:
+        script(keys=[key, counter], args=[job_id, ttl])
+        return 0
+    pipeline = client.pipeline(transaction=False).set(key, job_id, ex=ttl).delete(counter)
+    return int(pipeline.execute_command("WAIT", replicas, timeout_ms).execute()[-1])
 
 
 def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: int = VISIBILITY_TIMEOUT,
@@ -195,6 +194,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         },
     )
     ledger = ledger_client(url)
+    count_script, done_script = ledger.register_script(COUNT_SCRIPT), ledger.register_script(DONE_SCRIPT)
     stop_leases = threading.Event()
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
@@ -217,11 +217,10 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
     @app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
     def process(self: Any, vehicle: Any, idempotency_key: str | None = None) -> None:
         deliveries_key = f"{queue}:deliveries:{self.request.id}"
-        deliveries = int(ledger.incr(deliveries_key))
-        ledger.expire(deliveries_key, DELIVERY_KEY_TTL)
-        context = {"message_id": self.request.id, "receive_count": deliveries, "idempotency_key": idempotency_key}
         done = done_key(queue, idempotency_key or self.request.id)
-        if ledger.exists(done):
+        deliveries, done_before = count_script(keys=[deliveries_key, done], args=[DELIVERY_KEY_TTL])
+        context = {"message_id": self.request.id, "receive_count": deliveries, "idempotency_key": idempotency_key}
+        if done_before:
             # Run before, its acknowledgement lost (a failover) or its lease run out: at least once, not twice.
             log("message_duplicate", level="warning", **context)
             ledger.delete(deliveries_key)
@@ -241,11 +240,11 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         if simulate_work:
             time.sleep(simulate_work)
         log("message_processed", vehicle=vehicle, **context)
-        confirmed = mark_done(ledger, done, self.request.id, replicas, replica_timeout_ms, done_ttl)
+        confirmed = mark_done(ledger, done_script, done, self.request.id, deliveries_key, replicas,
+                              replica_timeout_ms, done_ttl)
         if confirmed < replicas:
             # Acknowledged all the same: a failover now could run it again (and it would be logged again).
             log("done_unconfirmed", level="warning", replicas=confirmed, wanted=replicas, **context)
-        ledger.delete(deliveries_key)
 
     return app
 

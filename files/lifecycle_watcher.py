@@ -27,7 +27,6 @@ line on stdout. Configuration errors exit 2.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -37,18 +36,21 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+# Its modules: the package's when imported as sqs_fleet_workers.lifecycle_watcher (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
+    from .worker_common import aws_client, log
+else:
+    from worker_common import aws_client, log
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105  # nosec B105 - a header name
 TOKEN_TTL = 300  # seconds a session token lives; renewed a minute before it runs out
 COMPLETE_ATTEMPTS = 5
-
-
-def log(event: str, level: str = "info", **fields: Any) -> None:
-    print(json.dumps({"ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-                      "level": level, "event": event, **fields}, default=str), flush=True)
 
 
 class Metadata:
@@ -87,15 +89,8 @@ class Metadata:
 
 
 def autoscaling_client(region: str) -> Any:
-    """An Auto Scaling client from the standard environment; botocore reads AWS_ENDPOINT_URL itself only
-    since 1.31, and the node's system boto3 may be older."""
-    import boto3
-    from botocore.config import Config
-
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_AUTO_SCALING") or os.environ.get("AWS_ENDPOINT_URL") or None
-    config = Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=5, read_timeout=20,
-                    user_agent_extra="sqs-fleet-lifecycle-watcher")
-    return boto3.session.Session().client("autoscaling", region_name=region, endpoint_url=endpoint, config=config)
+    """An Auto Scaling client from the standard environment (AWS_ENDPOINT_URL_AUTO_SCALING, AWS_ENDPOINT_URL)."""
+    return aws_client("autoscaling", region=region, read_timeout=20, user_agent="sqs-fleet-lifecycle-watcher")
 
 
 class Watcher:

@@ -29,7 +29,6 @@ Exit status: 0 all sent, 1 some not sent, 2 bad input or configuration.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -39,20 +38,19 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from vehicles import (
-    IDEMPOTENCY_ATTRIBUTE,
-    classify,
-    entry_retryable,
-    error_code,
-    fail,
-    generate,
-    queue_argument,
-    queue_url,
-    sqs_client,
-    validation_errors,
-)
+# Its modules: the package's when imported as sqs_fleet_workers.producer (the controller), top-level modules
+# beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
+# Why this way: docs/workers.md.
+if TYPE_CHECKING or __package__:
+    from .sqs_calls import classify, entry_retryable, error_code, queue_argument, queue_url, sqs_client
+    from .vehicles import IDEMPOTENCY_ATTRIBUTE, generate, validation_errors
+    from .worker_common import fail, log_line
+else:
+    from sqs_calls import classify, entry_retryable, error_code, queue_argument, queue_url, sqs_client
+    from vehicles import IDEMPOTENCY_ATTRIBUTE, generate, validation_errors
+    from worker_common import fail, log_line
 
 BATCH_ENTRIES = 10  # SendMessageBatch's limit
 BATCH_BYTES = 1024 * 1024  # SendMessageBatch's payload limit (sum of bodies and attributes)
@@ -136,11 +134,9 @@ class RateLimiter:
 
 def log_failure(entry: Entry, code: str, reason: str, attempt: int, retry: bool) -> None:
     """One JSON line on stderr for each entry a send failed for, retried or not."""
-    sys.stderr.write(json.dumps({
-        "ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-        "level": "warning" if retry else "error", "event": "send_failed", "position": entry.position,
-        "idempotency_key": entry.key, "code": code, "error": reason, "attempt": attempt, "retry": retry,
-    }) + "\n")  # one write per line: whole lines even with --concurrency
+    sys.stderr.write(log_line("send_failed", "warning" if retry else "error", position=entry.position,
+                              idempotency_key=entry.key, code=code, error=reason, attempt=attempt, retry=retry)
+                     + "\n")  # one write per line: whole lines even with --concurrency
 
 
 def send_batch(client: Any, url: str, batch: list[Entry], report: Report, backoff: float) -> None:
@@ -307,7 +303,11 @@ def checked_entries(records: Sequence[Any], max_size: int, skip_invalid: bool) -
 
 def produce_to_redis(args: argparse.Namespace, records: Sequence[Any]) -> int:
     """The records as Celery jobs on Redis: the same validation, report and exit status as for SQS."""
-    import celery_worker  # files/: the worker's application, which knows how its jobs look
+    # The worker's application, which knows how its jobs look (imported here: only this mode needs Celery).
+    if TYPE_CHECKING or __package__:
+        from . import celery_worker
+    else:
+        import celery_worker
 
     try:
         token = os.environ.get("REDIS_AUTH_TOKEN")

@@ -5,13 +5,10 @@ The tiers are folders, each marked for `pytest -m`: unit (nothing needed), lint,
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import subprocess
-import sys
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from sqs_fleet.aws import clients
 from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
 from sqs_fleet.lab.fleet import Lab
 from sqs_fleet.stack import Stack
+from support.ansible_runs import PlaybookRun, ansible_env, assert_ok
 
 TIERS = ("unit", "lint", "emulator", "nodes")
 
@@ -50,47 +48,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return FilesAndNodes(config, log)
 
 
-@dataclass
-class PlaybookRun:
-    returncode: int
-    output: str
-    stderr: str
-
-    @property
-    def report(self) -> dict[str, Any]:
-        return json.loads(self.output[self.output.index("{"):])
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.report["stats"]["localhost"]
-
-    def failure_messages(self) -> list[str]:
-        messages = []
-        for play in self.report.get("plays", []):
-            for task in play["tasks"]:
-                result = task["hosts"].get("localhost", {})
-                if result.get("failed"):
-                    messages.append(result.get("msg", ""))
-                    messages += [r.get("msg", "") for r in result.get("results", []) if r.get("failed")]
-        return messages
-
-
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     server = start_emulator(free_port(), tmp_path_factory.mktemp("emulator") / "moto.log")
     yield server
     server.stop()
-
-
-def ansible_env(emulator: Emulator, home: Path) -> dict[str, str]:
-    env = {**os.environ, **emulator.environment()}
-    env.update(
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_HOME=str(home),
-        ANSIBLE_DEPRECATION_WARNINGS="false",
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-    )
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -100,15 +62,17 @@ def stack_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def names() -> Stack:
-    """The local environment's names, rendered from the inventory: known before anything is deployed."""
-    return Stack.from_inventory("local")
+def names_of() -> Callable[[str], Stack]:
+    """An environment's names, rendered from its inventory (inventory/<environment>): known before anything is
+    deployed. Rendered once per environment in a test run, when a test first asks (never when tests are
+    collected: rendering runs Ansible)."""
+    return functools.cache(Stack.from_inventory)
 
 
-@pytest.fixture
-def stack(stack_file: Path) -> Stack:
-    """The stack the last site.yml of this session recorded."""
-    return Stack.load(stack_file)
+@pytest.fixture(scope="session")
+def names(names_of: Callable[[str], Stack]) -> Stack:
+    """The local environment's names, rendered from inventory/local."""
+    return names_of("local")
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +91,22 @@ def run_playbook(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory, s
         return PlaybookRun(result.returncode, result.stdout, result.stderr)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def deployed(emulator: Emulator, run_playbook: Callable[..., PlaybookRun]) -> PlaybookRun:
+    """The site.yml run that made the test module's stack, on an emptied emulator (once per module). A module
+    that deploys otherwise (another inventory, the lab's emulator) defines its own."""
+    emulator.reset()
+    run = run_playbook("site.yml")
+    assert_ok(run, ["site.yml"])
+    return run
+
+
+@pytest.fixture(scope="module")
+def stack(deployed: PlaybookRun, stack_file: Path) -> Stack:
+    """The stack the module's site.yml (`deployed`) recorded, read as the tools read it."""
+    return Stack.load(stack_file)
 
 
 @pytest.fixture(scope="module")
@@ -164,17 +144,3 @@ def aws(emulator: Emulator):
     """boto3 clients on the emulator, made as the tools make them: aws('sqs')."""
     return clients(emulator.environment())
 
-
-def assert_ok(run: PlaybookRun, what: Sequence[str] = ()) -> None:
-    assert run.returncode == 0, f"{' '.join(what)} failed: {run.failure_messages() or run.stderr[-3000:]}"
-
-
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    """check()'s first truthy result, polled each second; an assertion error naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

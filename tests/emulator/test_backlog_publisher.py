@@ -9,9 +9,9 @@ import json
 from typing import Any
 
 import pytest
-from sqs_helpers import Queues
 
-import backlog_publisher
+from sqs_fleet_workers import backlog_publisher
+from support.sqs import Queues
 
 NAMESPACE = "SqsFleetTest"
 

@@ -8,7 +8,8 @@ import time
 from collections import Counter
 
 import pytest
-from sqs_helpers import ConsumerProcess, Queues, events, processed_ids, run_script
+
+from support.sqs import ConsumerProcess, Queues, events, processed_ids, run_script
 
 FAST = ("--poll-interval", "0", "--wait-time", "0")
 
@@ -60,10 +61,7 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_are_recognised(emulator, 
     first.process.wait(10)
 
     second = ConsumerProcess(emulator, tmp_path / "second.log", *args)
-    deadline = time.monotonic() + 120
-    while queues.counts() != (0, 0):
-        assert time.monotonic() < deadline, queues.counts()
-        time.sleep(0.5)
+    queues.wait_for_counts((0, 0), timeout=120, interval=0.5)
     assert second.stop() == 0
 
     all_events = first.events() + second.events()

@@ -11,12 +11,12 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
-from sqs_helpers import ConsumerProcess, Queues, in_process, processed_ids, run_script
+
+from support.sqs import ConsumerProcess, Queues, in_process, processed_ids, run_script
 
 FAST = ("--poll-interval", "0", "--wait-time", "0")
 
@@ -25,13 +25,6 @@ def produce_one(emulator, queues: Queues) -> str:
     run = run_script(emulator, "producer.py", "--queue", queues.url, "--count", "1", "--seed", "3")
     assert run.returncode == 0, run.stderr
     return "VH2001"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def named(logged: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
@@ -52,7 +45,7 @@ class OtherConsumer(threading.Thread):
             time.sleep(0.1)
 
     def __enter__(self) -> OtherConsumer:
-        wait_for(lambda: self.queues.counts() == (0, 1))  # the consumer's receive is done: none runs beside it
+        self.queues.wait_for_counts((0, 1))  # the consumer's receive is done: none runs beside it
         self.start()
         return self
 
@@ -73,12 +66,12 @@ def test_a_consumer_paused_past_the_visibility_logs_the_loss_and_leaves_the_mess
     vehicle = produce_one(emulator, queues)
     stalled = ConsumerProcess(emulator, tmp_path / "stalled.log", "--queue", queues.url, *FAST,
                               "--simulate-work", "5", "--max-messages", "1")
-    wait_for(lambda: queues.counts() == (0, 1))
+    queues.wait_for_counts((0, 1))
     stalled.signal(signal.SIGSTOP)  # paused mid-work, heartbeat included (a VM freeze, a long GC pause)
-    wait_for(lambda: queues.counts() == (1, 0))  # its visibility ran out: the message is visible again
+    queues.wait_for_counts((1, 0))  # its visibility ran out: the message is visible again
     taker = ConsumerProcess(emulator, tmp_path / "taker.log", "--queue", queues.url, *FAST,
                             "--simulate-work", "4", "--max-messages", "1")
-    wait_for(lambda: queues.counts() == (0, 1))  # received again, by the second consumer alone
+    queues.wait_for_counts((0, 1))  # received again, by the second consumer alone
     stalled.signal(signal.SIGCONT)  # resumes while the second consumer works on the message
     for consumer in (stalled, taker):  # each exits once it has handled its one message
         assert consumer.process.wait(30) == 0
@@ -106,12 +99,12 @@ def test_a_message_deleted_with_an_earlier_receives_handle_is_not_logged_as_proc
     sqs = aws("sqs")
     # An earlier consumer received it and let its visibility run out; its receipt handle still works.
     [earlier] = sqs.receive_message(QueueUrl=queues.url, VisibilityTimeout=1)["Messages"]
-    wait_for(lambda: queues.counts() == (1, 0))
+    queues.wait_for_counts((1, 0))
     worker, _, logged = in_process(monkeypatch, emulator, queues, "--once", "--simulate-work", "3",
                                    "--visibility-timeout", "2")
     thread = run_in_thread(worker)
     try:
-        wait_for(lambda: queues.counts() == (0, 1))
+        queues.wait_for_counts((0, 1))
         sqs.delete_message(QueueUrl=queues.url, ReceiptHandle=earlier["ReceiptHandle"])  # deletes the worker's copy
         assert queues.counts() == (0, 0)
     finally:

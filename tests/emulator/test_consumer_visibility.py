@@ -13,23 +13,15 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from sqs_helpers import ConsumerProcess, Queues, in_process, processed_ids, run_script
 
-import consumer
-import vehicles
+from sqs_fleet_workers import consumer, vehicles
+from support.sqs import ConsumerProcess, Queues, in_process, processed_ids, run_script
 
 
 def produce(emulator, queues, count):
     run = run_script(emulator, "producer.py", "--queue", queues.url, "--count", str(count), "--seed", "1")
     assert run.returncode == 0, run.stderr
     return [f"VH{n}" for n in range(2001, 2001 + count)]
-
-
-def wait_until_empty(queues: Queues, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while queues.counts() != (0, 0):
-        assert time.monotonic() < deadline, queues.counts()
-        time.sleep(0.3)
 
 
 def test_two_consumers_with_short_visibility_and_slow_work_never_process_a_message_twice(emulator, aws, tmp_path):
@@ -41,7 +33,7 @@ def test_two_consumers_with_short_visibility_and_slow_work_never_process_a_messa
     first = ConsumerProcess(emulator, tmp_path / "first.log", *args)
     first.wait_for(lambda e: len(processed_ids(e)) >= 1)
     second = ConsumerProcess(emulator, tmp_path / "second.log", *args)
-    wait_until_empty(queues)
+    queues.wait_for_counts((0, 0), timeout=90, interval=0.3)
     time.sleep(2.5)  # past a visibility timeout: anything deleted late or released would show now
     assert first.stop() == 0 and second.stop() == 0
     logged = first.events() + second.events()

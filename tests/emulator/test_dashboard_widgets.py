@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import assert_ok
 
 from sqs_fleet.scaletest.widgets import (
     ALARM_TABLE,
@@ -27,30 +26,23 @@ VISIBLE, IN_FLIGHT = [3.0, 5.0, 2.0], [1.0, 0.0, 4.0]
 
 
 @pytest.fixture(scope="module")
-def deployed(emulator, run_playbook, stack_file: Path) -> Stack:
-    emulator.reset()
-    assert_ok(run_playbook("site.yml"), ["site.yml"])
-    return Stack.load(stack_file)
-
-
-@pytest.fixture(scope="module")
 def span() -> tuple[datetime.datetime, datetime.datetime]:
     start = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
     return start - datetime.timedelta(minutes=10), start
 
 
 @pytest.fixture(scope="module")
-def rendered(deployed: Stack, aws, span, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[WidgetImage]]:
+def rendered(stack: Stack, aws, span, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[WidgetImage]]:
     """Three minutes of the queue's depth published as SQS would, then both dashboards rendered over the span."""
     start, end = span
     for minute, (visible, in_flight) in enumerate(zip(VISIBLE, IN_FLIGHT, strict=True), start=1):
         aws("cloudwatch").put_metric_data(Namespace="AWS/SQS", MetricData=[
-            {"MetricName": name, "Dimensions": [{"Name": "QueueName", "Value": deployed.queue_name}],
+            {"MetricName": name, "Dimensions": [{"Name": "QueueName", "Value": stack.queue_name}],
              "Value": value, "Timestamp": start + datetime.timedelta(minutes=minute)}
             for name, value in (("ApproximateNumberOfMessagesVisible", visible),
                                 ("ApproximateNumberOfMessagesNotVisible", in_flight))])
     out = tmp_path_factory.mktemp("report")
-    return out, render_dashboards(aws("cloudwatch"), list(deployed.dashboards.values()), start, end, out,
+    return out, render_dashboards(aws("cloudwatch"), list(stack.dashboards.values()), start, end, out,
                                   on_aws=False)
 
 
@@ -58,16 +50,16 @@ def body(aws: Any, dashboard: str) -> dict[str, Any]:
     return dict(json.loads(aws("cloudwatch").get_dashboard(DashboardName=dashboard)["DashboardBody"]))
 
 
-def test_the_emulator_has_no_widget_images(deployed: Stack, aws, span):
+def test_the_emulator_has_no_widget_images(stack: Stack, aws, span):
     """Why the report draws them itself."""
-    widget = body(aws, deployed.dashboards["sqs"])["widgets"][0]["properties"]
+    widget = body(aws, stack.dashboards["sqs"])["widgets"][0]["properties"]
     with pytest.raises(ClientError):
         aws("cloudwatch").get_metric_widget_image(MetricWidget=json.dumps(widget))
 
 
-def test_every_widget_is_one_png_titled_as_its_json(deployed: Stack, aws, rendered):
+def test_every_widget_is_one_png_titled_as_its_json(stack: Stack, aws, rendered):
     out, images = rendered
-    for dashboard in deployed.dashboards.values():
+    for dashboard in stack.dashboards.values():
         widgets = body(aws, dashboard)["widgets"]
         mine = [image for image in images if image.dashboard == dashboard]
         assert [image.title for image in mine] == [w["properties"]["title"] for w in widgets]
@@ -82,7 +74,7 @@ def test_every_widget_is_one_png_titled_as_its_json(deployed: Stack, aws, render
     assert made["Vehicles processed (consumer log)"] == LOG_QUERY_EMULATED
 
 
-def test_the_backlog_expression_is_the_sum_of_what_was_published(deployed: Stack, rendered, span):
+def test_the_backlog_expression_is_the_sum_of_what_was_published(stack: Stack, rendered, span):
     out, images = rendered
     start, _ = span
     backlog = next(image for image in images if image.title == "Backlog: visible and in flight")

@@ -14,9 +14,9 @@ import subprocess
 from typing import Any
 
 import pytest
-from conftest import PlaybookRun, assert_ok
 
 from sqs_fleet import REPO
+from support.ansible_runs import PlaybookRun, assert_ok
 
 PREFIX = "sqs-fleet-local"
 IMAGE = "sqs-fleet-worker"
@@ -24,12 +24,6 @@ TAGS = {"Project": "sqs-fleet", "Environment": "local"}
 # Commits of no repository: the emulator bakes nothing, and each test has an image of its own.
 BUILT = "1" * 40
 FAILED = "2" * 40
-
-
-@pytest.fixture(scope="module")
-def stack(emulator, run_playbook) -> None:
-    emulator.reset()
-    assert_ok(run_playbook("site.yml"), ["site.yml"])
 
 
 def images(aws, commit: str) -> list[dict[str, Any]]:
@@ -52,7 +46,7 @@ def tags(resource: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def built(stack, run_playbook, aws) -> PlaybookRun:
+def built(deployed, run_playbook, aws) -> PlaybookRun:
     run = run_playbook("image.yml", extra_vars={"fleet_repo_version": BUILT})
     assert_ok(run, ["image.yml"])
     return run
@@ -113,7 +107,7 @@ def test_a_rerun_makes_nothing(built, run_playbook, aws):
     assert len(builders(aws, BUILT)) == 1
 
 
-def test_a_failed_bake_leaves_no_builder_and_no_image(stack, run_playbook, aws):
+def test_a_failed_bake_leaves_no_builder_and_no_image(deployed, run_playbook, aws):
     # A builder that never powers off (no emulated stop), and a wait of two seconds.
     run = run_playbook("image.yml", extra_vars={"fleet_repo_version": FAILED, "image_emulated_builder": False,
                                                 "image_build_timeout": 2, "image_poll_delay": 1})
@@ -127,7 +121,7 @@ def test_a_failed_bake_leaves_no_builder_and_no_image(stack, run_playbook, aws):
     assert images(aws, FAILED) == []
 
 
-def test_a_version_that_resolves_to_no_commit_fails_before_any_launch(stack, run_playbook, aws):
+def test_a_version_that_resolves_to_no_commit_fails_before_any_launch(deployed, run_playbook, aws):
     url = f"file://{REPO}"
     run = run_playbook("image.yml", extra_vars={"fleet_repo_url": url, "fleet_repo_version": "no-such-version"})
     assert run.returncode != 0
@@ -136,7 +130,7 @@ def test_a_version_that_resolves_to_no_commit_fails_before_any_launch(stack, run
     assert not task_results(run, "Launch the builder")
 
 
-def test_a_branch_resolves_to_its_commit_and_check_mode_launches_nothing(stack, run_playbook, aws):
+def test_a_branch_resolves_to_its_commit_and_check_mode_launches_nothing(deployed, run_playbook, aws):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,  # noqa: S603, S607
                           check=True).stdout.strip()
     run = run_playbook("image.yml", "--check", extra_vars={"fleet_repo_url": f"file://{REPO}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from module_results import ok
+from support.ansible_runs import ok
 
 NAME = "modules-alarm"
 # No server listens here: a module that called AWS before checking its input would fail with "Could not ...".

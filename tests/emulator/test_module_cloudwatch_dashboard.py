@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from module_results import ok
+from support.ansible_runs import ok
 
 NAME = "modules-dashboard"
 

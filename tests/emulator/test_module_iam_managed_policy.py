@@ -8,7 +8,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from module_results import ok
+from support.ansible_runs import ok
 
 NAME = "modules-managed-policy"
 

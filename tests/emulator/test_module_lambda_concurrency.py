@@ -3,31 +3,12 @@ change, check mode, change, remove."""
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
-from module_results import ok
+from support.ansible_runs import ok
+from support.lambda_function import lambda_function
 
 NAME = "modules-concurrency"
-
-
-def function(aws) -> str:
-    client = aws("lambda")
-    if NAME not in {f["FunctionName"] for f in client.list_functions()["Functions"]}:
-        iam = aws("iam")
-        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                          "Principal": {"Service": "lambda.amazonaws.com"}}]}
-        try:
-            role = iam.create_role(RoleName=NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-        except iam.exceptions.EntityAlreadyExistsException:
-            role = iam.get_role(RoleName=NAME)["Role"]["Arn"]
-        code = io.BytesIO()
-        with zipfile.ZipFile(code, "w") as archive:
-            archive.writestr("index.py", "def handler(event, context):\n    return event\n")
-        client.create_function(FunctionName=NAME, Runtime="python3.12", Role=role, Handler="index.handler",
-                               Code={"ZipFile": code.getvalue()})
-    return NAME
 
 
 def reserved(aws) -> int | None:
@@ -36,7 +17,7 @@ def reserved(aws) -> int | None:
 
 
 def test_reserved_concurrency(run_module, aws):
-    one = {"function_name": function(aws), "reserved": 1}
+    one = {"function_name": lambda_function(aws, NAME), "reserved": 1}
     if reserved(aws) is not None:
         aws("lambda").delete_function_concurrency(FunctionName=NAME)
 
@@ -53,11 +34,15 @@ def test_reserved_concurrency(run_module, aws):
 
 
 def test_a_reservation_the_account_cannot_give_is_refused_or_skipped_with_a_warning(run_module, aws):
-    """The emulator's account allows 1000 concurrent executions; Lambda keeps 100 of them unreserved."""
-    name = function(aws)
+    """Lambda keeps 100 of the account's concurrent executions unreserved (the emulator's account allows 1000;
+    a stack another test left may hold some already)."""
+    name = lambda_function(aws, NAME)
     if reserved(aws) is not None:
         aws("lambda").delete_function_concurrency(FunctionName=NAME)
-    too_many = {"function_name": name, "reserved": 901}
+    account = aws("lambda").get_account_settings()["AccountLimit"]
+    account = {key: account[key] for key in ("ConcurrentExecutions", "UnreservedConcurrentExecutions")}
+    asked = account["UnreservedConcurrentExecutions"] - 99
+    too_many = {"function_name": name, "reserved": asked}
 
     refused = run_module("lambda_concurrency", too_many)
     assert refused.get("failed"), refused
@@ -67,9 +52,9 @@ def test_a_reservation_the_account_cannot_give_is_refused_or_skipped_with_a_warn
     for options in ((), ("--check",)):
         skipped = ok(run_module("lambda_concurrency", dict(too_many, if_account_allows=True), *options))
         assert not skipped["changed"] and skipped["reserved"] is None
-        assert skipped["account"] == {"ConcurrentExecutions": 1000, "UnreservedConcurrentExecutions": 1000}
+        assert skipped["account"] == account
         [warning] = skipped["warnings"]
-        assert "No reserved concurrency of 901" in warning and "99 would be left" in warning
+        assert f"No reserved concurrency of {asked}" in warning and "99 would be left" in warning
     assert reserved(aws) is None
 
     allowed = ok(run_module("lambda_concurrency", dict(too_many, reserved=900, if_account_allows=True)))

@@ -3,9 +3,10 @@ rerun without change, check mode, change (a put replaces the whole configuration
 
 from __future__ import annotations
 
-from module_results import ok
-from test_module_lambda_concurrency import function
+from support.ansible_runs import ok
+from support.lambda_function import lambda_function
 
+NAME = "modules-event-invoke-config"
 KEYS = ("MaximumRetryAttempts", "MaximumEventAgeInSeconds")
 
 
@@ -19,7 +20,7 @@ def settings(aws, name: str) -> dict[str, int] | None:
 
 
 def test_async_invoke_settings(run_module, aws):
-    name = function(aws)
+    name = lambda_function(aws, NAME)
     ok(run_module("lambda_event_invoke_config", {"function_name": name, "state": "absent"}))
     wanted = {"function_name": name, "maximum_retry_attempts": 0, "maximum_event_age": 60}
 

@@ -10,7 +10,8 @@ import json
 import zipfile
 
 import pytest
-from module_results import ok
+
+from support.ansible_runs import ok
 
 TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                   "Principal": {"Service": "lambda.amazonaws.com"}}]}

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from module_results import ok
+
+from support.ansible_runs import ok
 
 NAME = "modules-table"
 TAGS = {"Project": "sqs-fleet", "Environment": "modules"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from module_results import ok
+from support.ansible_runs import ok
 
 NAME = "modules-schedule"
 TARGET = "arn:aws:lambda:us-east-1:123456789012:function:modules-target"

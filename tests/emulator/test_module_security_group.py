@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from module_results import ok
+from support.ansible_runs import ok
 
 NAME = "modules-group"
 CLIENT = "modules-group-client"

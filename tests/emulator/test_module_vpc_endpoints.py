@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from module_results import ok
+
+from support.ansible_runs import ok
 
 SERVICES = ["com.amazonaws.us-east-1.sqs", "com.amazonaws.us-east-1.logs"]
 TAGS = {"Project": "sqs-fleet", "Environment": "modules"}

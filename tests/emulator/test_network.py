@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import assert_ok
+
+from support.ansible_runs import assert_ok
 
 PREFIX = "sqs-fleet-local"
 REGION = "us-east-1"

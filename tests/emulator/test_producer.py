@@ -3,14 +3,14 @@ truthful report. Faults are injected with botocore event hooks on a real client 
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
 import pytest
-from sqs_helpers import Queues, run_script
 
-import producer
-import vehicles
+from sqs_fleet_workers import producer, sqs_calls, vehicles
+from support.sqs import Queues, run_script
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def inject(client: Any, partial: set[str], throttled_calls: int, sender_fault: s
 def run_producer(monkeypatch, emulator, queues, faults, *args: str) -> tuple[int, dict]:
     for name, value in emulator.environment().items():
         monkeypatch.setenv(name, value)
-    client = vehicles.sqs_client()
+    client = sqs_calls.sqs_client()
     faults(client)
     monkeypatch.setattr(producer, "sqs_client", lambda: client)
     code = producer.main(["--queue", queues.url, "--json", "--retry-backoff", "0.01", *args])
@@ -152,10 +152,10 @@ def test_every_throttling_code_in_botocores_sqs_model_is_retryable():
 
     model = botocore.loaders.Loader().load_service_model("sqs", "service-2")
     throttles = {name for name, shape in model["shapes"].items() if shape.get("exception") and "Throttl" in name}
-    assert {"KmsThrottled", "RequestThrottled"} <= throttles <= vehicles.RETRYABLE_ERRORS
-    assert vehicles.entry_retryable({"Code": "KmsThrottled", "SenderFault": True})
-    assert not vehicles.entry_retryable({"Code": "ReceiptHandleIsInvalid", "SenderFault": True})
-    assert vehicles.entry_retryable({"Code": "InternalError", "SenderFault": False})
+    assert {"KmsThrottled", "RequestThrottled"} <= throttles <= sqs_calls.RETRYABLE_ERRORS
+    assert sqs_calls.entry_retryable({"Code": "KmsThrottled", "SenderFault": True})
+    assert not sqs_calls.entry_retryable({"Code": "ReceiptHandleIsInvalid", "SenderFault": True})
+    assert sqs_calls.entry_retryable({"Code": "InternalError", "SenderFault": False})
 
 
 def test_sender_faults_are_reported_not_retried(monkeypatch, emulator, queues, capsys):
@@ -198,7 +198,7 @@ def test_size_limit_accepted_at_the_limit_rejected_above_without_retry(emulator,
 
 @pytest.mark.parametrize("script", ["producer", "consumer"])
 def test_help_documents_every_option_with_an_example(script):
-    parser = __import__(script).build_parser()
+    parser = importlib.import_module(f"sqs_fleet_workers.{script}").build_parser()
     text = parser.format_help()
     assert "Examples:" in text and f"{script}.py --queue" in text
     for action in parser._actions:

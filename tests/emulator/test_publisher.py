@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-import pytest
-from conftest import assert_ok
-
-from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch
+from sqs_fleet.lab.lifecycle import LifecycleActions
+from sqs_fleet.sim.fleet import Fleet
+from sqs_fleet.sim.loop import FleetWatch
+from sqs_fleet.sim.scaling import EmulatedScaling
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
 
 
 class NoticeRecorder:
@@ -48,24 +49,15 @@ class IdleWorkers:
         pass
 
 
-@pytest.fixture(scope="module")
-def deployed(emulator, run_playbook, stack_file):
-    emulator.reset()
-    first = run_playbook("site.yml")
-    assert_ok(first, ["site.yml"])
+def test_a_rerun_and_check_mode_change_nothing(deployed, run_playbook):
     rerun = run_playbook("site.yml")
     assert_ok(rerun, ["site.yml rerun"])
     check = run_playbook("site.yml", "--check")
     assert_ok(check, ["site.yml --check"])
-    return {"stack": Stack.load(stack_file), "rerun": rerun.stats["changed"], "check": check.stats["changed"]}
+    assert (rerun.stats["changed"], check.stats["changed"]) == (0, 0)
 
 
-def test_a_rerun_and_check_mode_change_nothing(deployed):
-    assert (deployed["rerun"], deployed["check"]) == (0, 0)
-
-
-def test_the_function_is_deployed_as_designed(deployed, aws):
-    stack = deployed["stack"]
+def test_the_function_is_deployed_as_designed(stack, aws):
     function = stack["publisher"]["function"]
     configuration = aws("lambda").get_function_configuration(FunctionName=function)
     assert (configuration["Runtime"], configuration["Handler"]) == ("python3.12", "backlog_publisher.handler")
@@ -96,8 +88,7 @@ def inline_policy(aws, role: str) -> dict:
     return json.loads(document) if isinstance(document, str) else document
 
 
-def test_each_role_may_do_its_job_only(deployed, aws):
-    stack = deployed["stack"]
+def test_each_role_may_do_its_job_only(stack, aws):
     function = inline_policy(aws, stack["publisher"]["role"])["Statement"]
     assert {s["Sid"]: (s["Action"], s["Resource"]) for s in function} == {
         "ReadTheBacklog": ("sqs:GetQueueAttributes", stack["queue"]["arn"]),
@@ -119,7 +110,7 @@ def loop(stack: Stack, aws, **options) -> FleetWatch:
     """A fresh loop on an empty group (the emulator keeps what the last test left)."""
     aws("autoscaling").set_desired_capacity(AutoScalingGroupName=stack.group_name, DesiredCapacity=0)
     fleet = Fleet(stack, aws)
-    return FleetWatch(fleet, EmulatedScaling(fleet, IdleWorkers(), **options))
+    return FleetWatch(fleet, EmulatedScaling(fleet, IdleWorkers(), LifecycleActions(), **options))
 
 
 def send(aws, stack: Stack, count: int) -> None:
@@ -135,8 +126,7 @@ def empty(aws, stack: Stack) -> None:
                                                         for n, m in enumerate(batch)])
 
 
-def test_scale_out_from_zero_within_20_seconds_and_in_after_the_idle_window(deployed, aws):
-    stack = deployed["stack"]
+def test_scale_out_from_zero_within_20_seconds_and_in_after_the_idle_window(stack, aws):
     empty(aws, stack)
     watch = loop(stack, aws)
     scaling = watch.scaling
@@ -167,8 +157,7 @@ def test_scale_out_from_zero_within_20_seconds_and_in_after_the_idle_window(depl
     scaling.close()
 
 
-def test_no_data_is_never_empty_and_the_stale_alarm_fires(deployed, aws):
-    stack = deployed["stack"]
+def test_no_data_is_never_empty_and_the_stale_alarm_fires(stack, aws):
     empty(aws, stack)
     send(aws, stack, 5)
     watch = loop(stack, aws)
@@ -189,8 +178,7 @@ def test_no_data_is_never_empty_and_the_stale_alarm_fires(deployed, aws):
     scaling.close()
 
 
-def test_a_spot_interruption_terminates_two_minutes_after_its_notice_and_the_group_replaces_it(deployed, aws):
-    stack = deployed["stack"]
+def test_a_spot_interruption_terminates_two_minutes_after_its_notice_and_the_group_replaces_it(stack, aws):
     empty(aws, stack)
     send(aws, stack, 15)
     metadata = NoticeRecorder()
@@ -213,12 +201,12 @@ def test_a_spot_interruption_terminates_two_minutes_after_its_notice_and_the_gro
     scaling.close()
 
 
-def test_no_alarm_on_the_publishers_metric_reads_a_statistic_an_overlap_would_change(deployed, aws):
+def test_no_alarm_on_the_publishers_metric_reads_a_statistic_an_overlap_would_change(stack, aws):
     """Where the account has no room for the reservation, two invocations may overlap and publish one reading twice:
     every alarm on the metric reads its Maximum (or the stale alarm its SampleCount, "< 1"), which that leaves as
     it is; a Sum or an Average of counts would not be."""
-    stale = deployed["stack"].alarms["publisher_stale"]
-    alarms = aws("cloudwatch").describe_alarms(AlarmNamePrefix=deployed["stack"].prefix)["MetricAlarms"]
+    stale = stack.alarms["publisher_stale"]
+    alarms = aws("cloudwatch").describe_alarms(AlarmNamePrefix=stack.prefix)["MetricAlarms"]
     [published] = [(a["Namespace"], a["MetricName"]) for a in alarms if a["AlarmName"] == stale]
     statistics = {}
     for alarm in alarms:

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PlaybookRun, ansible_env, assert_ok
 
 from sqs_fleet import REPO
 from sqs_fleet.aws import clients
 from sqs_fleet.lab.emulator import Emulator, free_port, start_emulator
 from sqs_fleet.stack import Stack
+from support.ansible_runs import PlaybookRun, ansible_env, assert_ok
 
 WARNING = "No reserved concurrency of 1 for function"
 

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqs_helpers import Queues, events, processed_ids, script_env
 
-import consumer
 from sqs_fleet import REPO
+from sqs_fleet_workers import consumer
+from support.sqs import Queues, events, processed_ids, script_env
 
 PYTHON39 = REPO / ".venv-py39" / "bin" / "python"
 FILES = Path(consumer.__file__).parent

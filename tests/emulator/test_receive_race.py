@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from receive_race import received_twice
-
 from sqs_fleet import REPO
+from support import receive_race
+from support.receive_race import received_twice
 
-RACE = Path(__file__).with_name("receive_race.py")
+RACE = Path(receive_race.__file__)
 
 
 def test_concurrent_receives_never_return_a_message_twice_within_its_visibility(aws):
@@ -30,8 +30,8 @@ def run_race(server: str, *options: str) -> list[int]:
 
 def test_plain_moto_returns_a_message_twice_and_the_correction_does_not():
     """The same consumers on moto served in one process with a very short thread switch interval, which makes the
-    race show within a few rounds (up to 30 on a loaded machine): plain moto returns some messages twice (so the check above can fail), the
-    corrected server none."""
+    race show within a few rounds (up to 30 on a loaded machine): plain moto returns some messages twice (so the
+    check above can fail), the corrected server none."""
     plain = run_race("plain", "--rounds", "30", "--until-duplicate")
     assert plain[-1] > 0, f"plain moto returned no message twice in {len(plain)} rounds"
     assert run_race("corrected", "--rounds", "3") == [0, 0, 0]

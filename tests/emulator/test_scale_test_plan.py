@@ -9,12 +9,15 @@ import os
 import time
 
 import pytest
-from conftest import assert_ok, wait_until
 
 from sqs_fleet.lab.workers import ProcessWorkers
-from sqs_fleet.scaletest import plan, report
-from sqs_fleet.sim.loop import AwsScaling, Fleet, FleetWatch, live_ids
+from sqs_fleet.scaletest import config, figures, plan, targets
+from sqs_fleet.sim.fleet import Fleet, live_ids
+from sqs_fleet.sim.loop import FleetWatch
+from sqs_fleet.sim.scaling import AwsScaling
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
+from support.polling import wait_until
 
 
 @pytest.fixture
@@ -78,16 +81,16 @@ def test_the_aws_mode_reads_the_group_alarms_activities_and_shipped_consumer_lin
     logs.put_log_events(logGroupName=stack.log_group, logStreamName=instance,
                         logEvents=[{"timestamp": now, "message": line} for line in lines])
 
-    events = plan.shipped_log_events(stack.log_group, since, expected=5)
+    events = targets.shipped_log_events(stack.log_group, since, expected=5)
     processed = [e for e in events if e["event"] == "message_processed"]
     assert sorted(e["vehicle"]["vehicleId"] for e in processed) == [f"VH{n}" for n in range(2001, 2006)]
     assert {e["worker"] for e in events} == {instance}
-    processed_at = report.processed_minutes(watch.timeline, events, plan.AWS_PERIOD_SECONDS)
-    figures = report.figures(watch.timeline, events, 5, processed_at, watch.scaling.tick_seconds)
-    assert figures["messages lost"] == 0 and figures["peak instances"] == 1
+    processed_at = figures.processed_minutes(watch.timeline, events, config.AWS_PERIOD_SECONDS)
+    numbers = figures.figures(watch.timeline, events, 5, processed_at, watch.scaling.tick_seconds)
+    assert numbers["messages lost"] == 0 and numbers["peak instances"] == 1
     # On AWS a tick is the plan's one-minute watch: tick 1 began 60 s in; no interruption among the activities.
     assert [p.seconds for p in watch.timeline] == [0, 60]
-    assert figures["minutes to first scale-out"] == 1.0 and figures["spot interruptions"] == 0
+    assert numbers["minutes to first scale-out"] == 1.0 and numbers["spot interruptions"] == 0
 
 
 def test_a_plan_that_does_not_finish_in_time_fails_and_says_so(

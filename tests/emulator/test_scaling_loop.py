@@ -9,13 +9,15 @@ import datetime
 import json
 import os
 
-from conftest import assert_ok
-
+from sqs_fleet.lab.lifecycle import LifecycleActions
 from sqs_fleet.lab.workers import ProcessWorkers
 from sqs_fleet.scaletest import plan
-from sqs_fleet.scaletest.report import DATA_FILE, PROCESSED_PLOT, QUEUE_PLOT, processed_minutes, processed_per_period
-from sqs_fleet.sim.loop import EmulatedScaling, Fleet, FleetWatch, Period
+from sqs_fleet.scaletest.figures import DATA_FILE, PROCESSED_PLOT, QUEUE_PLOT, processed_minutes, processed_per_period
+from sqs_fleet.sim.fleet import Fleet
+from sqs_fleet.sim.loop import FleetWatch, Period
+from sqs_fleet.sim.scaling import EmulatedScaling
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
 
 IDLE_PERIODS = 5
 SQS = {"stack_scaling_metric_source": "sqs"}  # scaling on AWS/SQS's one-minute metrics
@@ -23,7 +25,7 @@ SQS = {"stack_scaling_metric_source": "sqs"}  # scaling on AWS/SQS's one-minute 
 
 def emulated(stack, aws, workers) -> FleetWatch:
     fleet = Fleet(stack, aws)
-    return FleetWatch(fleet, EmulatedScaling(fleet, workers))
+    return FleetWatch(fleet, EmulatedScaling(fleet, workers, LifecycleActions()))
 
 
 class SilentWorkers:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ansible_env, assert_ok
 
 from sqs_fleet import REPO
+from support.ansible_runs import ansible_env, assert_ok
 
 KEYS = {"environment", "project", "prefix", "region", "endpoint_url", "account_id", "tags", "queue",
         "dead_letter_queue", "group", "launch_template", "security_group", "instance_profile", "lifecycle_hooks",

@@ -4,14 +4,11 @@ its execution role, so the role goes only once they are gone, and the subnets an
 
 from __future__ import annotations
 
-from conftest import assert_ok
-
 from sqs_fleet.stack import Stack
+from support.ansible_runs import assert_ok
 
-NAMES = Stack.from_inventory("local")
 
-
-def project_resources(aws, names: Stack = NAMES) -> dict[str, list[str]]:
+def project_resources(aws, names: Stack) -> dict[str, list[str]]:
     """Everything on the emulator that carries the stack's prefix or the project's tag, by kind."""
     prefix, project = names.prefix, names["project"]
     cloudwatch, iam, ec2 = aws("cloudwatch"), aws("iam"), aws("ec2")
@@ -51,25 +48,26 @@ def project_resources(aws, names: Stack = NAMES) -> dict[str, list[str]]:
     }
 
 
-def test_teardown_removes_everything_and_reruns_without_change(emulator, run_playbook, aws):
+def test_teardown_removes_everything_and_reruns_without_change(emulator, run_playbook, aws, names):
     emulator.reset()
     assert_ok(run_playbook("site.yml"), ["site.yml"])
-    made = project_resources(aws)
+    made = project_resources(aws, names)
     # On SQS the publisher runs outside the VPC: Lambda makes it no interfaces.
     assert made.pop("lambda interfaces") == [] and all(made.values()), made
 
     first = run_playbook("teardown.yml")
     assert_ok(first, ["teardown.yml"])
     assert first.stats["changed"] > 0
-    assert project_resources(aws) == {kind: [] for kind in project_resources(aws)}
+    assert project_resources(aws, names) == {kind: [] for kind in project_resources(aws, names)}
 
     again = run_playbook("teardown.yml")
     assert_ok(again, ["second teardown.yml"])
     assert again.stats["changed"] == 0
 
 
-def test_a_redis_stack_is_torn_down_after_lambda_releases_the_publishers_interfaces(emulator, run_playbook, aws):
-    names, redis = Stack.from_inventory("local-redis"), ("-i", "inventory/local-redis")
+def test_a_redis_stack_is_torn_down_after_lambda_releases_the_publishers_interfaces(emulator, run_playbook, aws,
+                                                                                   names_of):
+    names, redis = names_of("local-redis"), ("-i", "inventory/local-redis")
     emulator.reset()
     assert_ok(run_playbook("site.yml", *redis), ["site.yml redis"])
     made = project_resources(aws, names)

@@ -12,19 +12,16 @@ import json
 import time
 
 import pytest
-from conftest import assert_ok, wait_until
 
 from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements, task_seconds
-from sqs_fleet.stack import Stack
-
-NAMES = Stack.from_inventory("local")
-GROUP = NAMES.group_name
+from support.ansible_runs import assert_ok
+from support.polling import wait_until
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 
 
-def hook(lab, transition: str) -> dict:
-    hooks = lab.client("autoscaling").describe_lifecycle_hooks(AutoScalingGroupName=GROUP)["LifecycleHooks"]
+def hook(lab, group: str, transition: str) -> dict:
+    hooks = lab.client("autoscaling").describe_lifecycle_hooks(AutoScalingGroupName=group)["LifecycleHooks"]
     return next(h for h in hooks if h["LifecycleTransition"] == transition)
 
 
@@ -41,18 +38,19 @@ def cloud_init_status(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stack_user_data(lab, run_playbook) -> str:
+def stack_user_data(lab, run_playbook, names) -> str:
     """site.yml on the lab's emulator, pinned to this commit; the user-data it put in the launch template."""
     site = run_playbook("site.yml", env=lab.environment(),
                         extra_vars=lab.site_variables(fleet_poll_interval=2))
     assert_ok(site, ["site.yml"])
-    return lab.launch_template_user_data(NAMES.launch_template)
+    return lab.launch_template_user_data(names.launch_template)
 
 
-def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_consumer(lab, stack_user_data):
+def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_consumer(lab, names, stack_user_data):
     assert f"readonly REPO_VERSION={lab.commit}" in stack_user_data
     name = "i-0b00700000000000a"  # the node's instance id, as its metadata service gives it
-    lab.actions.begin(name, GROUP, hook(lab, "autoscaling:EC2_INSTANCE_LAUNCHING"))  # Pending:Wait
+    group = names.group_name
+    lab.actions.begin(name, group, hook(lab, group, "autoscaling:EC2_INSTANCE_LAUNCHING"))  # Pending:Wait
     try:
         lab.boot_worker(name, stack_user_data, wait_for_system=False)  # cloud-init's wait below
         status = cloud_init_status(name)
@@ -69,7 +67,7 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
         assert head == lab.commit
         assert exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() == "active"
 
-        produce = lab.produce(NAMES.queue_name, "VH-BOOT")
+        produce = lab.produce(names.queue_name, "VH-BOOT")
         assert produce.returncode == 0, produce.stderr
         wait_until(lambda: '"vehicleId": "VH-BOOT"' in exec_in(
             name, ["cat", "/var/log/sqs-consumer/consumer.log"]).stdout, 60, "the vehicle in the consumer log")
@@ -77,7 +75,7 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
 
         # Scale-in: Terminating:Wait, the metadata's target state turns Terminated; the node's watcher stops the
         # consumer gracefully and completes the action well before the drain hook's heartbeat.
-        lab.actions.begin(name, GROUP, hook(lab, "autoscaling:EC2_INSTANCE_TERMINATING"))
+        lab.actions.begin(name, group, hook(lab, group, "autoscaling:EC2_INSTANCE_TERMINATING"))
         terminated_at = time.time()
         lab.metadata.set_target_lifecycle_state(name, "Terminated")
         drain = wait_until(lambda: lab.actions.settled(name) if lab.actions.waiting(name) is None else None, 90,
@@ -86,12 +84,12 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
         assert (drain.hook, drain.result, drain.timed_out) == ("drain", "CONTINUE", False)
         assert exec_in(name, ["systemctl", "is-active", "sqs-consumer"]).stdout.strip() != "active"
         watcher = node_events(name, "/var/log/sqs-lifecycle-watcher.log")
-        names = [e["event"] for e in watcher]
+        watched = [e["event"] for e in watcher]
         # The launch action was completed first (once the consumer was active); the termination action only
         # once the consumer had stopped.
         drained = next(i for i, e in enumerate(watcher) if e["event"] == "lifecycle_action_completed"
                        and e["hook"] == "drain")
-        assert names.index("consumer_stopped") < drained
+        assert watched.index("consumer_stopped") < drained
         consumer_stopped = next(e for e in node_events(name, "/var/log/sqs-consumer/consumer.log")
                                 if e["event"] == "consumer_stopped")
         last_processed = [e for e in node_events(name, "/var/log/sqs-consumer/consumer.log")
@@ -105,13 +103,14 @@ def test_a_node_booted_with_the_launch_template_user_data_becomes_a_working_cons
         lab.remove_worker(name)
 
 
-def test_a_broken_repository_url_fails_the_boot_visibly(lab, stack_user_data):
+def test_a_broken_repository_url_fails_the_boot_visibly(lab, names, stack_user_data):
     broken = (stack_user_data.replace(lab.repo_url, f"git://{HOST_ADDRESS}:1/missing.git")
               .replace("readonly MAX_ATTEMPTS=5", "readonly MAX_ATTEMPTS=2")
               .replace("readonly BACKOFF=10", "readonly BACKOFF=1"))
     assert "MAX_ATTEMPTS=2" in broken and "missing.git" in broken
     name = "i-0b00700000000000b"
-    lab.actions.begin(name, GROUP, hook(lab, "autoscaling:EC2_INSTANCE_LAUNCHING"))
+    group = names.group_name
+    lab.actions.begin(name, group, hook(lab, group, "autoscaling:EC2_INSTANCE_LAUNCHING"))
     try:
         lab.boot_worker(name, broken, wait_for_system=False)
         status = cloud_init_status(name)  # --wait returns once cloud-init has finished: no hang

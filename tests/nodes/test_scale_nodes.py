@@ -12,7 +12,7 @@ import pytest
 
 from sqs_fleet.lab.node import missing_requirements
 from sqs_fleet.scaletest import plan
-from sqs_fleet.scaletest.report import DATA_FILE
+from sqs_fleet.scaletest.figures import DATA_FILE
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=f"{missing_requirements()}")
 

@@ -20,7 +20,7 @@ from ansible_collections.sqs_fleet.aws.plugins.module_utils.aws_rules import (
 )
 
 from sqs_fleet import REPO
-from sqs_fleet.sim.loop import one_minute_metrics
+from sqs_fleet.sim.alarms import one_minute_metrics
 
 ALLOWED_SPECIALS = set("!&#$^<>-")
 

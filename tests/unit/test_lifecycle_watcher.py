@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import consumer
-from sqs_fleet.lab.lifecycle import LAUNCHING, TERMINATING, AutoScalingFront, LifecycleActions
+from sqs_fleet.lab.lifecycle import AutoScalingFront, LifecycleActions
 from sqs_fleet.lab.metadata import Instance, MetadataService
+from sqs_fleet.sim.semantics import LAUNCHING, TERMINATING
+from sqs_fleet_workers import consumer
+from support.polling import wait_until
 
 WATCHER = Path(consumer.__file__).with_name("lifecycle_watcher.py")
 INSTANCE, GROUP, HOOK = "i-0fedcba9876543210", "sqs-fleet-test-workers", "drain"
@@ -54,13 +56,6 @@ def events(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines()]
 
 
-def wait_for(check, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_terminated_stops_the_consumer_then_completes_the_action_with_continue(lab):
     actions, imds, watcher, stopped, _ = lab
     action = actions.begin(INSTANCE, GROUP, {"LifecycleHookName": HOOK, "LifecycleTransition": TERMINATING,
@@ -87,7 +82,7 @@ def test_a_spot_notice_stops_the_consumer_at_once_and_the_watcher_keeps_watching
     actions, imds, watcher, stopped, _ = lab
     time.sleep(0.5)
     imds.notice_spot_interruption(INSTANCE)
-    wait_for(stopped.exists)
+    wait_until(stopped.exists, 15, "the consumer stopped", interval=0.1)
     time.sleep(0.5)
     assert watcher.poll() is None  # still watching: the termination that follows is still to complete
     actions.begin(INSTANCE, GROUP, {"LifecycleHookName": HOOK, "LifecycleTransition": TERMINATING,
@@ -116,7 +111,7 @@ def test_the_launch_action_is_completed_once_the_consumer_is_active(lab):
     time.sleep(1.5)
     assert actions.waiting(INSTANCE) is not None  # Pending:Wait while the consumer is not active
     active.touch()
-    wait_for(lambda: actions.settled(INSTANCE) is not None)
+    wait_until(lambda: actions.settled(INSTANCE) is not None, 15, "the launch action settled", interval=0.1)
     settled = actions.settled(INSTANCE)
     assert (settled.hook, settled.result, settled.timed_out) == ("launch", "CONTINUE", False)
     time.sleep(0.5)

@@ -22,6 +22,9 @@ BOUNDED = {
     "plugins/strategy/mitogen_linear.py": [("ansible-core", "ANSIBLE_CORE_VERIFIED", "constraints.txt"),
                                            ("mitogen", "MITOGEN_VERIFIED", "requirements.txt")],
     "plugins/module_runner/sitecustomize.py": [("botocore", "BOTOCORE_VERIFIED", "constraints.txt")],
+    "src/sqs_fleet/lab/moto_corrections/__init__.py": [("moto", "MOTO_VERIFIED", "constraints.txt")],
+    **{f"src/sqs_fleet/lab/moto_corrections/{module}.py": [] for module in
+       ("launch_templates", "autoscaling", "sqs", "lambda_network", "lambda_settings")},
 }
 DOCUMENT = REPO / "docs" / "patched-dependencies.md"
 
@@ -46,10 +49,16 @@ def private_names(source: str) -> set[str]:
 
 
 def assigned(path: str, name: str) -> Any:
-    """The value of a module's top-level `name = <literal>`."""
+    """The value of a module's top-level `name = <literal>` (or `name: type = <literal>`)."""
     for node in ast.parse((REPO / path).read_text()).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return ast.literal_eval(node.value)
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+            return ast.literal_eval(value)
     raise AssertionError(f"{path} assigns no {name}")
 
 

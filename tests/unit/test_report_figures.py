@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sqs_fleet.scaletest import plan, report
+from sqs_fleet.scaletest import evidence, figures, plan, report
 from sqs_fleet.sim.loop import Period
 
 TICK = 10
@@ -49,7 +49,7 @@ PROCESSED_AT = [2.5, 3.0, 3.2, 3.95]  # tick indexes, as processed_minutes() pla
 
 
 def test_figures_of_ten_second_ticks_are_in_aws_minutes_and_seconds():
-    numbers = report.figures(timeline(), EVENTS, 3, PROCESSED_AT, TICK, spot_interruptions=0)
+    numbers = figures.figures(timeline(), EVENTS, 3, PROCESSED_AT, TICK, spot_interruptions=0)
 
     assert numbers["messages processed"] == 3 and numbers["messages processed more than once"] == 1
     assert numbers["redeliveries recognised and skipped"] == 1 and numbers["messages lost"] == 0
@@ -71,7 +71,7 @@ def test_figures_of_ten_second_ticks_are_in_aws_minutes_and_seconds():
 
 
 def test_the_same_timeline_in_one_minute_ticks_counts_minutes():
-    numbers = report.figures(timeline(60), EVENTS, 3, PROCESSED_AT, 60, spot_interruptions=0)
+    numbers = figures.figures(timeline(60), EVENTS, 3, PROCESSED_AT, 60, spot_interruptions=0)
     assert (numbers["minutes to first scale-out"], numbers["minutes to queue drained"],
             numbers["minutes to zero instances"]) == (1.0, 4.0, 10.0)
     assert numbers["minutes to first message processed"] == 2.5
@@ -83,7 +83,7 @@ def test_the_same_timeline_in_one_minute_ticks_counts_minutes():
 def test_a_run_that_never_drains_has_no_figures_after_the_drain():
     busy = [Period(minute=i, seconds=i * TICK, at=0.0, visible=5, in_flight=1, dead_letters=0, desired=1,
                    instances=1, in_service=1, terminating=0, alarms={}) for i in range(3)]
-    numbers = report.figures(busy, [], 6, [], TICK, spot_interruptions=0)
+    numbers = figures.figures(busy, [], 6, [], TICK, spot_interruptions=0)
     assert numbers["minutes to queue drained"] is None and numbers["minutes to zero instances"] is None
     assert numbers["instance-minutes after the drain"] is None
     assert numbers["seconds from last message to last termination"] is None
@@ -93,20 +93,20 @@ def test_a_run_that_never_drains_has_no_figures_after_the_drain():
 
 def test_spot_interruptions_are_the_emulators_count_or_the_activities_that_mention_one():
     with_activity = timeline(decisions={5: [SPOT_ACTIVITY, "Successful: Launching a new EC2 instance: i-4"]})
-    assert report.figures(with_activity, EVENTS, 3, PROCESSED_AT, TICK)["spot interruptions"] == 1  # AWS
-    assert report.figures(with_activity, EVENTS, 3, PROCESSED_AT, TICK, spot_interruptions=2)[
+    assert figures.figures(with_activity, EVENTS, 3, PROCESSED_AT, TICK)["spot interruptions"] == 1  # AWS
+    assert figures.figures(with_activity, EVENTS, 3, PROCESSED_AT, TICK, spot_interruptions=2)[
         "spot interruptions"] == 2  # the emulator's own count
 
 
 def test_processed_per_minute_bins_ticks_into_aws_minutes():
     # 12 ticks of 10 s: two AWS minutes; tick 5.9 is 59 s, tick 6.0 is the second minute's start.
-    assert report.processed_per_minute([0.0, 2.5, 5.9, 6.0, 11.5], TICK, 12) == [3, 2]
-    assert report.processed_per_minute([0.5, 1.5], 60, 3) == [1, 1, 0]
+    assert figures.processed_per_minute([0.0, 2.5, 5.9, 6.0, 11.5], TICK, 12) == [3, 2]
+    assert figures.processed_per_minute([0.5, 1.5], 60, 3) == [1, 1, 0]
 
 
 def test_the_report_shows_ticks_with_their_aws_seconds_and_the_conditions():
     periods = timeline()
-    numbers = report.figures(periods, EVENTS, 3, PROCESSED_AT, TICK, spot_interruptions=1)
+    numbers = figures.figures(periods, EVENTS, 3, PROCESSED_AT, TICK, spot_interruptions=1)
     result = {
         "target": "emulator", "date": "2026-01-01", "produced by": "the emulator",
         "conditions": {"messages": 3, "tick seconds": TICK, "real seconds per tick": 1.0, "spot interruptions": 1,
@@ -114,7 +114,7 @@ def test_the_report_shows_ticks_with_their_aws_seconds_and_the_conditions():
                        "command": "sqs-fleet-scale-test"},
         "figures": numbers,
         "timeline": [{**vars(p), "processed": n} for p, n in
-                     zip(periods, report.processed_per_period(PROCESSED_AT, len(periods)), strict=True)],
+                     zip(periods, figures.processed_per_period(PROCESSED_AT, len(periods)), strict=True)],
         "worker log excerpt": [], "metric evidence": {}, "log source": "files", "dead letters sample": [],
         "dashboards": {}, "aws note": "No AWS measurement.",
     }
@@ -169,7 +169,7 @@ def test_spot_interruptions_are_refused_on_aws(monkeypatch, capsys):
 @pytest.mark.parametrize("tick_seconds", [10, 60])
 def test_every_minutes_figure_is_the_ticks_start_in_aws_minutes(tick_seconds):
     periods = timeline(tick_seconds)
-    numbers = report.figures(periods, EVENTS, 3, PROCESSED_AT, tick_seconds, spot_interruptions=0)
+    numbers = figures.figures(periods, EVENTS, 3, PROCESSED_AT, tick_seconds, spot_interruptions=0)
     starts = {"minutes to first scale-out": 1, "minutes to first instance in service": 2,
               "minutes to queue drained": 4, "minutes to zero instances": 10}
     for name, tick in starts.items():
@@ -182,5 +182,5 @@ def test_the_report_quotes_a_node_that_finished_its_bootstrap(tmp_path):
     (tmp_path / "i-c.bootstrap.txt").write_text("ok: [localhost]\nbootstrap: done 2026-12-06T22:34:30.000Z\n")
     (tmp_path / "i-b.bootstrap.txt").write_text("ok: [localhost]\nbootstrap: done 2026-12-06T22:34:20.000Z\n")
     (tmp_path / "i-a.consumer.log").write_text("not a bootstrap log")
-    assert [log.name for log in plan.bootstrap_logs(tmp_path)] == [
+    assert [log.name for log in evidence.bootstrap_logs(tmp_path)] == [
         "i-b.bootstrap.txt", "i-c.bootstrap.txt", "i-a.bootstrap.txt"]

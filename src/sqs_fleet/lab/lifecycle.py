@@ -26,7 +26,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 RESULTS = ("CONTINUE", "ABANDON")
-LAUNCHING, TERMINATING = "autoscaling:EC2_INSTANCE_LAUNCHING", "autoscaling:EC2_INSTANCE_TERMINATING"
 XMLNS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
 
 

@@ -28,7 +28,7 @@ from types import TracebackType
 import redis
 
 from sqs_fleet.lab.emulator import HOST, free_port
-from sqs_fleet.lab.redis import RedisServer, start_redis
+from sqs_fleet.lab.redis_server import RedisServer, start_redis
 
 
 class Proxy:

@@ -11,8 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import celery_worker
-import consumer
+from sqs_fleet_workers import celery_worker, consumer
 
 CONSUMER = Path(consumer.__file__)
 CELERY_WORKER = Path(celery_worker.__file__)

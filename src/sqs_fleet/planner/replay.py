@@ -19,7 +19,7 @@ from sqs_fleet.planner.rules import publisher_metric, rules
 from sqs_fleet.planner.settings import Settings
 from sqs_fleet.sim.semantics import instances_to_terminate
 
-SPOT_NOTICE = 120  # EC2's two-minute warning (sim.loop.SPOT_NOTICE_SECONDS)
+SPOT_NOTICE = 120  # EC2's two-minute warning (sim.spot.SPOT_NOTICE_SECONDS)
 QUEUE_SLEEPS_AFTER = 6 * 3600  # SQS: a queue idle this long stops delivering metrics
 TAIL = 6 * 3600  # the replay goes on after the load until the fleet is back at its minimum, at most this long
 STOP_MARGIN = 10.0  # files/consumer.py: what a stopping consumer keeps for its delete and release calls

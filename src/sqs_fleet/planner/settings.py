@@ -228,7 +228,7 @@ DEFAULT_SOURCES = {
     "volume_gb": "roles/fleet/defaults: fleet_volume_size",
     "poll_interval": "roles/consumer/defaults: consumer_poll_interval (files/consumer.py waits it after each receive)",
     "wait_time": "files/consumer.py: --wait-time (long poll) default 20",
-    "batch": "files/consumer.py: MAX_BATCH (ReceiveMessage's most)",
+    "batch": "files/holds.py: MAX_BATCH (ReceiveMessage's most, as the consumer asks)",
     "stop_timeout": "roles/consumer/defaults: consumer_stop_timeout",
     "concurrency": "roles/celery_worker/defaults: celery_worker_concurrency (prefetch 1 a process, acks late)",
     "watcher_interval": "roles/lifecycle_watcher/defaults: lifecycle_watcher_interval",

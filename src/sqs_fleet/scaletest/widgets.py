@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
-from sqs_fleet.scaletest.report import OUTPUTS
+from sqs_fleet.scaletest.figures import OUTPUTS
 from sqs_fleet.sim.semantics import expression_value
 
 WIDGETS = f"{OUTPUTS}/widgets"

@@ -17,7 +17,7 @@ description:
     subnets and no security groups), and its update is waited for (LastUpdateStatus Successful).
   - With O(wait_timeout), the action plugin of the same name polls every O(poll_interval) seconds, prints the
     interfaces that remain after each poll, and fails naming them if any remain after O(wait_timeout) seconds.
-    Lambda releases them with the function's execution role: that role, and its ec2:DeleteNetworkInterface
+    Lambda releases them with the function's execution role; that role, and its ec2:DeleteNetworkInterface
     permission, must stay until this returns.
 options:
   function_name:

@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import consumer
-import vehicles
+from sqs_fleet_workers import consumer, sqs_calls
+from support.polling import wait_until
 
 FILES = Path(consumer.__file__).parent
 
@@ -40,6 +39,11 @@ class Queues:
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def wait_for_counts(self, counts: tuple[int, int], timeout: float = 30, interval: float = 0.05) -> None:
+        """Until the work queue's (visible, in flight) counts are `counts`."""
+        wait_until(lambda: self.counts() == counts, timeout, lambda: f"counts {counts}; now {self.counts()}",
+                   interval=interval)
 
     def bodies(self, url: str) -> list[dict[str, Any]]:
         """Every message on a queue (made visible again afterwards)."""
@@ -79,11 +83,14 @@ class ConsumerProcess:
         return events(self.log.read_text())
 
     def wait_for(self, predicate: Any, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate(self.events()):
+        """Until predicate(what the consumer logged) holds; fails at once if the consumer exits."""
+
+        def logged() -> bool:
             assert self.process.poll() is None, f"consumer exited: {self.log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"timed out waiting; log: {self.log.read_text()[-2000:]}"
-            time.sleep(0.05)
+            return bool(predicate(self.events()))
+
+        wait_until(logged, timeout, lambda: f"the consumer's log; log: {self.log.read_text()[-2000:]}",
+                   interval=0.05)
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -111,7 +118,7 @@ def in_process(monkeypatch: Any, emulator: Any, queues: Queues, *argv: str, stop
     client, and a function returning what it logged so far."""
     for name, value in emulator.environment().items():
         monkeypatch.setenv(name, value)
-    client = vehicles.sqs_client()
+    client = sqs_calls.sqs_client()
     args = consumer.parse_args(["--queue", queues.url, "--poll-interval", "0", "--wait-time", "0", *argv])
     if args.visibility_timeout is None:
         args.visibility_timeout = 30

@@ -2,7 +2,7 @@
 message to one of them only. Shared by tests/emulator/test_receive_race.py, and runnable on its own to serve moto
 in this process, plain or with the lab's corrections, and count what was received twice:
 
-    python tests/emulator/receive_race.py plain|corrected [--rounds N] [--until-duplicate]
+    python tests/support/receive_race.py plain|corrected [--rounds N] [--until-duplicate]
 
 Run on its own, the thread switch interval is made very short (sys.setswitchinterval), so that a server thread is
 often interrupted inside moto's receive: a race that a busy server loses now and then shows in every few rounds.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib
+import contextlib
 import json
 import socket
 import sys
@@ -20,6 +20,8 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from sqs_fleet.lab.moto_corrections import installed
 
 THREADS = 16
 MESSAGES = 200
@@ -63,8 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--until-duplicate", action="store_true", help="stop at the first round with a duplicate")
     args = parser.parse_args(argv)
-    if args.server == "corrected":
-        importlib.import_module("sqs_fleet.lab.moto_server")  # its corrections patch moto's models on import
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
+    corrections = installed() if args.server == "corrected" else contextlib.nullcontext()
+    corrections.__enter__()
     server = ThreadedMotoServer("127.0.0.1", port, verbose=False)
     server.start()
     settings = {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
@@ -84,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
     finally:
         server.stop()
+        corrections.__exit__(None, None, None)
     print(json.dumps({"server": args.server, "duplicates_per_round": duplicates}))
     return 0
 

@@ -1,0 +1,1 @@
+../../../files/worker_common.py

@@ -1,0 +1,1 @@
+../../../files/sqs_calls.py
