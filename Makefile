@@ -105,10 +105,13 @@ bench: venv
 clean: emulator-stop
 	rm -rf $(VENV) .venv-checkov .venv-py39 .run
 
-## report: the scale-out / scale-in plan on the emulator, workers as booted nodes where they can boot (root),
-## else as local processes; writes REPORT.md and report/ (its data and plots)
-# (Booted nodes run on a stack of their own lab, so only local processes need site.yml here.)
+## report: the scale test of record on the emulator: where nodes can boot (root), every instance a booted node
+## (stock and baked images, SQS and Redis, ticks in real time), the previous design beside the current one with
+## local processes; elsewhere local processes only, and the report says why. Writes REPORT.md and report/.
+# (Booted nodes run on stacks of their own labs; site.yml here is the stack of the local processes' comparison.)
 report: venv emulator node-tools
-	workers=$$($(BIN)/sqs-fleet-node check >/dev/null && echo nodes || echo processes); \
-	if [ "$$workers" = processes ]; then $(BIN)/ansible-playbook site.yml; fi && \
-	$(BIN)/ansible-playbook scale_test.yml -e messages=200 -e workers=$$workers
+	$(BIN)/ansible-playbook site.yml
+	if $(BIN)/sqs-fleet-node check >/dev/null; then \
+	  $(BIN)/ansible-playbook scale_test.yml -e messages=200 -e workers=nodes -e images=stock,baked -e redis=true \
+	    -e real_time=true -e compare=true -e period_seconds=2; \
+	else $(BIN)/ansible-playbook scale_test.yml -e messages=200 -e workers=processes -e compare=true; fi

@@ -48,6 +48,13 @@ def test_a_burst_boots_nodes_that_consume_it_all_and_the_group_returns_to_zero(m
     show_drains(tmp_path / ".run" / "scale-test" / "workers")
     report = (tmp_path / "REPORT.md").read_text()
     assert "booted nodes" in report and "bootstrap: done" in report
+    # The planner's prediction of the run, on the boots the run measured (each node: boot to launch action).
+    inputs, rows = result["prediction"]["inputs"], result["prediction"]["rows"]
+    assert 1 <= len(inputs["boots"]) <= 2 and all(b > 0 for b in inputs["boots"]), inputs
+    assert inputs["boot seconds"] > 0 and inputs["messages"] == 20
+    assert [r["figure"] for r in rows][0] == "seconds to first instance in service"
+    assert all(r["predicted"] is not None and r["measured"] is not None for r in rows), rows
+    assert "## The planner's prediction beside the measurement" in report
 
 
 def show_drains(logs) -> None:

@@ -166,8 +166,8 @@ class NodeWorkers:
 
     completes_lifecycle = True
 
-    def __init__(self, lab: Lab, user_data: str, logs: Path) -> None:
-        self.lab, self.user_data, self.logs = lab, user_data, logs
+    def __init__(self, lab: Lab, user_data: str, logs: Path, image_commit: str | None = None) -> None:
+        self.lab, self.user_data, self.logs, self.image_commit = lab, user_data, logs, image_commit
         self.booting: dict[str, threading.Thread] = {}
         self.started: set[str] = set()  # nodes whose systemd runs (their bootstrap may still be going)
         self.stopping: list[threading.Thread] = []
@@ -176,10 +176,16 @@ class NodeWorkers:
         self.removed_at: dict[str, float] = {}  # instance -> when its node was removed (epoch seconds)
         logs.mkdir(parents=True, exist_ok=True)
         image()  # built once here, not by parallel boots
+        if image_commit:
+            lab.baked_image(image_commit)  # likewise: the baked layer (image.yml's lab counterpart)
 
     def _boot(self, name: str) -> None:
+        # When its boot began, beside its logs: the report measures each boot from it to the launch action the
+        # node's watcher completed.
+        (self.logs / f"{name}.booted.txt").write_text(
+            datetime.datetime.now(datetime.timezone.utc).isoformat() + "\n")
         try:
-            self.lab.boot_worker(name, self.user_data, wait_for_system=False)
+            self.lab.boot_worker(name, self.user_data, wait_for_system=False, image_commit=self.image_commit)
             self.started.add(name)
         except (RuntimeError, subprocess.CalledProcessError) as error:
             self.failed[name] = str(error)
@@ -187,10 +193,13 @@ class NodeWorkers:
     def _terminate(self, name: str) -> None:
         try:
             exec_in(name, ["systemctl", "stop", "sqs-consumer"])  # already stopped when the watcher completed
-            for source, kept in (("/var/log/sqs-consumer/consumer.log", f"{name}.log"),
-                                 ("/var/log/sqs-fleet-bootstrap.log", f"{name}.bootstrap.txt"),
-                                 ("/var/log/sqs-lifecycle-watcher.log", f"{name}.lifecycle.txt")):
-                (self.logs / kept).write_text(exec_in(name, ["cat", source]).stdout)
+            exec_in(name, ["systemctl", "stop", "celery-worker"])
+            # The worker's log: the SQS consumer's, or the Celery worker's (a node runs one of them).
+            for sources, kept in ((("/var/log/sqs-consumer/consumer.log", "/var/log/celery-worker/worker.log"),
+                                   f"{name}.log"),
+                                  (("/var/log/sqs-fleet-bootstrap.log",), f"{name}.bootstrap.txt"),
+                                  (("/var/log/sqs-lifecycle-watcher.log",), f"{name}.lifecycle.txt")):
+                (self.logs / kept).write_text("".join(exec_in(name, ["cat", source]).stdout for source in sources))
         except (KeyError, FileNotFoundError):  # the node never started far enough: nothing to drain or keep
             pass
         finally:

@@ -3,6 +3,7 @@ consumer or, for a stack on Redis, the Celery worker."""
 
 from __future__ import annotations
 
+import datetime
 import signal
 import subprocess  # nosec B404 - starts the project's own workers
 import sys
@@ -39,6 +40,9 @@ class ProcessWorkers:
     def follow(self, instances: Sequence[str]) -> list[str]:
         events = []
         for name in [n for n in instances if n not in self.running]:
+            # When it started, beside its log, as a node's boot is kept: the report measures each start from it.
+            (self.logs / f"{name}.booted.txt").write_text(
+                datetime.datetime.now(datetime.timezone.utc).isoformat() + "\n")
             with (self.logs / f"{name}.log").open("ab") as out:
                 self.running[name] = subprocess.Popen(  # noqa: S603  # nosec B603 - the project's worker
                     self.command(name), env=self.env, stdout=out, stderr=subprocess.STDOUT)

@@ -64,6 +64,9 @@ class Result:
     left: int = 0  # messages still waiting when the replay ended
     minutes: list[tuple[int, int, int, float]] = field(default_factory=list)  # (backlog, instances, desired, wait)
     ticks: list[tuple[int, dict[str, str], int]] = field(default_factory=list)  # (tick, alarm states, desired)
+    first_ready: float | None = None  # when the first instance's consumer was ready (launch + boot)
+    first_done: float | None = None  # when the first message was processed
+    last_end: float | None = None  # when the last instance to leave the group was gone (EC2 terminated it)
 
     @property
     def instance_seconds(self) -> float:
@@ -106,6 +109,8 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
 
     def done(arrival: float, start: float, finished: float) -> None:
         nonlocal minute_wait
+        if result.first_done is None or finished < result.first_done:
+            result.first_done = finished
         wait = start - arrival if start > arrival else 0.0
         result.waits.append(wait)
         minute_wait = max(minute_wait, wait)
@@ -223,6 +228,8 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
                 end(worker, worker.notice + SPOT_NOTICE, "spot")
                 continue
             if worker.ready < t + 1:
+                if result.first_ready is None or worker.ready < result.first_ready:
+                    result.first_ready = worker.ready
                 consume(worker, t)
             if worker.stop_at < t + 1 and not worker.stopped:
                 stop(worker)
@@ -240,6 +247,7 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
                     release(worker, worker.batch)  # cut by the heartbeat: back after the visibility timeout
                     worker.phase, worker.batch = "sleep", []
                 ending.remove(worker)
+                result.last_end = max(result.last_end or 0.0, worker.end)
                 billed = worker.end - worker.launched
                 if worker.spot:
                     result.spot_seconds += billed

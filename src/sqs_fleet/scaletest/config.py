@@ -51,7 +51,7 @@ class ScaleTestConfig:
     stack: Path | None  # the stack's record; None: .run/stacks/local.json
     messages: int
     period_seconds: float  # real seconds one tick lasts on the emulator (--period-seconds)
-    idle_minutes: int
+    idle_minutes: int | None  # None: the design's own idle window
     max_minutes: int
     spot_interruptions: int
     design: str
@@ -60,6 +60,11 @@ class ScaleTestConfig:
     job_seconds: float
     out: Path
     command: str  # the command line as the report quotes it
+    images: tuple[str, ...] = ("stock",)  # with nodes: the node images to boot, a run each
+    redis: bool = False  # with nodes: then the same burst on Redis, on a stack the lab makes
+    real_time: bool = False  # with nodes: a tick lasts the AWS time it stands for
+    broker: str = "sqs"  # with nodes: the broker of this run's stack
+    image: str = "stock"  # with nodes: the image of this run's nodes
 
     @property
     def on_aws(self) -> bool:
@@ -89,17 +94,32 @@ class ScaleTestConfig:
         """The same run on another stack (the --redis-stack run)."""
         return dataclasses.replace(self, stack=stack)
 
+    def node_run(self, broker: str, image: str) -> ScaleTestConfig:
+        """One of the runs with booted nodes: its broker and image."""
+        return dataclasses.replace(self, broker=broker, image=image)
+
+    def with_processes(self) -> ScaleTestConfig:
+        """The same run with local processes (the --compare runs beside the nodes' runs)."""
+        return dataclasses.replace(self, workers="processes", real_time=False)
+
     def problem(self) -> str | None:
         """What is wrong with the arguments, or None."""
         return (
+            "--idle-minutes must be 1 or more" if self.idle_minutes is not None and self.idle_minutes < 1
+            else None) or (
             "--messages must be at least 1" if self.messages < 1 else None) or (
             "--period-seconds must be above 0" if self.period_seconds <= 0 else None) or (
             "--spot-interruptions must be 0 or more" if self.spot_interruptions < 0 else None) or (
             "--spot-interruptions is emulated on the emulator only: on AWS, EC2 interrupts Spot instances itself"
             if self.spot_interruptions and self.on_aws else None) or (
-            "--design, --compare and --redis-stack play on the emulator with local processes only"
-            if (self.compare or self.design != "current" or self.redis_stack) and (
-                self.on_aws or self.workers == "nodes") else None)
+            "--design, --compare and --redis-stack play on the emulator with local processes only (with --workers "
+            "nodes, --compare plays both designs with local processes beside the nodes' run, and --redis plays Redis)"
+            if (self.compare and self.on_aws) or ((self.design != "current" or self.redis_stack) and (
+                self.on_aws or self.workers == "nodes")) else None) or (
+            "--images, --redis and --real-time are for --workers nodes"
+            if (self.images != ("stock",) or self.redis or self.real_time) and self.workers != "nodes" else None) or (
+            f"--images {','.join(self.images)!r}: stock, baked or stock,baked"
+            if not set(self.images) <= {"stock", "baked"} or not self.images else None)
 
 
 def parse(argv: Sequence[str] | None, description: str) -> ScaleTestConfig:
@@ -113,7 +133,9 @@ def parse(argv: Sequence[str] | None, description: str) -> ScaleTestConfig:
     parser.add_argument("--period-seconds", type=float, default=EMULATOR_PERIOD_SECONDS,
                         help="real seconds one tick of the loop lasts on the emulator (a tick is 60 s of AWS time, "
                              "10 s with 10-second alarms; on AWS it lasts 60 s)")
-    parser.add_argument("--idle-minutes", type=int, default=15, help="the scale-in idle window (nodes: site.yml)")
+    parser.add_argument("--idle-minutes", type=int, default=None,
+                        help="with --workers nodes: the scale-in idle window site.yml sets on the lab's stack "
+                             "(default: the design's, 3 minutes on SQS, 2 on Redis)")
     parser.add_argument("--max-minutes", type=int, default=120, help="give up after this many AWS minutes")
     parser.add_argument("--spot-interruptions", type=int, default=0, metavar="N",
                         help="on the emulator: interrupt N instances in service mid-burst (Spot notices, emulated)")
@@ -126,6 +148,15 @@ def parse(argv: Sequence[str] | None, description: str) -> ScaleTestConfig:
     parser.add_argument("--redis-stack", type=Path, default=None,
                         help="on the emulator, local processes: then play the same burst on this stack on Redis "
                              "(site.yml -i inventory/local-redis recorded it), in its own section of REPORT.md")
+    parser.add_argument("--images", default="stock", metavar="stock[,baked]",
+                        help="with --workers nodes: the node image(s) to boot, one run each (baked: image.yml bakes "
+                             "this commit's worker image on the lab and the nodes boot from it)")
+    parser.add_argument("--redis", action="store_true",
+                        help="with --workers nodes: then the same burst on a stack on Redis that the lab makes "
+                             "(site.yml -i inventory/local-redis), with nodes running the Celery worker")
+    parser.add_argument("--real-time", action="store_true",
+                        help="with --workers nodes: a tick lasts the AWS time it stands for (10 or 60 s), so a "
+                             "node's boot counts in AWS time as it took")
     parser.add_argument("--job-seconds", type=float, default=6.0,
                         help="on a stack on Redis: AWS seconds each Celery job takes (default 6)")
     parser.add_argument("--out", type=Path, default=REPO, help="where REPORT.md and its report/ folder go")
@@ -136,4 +167,6 @@ def parse(argv: Sequence[str] | None, description: str) -> ScaleTestConfig:
         period_seconds=args.period_seconds, idle_minutes=args.idle_minutes, max_minutes=args.max_minutes,
         spot_interruptions=args.spot_interruptions, design=args.design, compare=args.compare,
         redis_stack=args.redis_stack, job_seconds=args.job_seconds, out=args.out,
-        command=command.replace(f"{REPO}/", "").replace(str(REPO), "."))
+        command=command.replace(f"{REPO}/", "").replace(str(REPO), "."),
+        images=tuple(name.strip() for name in args.images.split(",") if name.strip()), redis=args.redis,
+        real_time=args.real_time)

@@ -41,17 +41,28 @@ from dataclasses import asdict
 from typing import Any
 
 from sqs_fleet import aws
+from sqs_fleet.lab.node import missing_requirements
 from sqs_fleet.lab.workers import CONSUMER
 from sqs_fleet.scaletest.config import DESIGNS, Design, ScaleTestConfig, parse
 from sqs_fleet.scaletest.consistency import Inconsistent
 from sqs_fleet.scaletest.evidence import Evidence, bootstrap_logs, gather, machine
 from sqs_fleet.scaletest.figures import DATA_FILE, figures, plots, processed_minutes, processed_per_period
+from sqs_fleet.scaletest.prediction import RunSettings, prediction
 from sqs_fleet.scaletest.report import report
-from sqs_fleet.scaletest.targets import Target, check_target, configure_stack, open_target
+from sqs_fleet.scaletest.targets import (
+    CONSUMER_POLL_SECONDS,
+    Target,
+    boot_seconds,
+    check_target,
+    configure_stack,
+    lab_period,
+    open_target,
+)
 from sqs_fleet.sim.alarms import alarm_period
 from sqs_fleet.sim.fleet import CannotPlay
 from sqs_fleet.sim.loop import Period
 from sqs_fleet.sim.scaling import EmulatedScaling
+from sqs_fleet.sim.semantics import LAUNCHING
 from sqs_fleet.stack import StackNotFound
 
 PRODUCER = CONSUMER.with_name("producer.py")
@@ -124,9 +135,53 @@ def spot_interrupter(scaling: EmulatedScaling, count: int) -> Callable[[Period],
     return interrupt
 
 
+# Why the previous design is played with local processes when the run of record boots nodes.
+PREVIOUS_ON_PROCESSES = (
+    "the previous design's figures rest on workers that never complete their termination action (the drain hook's "
+    "300 s heartbeat holds every scale-in), but every node booted from this commit runs the lifecycle watcher, "
+    "which completes it; so both designs of this comparison are played with local processes, as before, on the "
+    "same burst")
+PREDICTION_KEYS = ("label", "conditions", "prediction")
+
+
+def run_record(config: ScaleTestConfig) -> int:
+    """With booted nodes: the current design on SQS with each image asked for (and on Redis with --redis), the
+    first one being the report's main run; with --compare, both designs with local processes beside them
+    (PREVIOUS_ON_PROCESSES says why)."""
+    current = DESIGNS["current"]
+    booted: list[dict[str, Any]] = []
+    states: dict[str, str] = {}
+    for broker in ["sqs", *(["redis"] if config.redis else [])]:
+        for image in config.images:
+            result, final = play(config.node_run(broker, image), current)
+            states = states or final
+            booted.append(result)
+    compared: list[dict[str, Any]] = []
+    if config.compare:
+        processes = config.with_processes()
+        for design in (DESIGNS["previous"], current):
+            configure_stack(design, config.record, config.work)
+            compared.append(play(processes, design)[0])
+    final_run = booted[0]
+    final_run["booted runs"] = [{key: run[key] for key in ("label", "conditions", "figures", "prediction")}
+                                for run in booted]
+    final_run["predictions"] = [{key: r[key] for key in PREDICTION_KEYS} for r in booted + compared]
+    final_run["redis"] = next((run for run in booted if run["broker"] == "redis"), None)
+    if compared:
+        final_run["comparison"] = [{"design": r["design"], "conditions": r["conditions"], "figures": r["figures"]}
+                                   for r in compared]
+        final_run["comparison note"] = PREVIOUS_ON_PROCESSES
+    (config.out / DATA_FILE).write_text(json.dumps(final_run, indent=1, default=str))
+    (config.out / "REPORT.md").write_text(report(final_run, states))
+    print(f"\nReport: {config.out / 'REPORT.md'}")
+    return max(int(run["exit code"]) for run in booted + compared)
+
+
 def run_plan(config: ScaleTestConfig) -> int:
     """Play the design asked for, or both designs with --compare (previous first, so the stack ends in the
     current one); REPORT.md describes the last run played."""
+    if config.workers == "nodes":
+        return run_record(config)
     designs = config.designs
     runs: list[dict[str, Any]] = []
     code = 0
@@ -147,6 +202,10 @@ def run_plan(config: ScaleTestConfig) -> int:
     if config.compare:
         final["comparison"] = [{"design": r["design"], "conditions": r["conditions"], "figures": r["figures"]}
                                for r in runs]
+    if not config.on_aws:
+        final["predictions"] = [{key: r[key] for key in PREDICTION_KEYS}
+                                for r in [*runs, *([final["redis"]] if config.redis_stack else [])]]
+        final["nodes not booted"] = missing_requirements() or "this run was asked for local processes"
     (config.out / DATA_FILE).write_text(json.dumps(final, indent=1, default=str))
     (config.out / "REPORT.md").write_text(report(final, states))
     print(f"\nReport: {config.out / 'REPORT.md'}")
@@ -171,7 +230,7 @@ def burst_and_watch(config: ScaleTestConfig, target: Target) -> list[Period]:
     return watch.run(until=lambda t: len(t) > 3 and t[-1].visible + t[-1].in_flight == 0
                      and t[-1].desired == 0 and t[-1].instances == 0,
                      max_periods=math.ceil(config.max_minutes * 60 / scaling.tick_seconds),
-                     period_seconds=config.tick_real_seconds, show=show)
+                     period_seconds=target.period or config.tick_real_seconds, show=show)
 
 
 def play(config: ScaleTestConfig, design: Design) -> tuple[dict[str, Any], dict[str, str]]:
@@ -192,7 +251,31 @@ def play(config: ScaleTestConfig, design: Design) -> tuple[dict[str, Any], dict[
     conditions = f"prefix {stack.prefix}, {group['MinSize']} to {group['MaxSize']} instances, " \
                  f"scale-in after {idle_minutes} idle minutes"
     result = run_result(config, design, target, timeline, evidence, conditions)
+    if not config.on_aws:
+        result["prediction"] = predict_run(config, design, target, result)
     return result, dict(target.watch.scaling.states)
+
+
+def predict_run(config: ScaleTestConfig, design: Design, target: Target, result: dict[str, Any]) -> dict[str, Any]:
+    """The planner's prediction of this run, on its own settings (AWS seconds: real ones scaled by the tick)."""
+    scaling, stack = target.watch.scaling, target.stack
+    tick = scaling.tick_seconds
+    scale = tick / (target.period or config.tick_real_seconds)
+    nodes = config.workers == "nodes"
+    started = boot_seconds(config.work / "workers")
+    launch_hook = scaling.group.hooks.get(LAUNCHING, {}) if isinstance(scaling, EmulatedScaling) else {}
+    run = RunSettings(
+        messages=config.messages, tick_seconds=tick,
+        poll_seconds=max(1, round(lab_period(config))) * scale if nodes else CONSUMER_POLL_SECONDS,
+        work_seconds=config.job_seconds if stack.on_redis and not nodes else 0.0,
+        watcher_seconds=1.0 * scale if nodes else 1.0,
+        launch_timeout=int(launch_hook.get("HeartbeatTimeout", 3600)),
+        image=config.image if nodes else "stock",
+        boots=[round(b * scale, 1) for b in started["consumer"]],
+        in_service=[round(b * scale, 1) for b in started["in service"]],
+        spot_interruptions=config.spot_interruptions, clock_factor=scale,
+        completes_terminations=design.completes_terminations, broker=result["broker"])
+    return prediction(stack, run, result["figures"], result["timeline"])
 
 
 def run_result(config: ScaleTestConfig, design: Design, target: Target, timeline: list[Period], evidence: Evidence,
@@ -200,7 +283,8 @@ def run_result(config: ScaleTestConfig, design: Design, target: Target, timeline
     """A run's figures, timeline and evidence, as report-data.json holds them and REPORT.md shows them."""
     stack, scaling, on_aws = target.stack, target.watch.scaling, config.on_aws
     tick, events = scaling.tick_seconds, evidence.events
-    processed_at = processed_minutes(timeline, events, config.tick_real_seconds)
+    period = target.period or config.tick_real_seconds
+    processed_at = processed_minutes(timeline, events, period)
     numbers = figures(timeline, events, config.messages, processed_at, tick,
                       scaling.spot_interruptions if isinstance(scaling, EmulatedScaling) else None)
     processed = processed_per_period(processed_at, len(timeline))
@@ -214,7 +298,7 @@ def run_result(config: ScaleTestConfig, design: Design, target: Target, timeline
         "produced by": (f"real AWS ({stack.region})" if on_aws else
                         "the embedded emulator (moto) with the local scaling loop; not measured on AWS"),
         "conditions": {"messages": config.messages, "tick seconds": tick,
-                       "real seconds per tick": config.tick_real_seconds,
+                       "real seconds per tick": period,
                        "spot interruptions": config.spot_interruptions, "workers": target.workers,
                        "design": f"{design.name}: {design.summary}",
                        "machine": "AWS" if on_aws else machine(),
@@ -233,6 +317,9 @@ def run_result(config: ScaleTestConfig, design: Design, target: Target, timeline
         "aws note": "This report is an AWS run." if on_aws else "This report holds no AWS measurement.",
         "plots": plots(timeline, processed_at, tick, label, config.out, prefix="redis-" if stack.on_redis else ""),
     }
+    result["broker"] = "redis" if stack.on_redis else "sqs"
+    result["label"] = (f"{design.name} design, {'Redis' if stack.on_redis else 'SQS'}, "
+                       + (f"booted nodes, {config.image} image" if config.workers == "nodes" else "local processes"))
     show_figures(numbers)
     result["exit code"] = 0 if numbers["messages lost"] == 0 else 1
     if numbers["minutes to zero instances"] is None:

@@ -104,7 +104,19 @@ from the widget's JSON as CloudWatch holds it and the metric data GetMetricData 
 """
 
 
-def side_by_side(comparison: list[dict[str, Any]]) -> str:
+def nodes_note(result: dict[str, Any]) -> str:
+    """Where the run's workers were local processes: why no node was booted."""
+    why = result.get("nodes not booted")
+    if not why:
+        return ""
+    return f"""
+Booted nodes: none in this run ({why}); every worker is a local process, in service the moment it starts, so the
+times to the first instance in service and the first message processed include no boot. Where nodes can boot
+(root, systemd-nspawn), `make report` boots one per instance.
+"""
+
+
+def side_by_side(comparison: list[dict[str, Any]], note: str | None = None) -> str:
     """The figures of the designs played on the same burst, one column each, with the share of the instance-minutes
     spent after the drain and what differed in each run's conditions."""
     if not comparison:
@@ -125,13 +137,91 @@ def side_by_side(comparison: list[dict[str, Any]]) -> str:
 ## The current design and the previous one, side by side
 The same burst ({comparison[0]["conditions"]["messages"]} messages, {comparison[0]["conditions"]["spot interruptions"]}
 Spot interruption(s) emulated mid-burst) played with each design on the emulator, one after the other, by
-`--compare`; each design's stack was made by site.yml with its settings. The rest of this report is the
-{names[-1]} design's run.
+`--compare`; each design's stack was made by site.yml with its settings. {
+    f"Workers: local processes for both designs: {note}." if note else
+    f"The rest of this report is the {names[-1]} design's run."}
 
 | figure | {" | ".join(names)} |
 | --- | {" | ".join("---" for _ in names)} |
 {chr(10).join(rows)}
 """
+
+
+def booted_runs(runs: list[dict[str, Any]]) -> str:
+    """The runs with booted nodes (each image, each broker), one column each, with each run's boots."""
+    if not runs:
+        return ""
+    labels = [run["label"] for run in runs]
+    rows = [f"| {name} | " + " | ".join("-" if run["figures"].get(name) is None else str(run["figures"][name])
+                                        for run in runs) + " |" for name in runs[0]["figures"]]
+
+    def boots(run: dict[str, Any], kind: str) -> str:
+        seconds = sorted(run["prediction"]["inputs"].get(kind, []))
+        return ", ".join(f"{b:g}" for b in seconds) or "-"
+
+    rows.append("| seconds each node took from its boot to its consumer's first line | "
+                + " | ".join(boots(run, "boots") for run in runs) + " |")
+    rows.append("| seconds each node took from its boot to its launch action completed | "
+                + " | ".join(boots(run, "in_service") for run in runs) + " |")
+    rows += [f"| {key} | " + " | ".join(str(run["conditions"][key]) for run in runs) + " |"
+             for key in ("tick seconds", "real seconds per tick", "stack")]
+    return f"""
+## Booted nodes: each broker, each image
+The same burst with the current design, each instance a booted node running the launch template's
+user-data; one run per broker and image, each on a lab of its own (emulator, git daemon, metadata service and
+Auto Scaling front on the nodes' bridge; site.yml, and for the baked image image.yml, run on it). A tick lasted
+the AWS time it stands for, so a boot counts as it took. The rest of this report is the first column's run.
+
+| figure | {" | ".join(labels)} |
+| --- | {" | ".join("---" for _ in labels)} |
+{chr(10).join(rows)}
+"""
+
+
+def number(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def predictions(runs: list[dict[str, Any]]) -> str:
+    """Each run's planner prediction beside its measurement (sqs_fleet.scaletest.prediction)."""
+    runs = [run for run in runs if run.get("prediction")]
+    if not runs:
+        return ""
+    tables = []
+    for run in runs:
+        inputs, rows = run["prediction"]["inputs"], run["prediction"]["rows"]
+        lines = "\n".join(
+            f"| {r['figure']} | {number(r['predicted'] if r['predicted'] is None else round(r['predicted'], 1))} | "
+            f"{number(r['measured'])} | {number(round(r['tolerance'], 1))} | {'yes' if r['agrees'] else 'no'} | "
+            f"{r['why'] or '-'} |" for r in rows)
+        boot = (f"the run's median time from a worker's start (a node's boot, a process's launch) to its consumer "
+                f"started, {inputs['boot seconds']:g} s, as the whole launch (no EC2 part: the lab boots the node "
+                "the tick its instance appears)" if inputs["boots"] else "no start time (none was measured)")
+        tables.append(f"""### {run["label"]}
+Planner inputs: the run's stack record; {inputs["messages"]} messages at second 0; {boot}; a poll every
+{inputs["poll_seconds"]:g} s; {inputs["work_seconds"]:g} s of work per message; the watcher every
+{inputs["watcher_seconds"]:g} s; launch heartbeat {inputs["launch_timeout"]} s. One tick:
+{inputs["tick_seconds"]} s, played at {inputs.get("clock_factor", 1):g} AWS seconds per real second. Desired
+capacity: run
+{" -> ".join(map(str, run["prediction"].get("desired", {}).get("measured", [])))}, replay
+{" -> ".join(map(str, run["prediction"].get("desired", {}).get("predicted", [])))}.
+
+| figure | predicted | measured | agree within | agree | why they differ |
+| --- | --- | --- | --- | --- | --- |
+{lines}
+""")
+    return """
+## The planner's prediction beside the measurement
+For each run, `sqs-fleet-plan`'s replay (sqs_fleet.planner: the stack's own alarms and steps decided by the
+loop's code, in virtual time) of the same burst on the run's own settings, beside what the run measured, in
+AWS seconds from the burst. The run sees a moment at the start of the tick after it (its times are tick
+starts, the first message processed floored to 6 s); the replay gives it to the second: they agree within
+one tick for times, one tick of every instance (peak x tick) for instance-minutes, exactly for scale events
+(changes of the desired capacity). Where they do not, the last column says why.
+
+""" + "\n".join(tables)
 
 
 def redis_section(run: dict[str, Any] | None) -> str:
@@ -209,6 +299,9 @@ def report(result: dict[str, Any], final_alarms: dict[str, str]) -> str:
                            for name, widgets in result["dashboards"].items())
     busy = round(numbers["instance-minutes"] - (numbers["instance-minutes after the drain"] or 0), 1)
     spot = conditions.get("spot interruptions", 0)
+    sections = (nodes_note(result) + booted_runs(result.get("booted runs", []))
+                + side_by_side(result.get("comparison", []), result.get("comparison note"))
+                + redis_section(result.get("redis")) + predictions(result.get("predictions", [])))
     interruptions = (f"{spot} Spot interruption(s) emulated mid-burst (a two-minute notice, then EC2 terminates "
                      "the instance and the group replaces it)" if spot else "no Spot interruption")
     return f"""# Scale-out / scale-in test report
@@ -240,7 +333,7 @@ Alarm states at the end: {", ".join(f"{k} {v}" for k, v in final_alarms.items())
 
 ## Observations
 {observations(numbers, timeline, tick)}
-{side_by_side(result.get("comparison", []))}{redis_section(result.get("redis"))}
+{sections}
 ## Timeline (one row per tick of {tick} s) and the decisions
 
 | tick | AWS seconds | visible | in flight | processed | desired | instances | in service | terminating | decisions |

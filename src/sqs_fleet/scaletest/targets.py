@@ -21,10 +21,12 @@ import redis
 
 from sqs_fleet import REPO, aws
 from sqs_fleet.lab import redis_server
+from sqs_fleet.lab.emulator import free_port
 from sqs_fleet.lab.fleet import Lab, NodeWorkers
 from sqs_fleet.lab.lifecycle import LifecycleActions
+from sqs_fleet.lab.node import HOST_ADDRESS
 from sqs_fleet.lab.workers import CeleryProcessWorkers, ProcessWorkers
-from sqs_fleet.scaletest.config import AWS_PERIOD_SECONDS, Design, ScaleTestConfig
+from sqs_fleet.scaletest.config import AWS_PERIOD_SECONDS, EMULATOR_PERIOD_SECONDS, Design, ScaleTestConfig
 from sqs_fleet.sim.alarms import tick_seconds
 from sqs_fleet.sim.fleet import Fleet
 from sqs_fleet.sim.group import Workers
@@ -86,23 +88,73 @@ def shipped_log_events(log_group: str, since: datetime.datetime, expected: int) 
     return events
 
 
-def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int, work: Path) -> Stack:
-    """site.yml on the lab's emulator, with workers that pull this commit and wait one scaled minute; the stack
-    it recorded. A node boots in real seconds, which the loop's scaled clock does not shrink: the launch hook's
-    heartbeat is set to cover LAB_BOOT_SECONDS of real time (within the hook's 7200 s limit), so a slow boot is
-    late, not abandoned."""
-    record = work / "lab-stack.json"
-    launch_timeout = max(600, min(7200, math.ceil(LAB_BOOT_SECONDS * 60 / period_seconds)))
+def lab_period(config: ScaleTestConfig) -> float:
+    """The tick's real length a lab stack's workers are configured for (they poll once a tick of it): with
+    --real-time, the default tick's, whatever --period-seconds gives the local processes of the same run."""
+    return EMULATOR_PERIOD_SECONDS if config.real_time else config.tick_real_seconds
+
+
+def lab_launch_timeout(period_seconds: float) -> int:
+    """The launch hook's heartbeat on a lab stack: a node boots in real seconds, which a scaled clock does not
+    shrink, so it covers LAB_BOOT_SECONDS of real time (within the hook's 7200 s limit): a slow boot is late, not
+    abandoned."""
+    return max(600, min(7200, math.ceil(LAB_BOOT_SECONDS * 60 / period_seconds)))
+
+
+def provision_lab_stack(lab: Any, period_seconds: float, idle_minutes: int | None, work: Path, broker: str = "sqs",
+                        image: str = "stock", broker_url: str | None = None) -> Stack:
+    """site.yml on the lab's emulator (inventory/local, or inventory/local-redis for `broker` redis, its workers
+    and publisher on the Redis server at `broker_url`), with workers that pull this commit and wait one tick of
+    real time between polls; with `image` baked, image.yml bakes the worker image of this commit and site.yml
+    puts it in the launch template. The stack it recorded."""
+    record = work / f"lab-stack-{broker}-{image}.json"
+    inventory = ["-i", "inventory/local-redis"] if broker == "redis" else []
     variables = lab.site_variables(fleet_poll_interval=max(1, round(period_seconds)),
-                                   fleet_launch_timeout=launch_timeout, scaling_idle_window=idle_minutes * 60,
+                                   fleet_launch_timeout=lab_launch_timeout(period_seconds),
                                    stack_output_file=str(record))
-    env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(work / "ansible-home")}
+    if idle_minutes is not None:  # else the design's own (group_vars/all/stack.yml: stack_scaling_idle_window)
+        variables["scaling_idle_window"] = idle_minutes * 60
+    if broker == "redis":
+        # The lab's Redis on the nodes' bridge at a port of this run's own (the inventory's names one for its
+        # tests); the node overrides are the inventory's with that URL.
+        variables.update(stack_broker_lab_url=broker_url, fleet_node_overrides={
+            "cloudwatch_agent_install": False, "lifecycle_watcher_interval": 1,
+            "celery_worker_broker_url": broker_url, "celery_worker_endpoint_parameter": ""})
+    env = {**os.environ, **lab.environment(), "ANSIBLE_HOME": str(work / "ansible-home"),
+           "ANSIBLE_DEPRECATION_WARNINGS": "false"}
     playbook = Path(sys.executable).with_name("ansible-playbook")
-    run = subprocess.run([str(playbook), "site.yml", "-e", json.dumps(variables)],  # noqa: S603  # nosec B603
-                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    if run.returncode != 0:
-        raise SystemExit(f"site.yml failed on the lab's emulator:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
+    steps: list[tuple[str, dict[str, Any]]] = [("site.yml", {})]
+    if image == "baked":
+        steps += [("image.yml", {}), ("site.yml", {"fleet_image": "baked"})]
+    for name, extra in steps:
+        run = subprocess.run([str(playbook), name, *inventory,  # noqa: S603  # nosec B603
+                              "-e", json.dumps({**variables, **extra})],
+                             cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            raise SystemExit(f"{name} failed on the lab's emulator:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
     return Stack.load(record)
+
+
+def boot_seconds(folder: Path) -> dict[str, list[float]]:
+    """Each worker's start in real seconds, from when it began (`<name>.booted.txt`: a node's boot, a process's
+    start): "consumer" to its consumer's (or Celery worker's) consumer_started line, "in service" to the launch
+    action its node's lifecycle watcher completed (nodes only; their logs are kept when they go). A worker scaled
+    in before that has none."""
+    def first(path: Path, event: str, hook: str | None = None) -> datetime.datetime | None:
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = next((e["ts"] for e in (parse_log_line(line, "") for line in lines)
+                      if e and e.get("event") == event and (hook is None or e.get("hook") == hook)), None)
+        return datetime.datetime.fromisoformat(found) if found else None
+
+    boots: dict[str, list[float]] = {"consumer": [], "in service": []}
+    for began in sorted(folder.glob("*.booted.txt")):
+        name, start = began.name.removesuffix(".booted.txt"), datetime.datetime.fromisoformat(began.read_text().strip())
+        for kind, moment in (("consumer", first(folder / f"{name}.log", "consumer_started")),
+                             ("in service", first(folder / f"{name}.lifecycle.txt", "lifecycle_action_completed",
+                                                  "launch"))):
+            if moment:
+                boots[kind].append(round((moment - start).total_seconds(), 1))
+    return boots
 
 
 def configure_stack(design: Design, record: Path, work: Path) -> None:
@@ -130,6 +182,7 @@ class Target:
     span: Callable[[int], tuple[datetime.datetime, datetime.datetime]]  # the run's metric window, given its periods
     broker_url: str | None = None  # a Redis broker's URL (no token): jobs go there, not to the SQS queue
     broker: Any = None  # a client of that broker
+    period: float = 0.0  # real seconds a tick lasts, when the target set it (--real-time); else --period-seconds
 
 
 def open_target(config: ScaleTestConfig, context: contextlib.ExitStack, design: Design) -> Target:
@@ -148,16 +201,39 @@ def open_target(config: ScaleTestConfig, context: contextlib.ExitStack, design: 
     actions = LifecycleActions()
     metadata = None
     workers: Workers
+    broker_url: str | None = None
+    client: Any = None
     if config.workers == "nodes":
         lab = context.enter_context(Lab(config.work / "lab", actions))
-        stack = provision_lab_stack(lab, period, config.idle_minutes, config.work)
-        fleet = Fleet(stack, lab.client)
-        workers = NodeWorkers(lab, lab.launch_template_user_data(stack.launch_template), logs)
+        producer_env = lab.environment()
+        if config.broker == "redis":
+            name = f"scale-test-{os.getpid()}"
+            broker_url = f"redis://{HOST_ADDRESS}:{free_port()}/0"
+        stack = provision_lab_stack(lab, lab_period(config), config.idle_minutes, config.work, config.broker,
+                                    config.image, broker_url)
+        if broker_url:
+            token = redis_server.stack_token(stack.broker["auth_parameter"], lab.environment())
+            server = redis_server.ensure(name, int(broker_url.rsplit(":", 1)[1].split("/")[0]), HOST_ADDRESS, token)
+            context.callback(redis_server.main, ["stop", "--name", name])
+            client = redis.Redis(host=server.host, port=server.port, password=server.password)
+            producer_env = {**producer_env, "REDIS_AUTH_TOKEN": server.password}
+        fleet = Fleet(stack, lab.client, broker=client)
+        # With --real-time a tick lasts the AWS time it stands for, so a node's boot in real seconds is the same
+        # number of AWS seconds in every figure.
+        if config.real_time:
+            period = float(tick_seconds(fleet.alarms))
+        workers = NodeWorkers(lab, lab.launch_template_user_data(stack.launch_template), logs,
+                              image_commit=lab.commit if config.image == "baked" else None)
         metadata = lab.metadata
-        producer_env, description = lab.environment(), (
-            "booted nodes (systemd-nspawn, Debian 12) running the launch template's user-data: "
-            "cloud-init, ansible-pull of this commit, the consumer and lifecycle watcher roles; they complete "
-            "their own lifecycle actions through the lab's metadata service and Auto Scaling front (emulation)")
+        program = ("the Celery worker role" if config.broker == "redis" else "the consumer role") + \
+            " and the lifecycle watcher role"
+        boot = ("the baked image made by image.yml at this commit (the user-data only configures and starts)"
+                if config.image == "baked" else "the stock image (cloud-init, ansible-pull of this commit)")
+        description = (f"booted nodes (systemd-nspawn, Amazon Linux 2023's twin on Debian 12) from {boot}, running "
+                       f"the launch template's user-data: {program}"
+                       + (" on the lab's Redis server (Valkey) with the stack's AUTH token" if broker_url else "")
+                       + "; they complete their own lifecycle actions through the lab's metadata service and Auto "
+                       "Scaling front (emulation)")
     else:
         stack = Stack.load(config.record)
         if stack.on_redis:
@@ -173,7 +249,8 @@ def open_target(config: ScaleTestConfig, context: contextlib.ExitStack, design: 
                               complete_terminations=design.completes_terminations)
     return Target(stack, FleetWatch(fleet, scaling), producer_env, description,
                   events=lambda _: worker_events(logs),
-                  span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)))
+                  span=lambda periods: (scaling.stamp(0), scaling.stamp(periods)),
+                  broker_url=broker_url, broker=client, period=period)
 
 
 def open_redis_target(config: ScaleTestConfig, stack: Stack, logs: Path, design: Design) -> Target:
