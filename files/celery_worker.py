@@ -14,9 +14,10 @@ per process. A held job carries a lease: its entry in kombu's unacked index is r
 --visibility-timeout / 6 seconds, so a job of any length is never handed to a second worker while its worker
 lives, and a job held by a worker that vanished (SIGKILL, lost instance, a failover that dropped its prefetch)
 goes back to the queue within --visibility-timeout + --restore-interval seconds (35 s by default), found by the
-restore sweep of any live worker. Before acknowledging, the worker records the job as done (its idempotency key,
-kept --done-ttl seconds) and, with --replicas N, waits until N replicas hold the record: a redelivered job
-whose record exists is logged as message_duplicate and not run again.
+restore sweep of any live worker. A job runs under an execution lease (job_leases.py): a job given back while
+its first run goes on (a failover) waits for that run. Before acknowledging, the worker records the job as done
+(its idempotency key, kept --done-ttl seconds) and, with --replicas N, waits until N replicas hold the record: a
+redelivered job whose record exists is logged as message_duplicate and not run again.
 Poison jobs: an invalid job, a job that failed --max-deliveries times (a crash of its worker included) goes
 to the dead-letter list at once, with the reason, and is never retried again.
 On SIGTERM to the main process (systemd's KillMode=mixed) the worker stops taking jobs, finishes the running
@@ -44,17 +45,18 @@ from typing import TYPE_CHECKING, Any
 # beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
 # Why this way: docs/workers.md.
 if TYPE_CHECKING or __package__:
-    from .redis_backlog import UNACKED_INDEX, done_key
+    from .job_leases import JobLeases
+    from .redis_backlog import UNACKED_INDEX
     from .vehicles import validation_errors
     from .worker_common import aws_client, fail, log
 else:
-    from redis_backlog import UNACKED_INDEX, done_key
+    from job_leases import JobLeases
+    from redis_backlog import UNACKED_INDEX
     from vehicles import validation_errors
     from worker_common import aws_client, fail, log
 
 TASK_NAME = "vehicles.process"
 MAX_DELIVERIES = 5  # as the SQS queue's maxReceiveCount
-DELIVERY_KEY_TTL = 7 * 24 * 3600
 VISIBILITY_TIMEOUT = 30  # seconds a held job outlives its worker's last lease renewal
 LEASE_RENEWALS = 6  # renewals per visibility timeout: five can be missed before a live worker's job is restored
 DONE_TTL = 24 * 3600  # seconds a done record is kept: redeliveries come within minutes of the first run
@@ -148,21 +150,6 @@ def renew_leases(client: Any, interval: float, stop: threading.Event) -> None:
             log("lease_renewal_failed", level="warning", error=str(error))
 
 
-COUNT_SCRIPT = "local n = redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], ARGV[1]) return {n, " \
-    "redis.call('EXISTS', KEYS[2])}"
-DONE_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return redis.call('DEL', KEYS[2])"  # a round trip
-
-
-def mark_done(client: Any, script: Any, key: str, job_id: str, counter: str, replicas: int, timeout_ms: int,
-              ttl: int) -> int:
-    """Record a job as done, drop its counter, with replicas WAIT in the same round trip; returns the replicas'."""
-    if not replicas:
-        script(keys=[key, counter], args=[job_id, ttl])
-        return 0
-    pipeline = client.pipeline(transaction=False).set(key, job_id, ex=ttl).delete(counter)
-    return int(pipeline.execute_command("WAIT", replicas, timeout_ms).execute()[-1])
-
-
 def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: int = VISIBILITY_TIMEOUT,
              restore_interval: int = 5, max_deliveries: int = MAX_DELIVERIES, simulate_work: float = 0.0,
              replicas: int = 0, replica_timeout_ms: int = REPLICA_TIMEOUT_MS, done_ttl: int = DONE_TTL) -> Any:
@@ -194,7 +181,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         },
     )
     ledger = ledger_client(url)
-    count_script, done_script = ledger.register_script(COUNT_SCRIPT), ledger.register_script(DONE_SCRIPT)
+    leases = JobLeases(ledger, queue, visibility_timeout, replicas, replica_timeout_ms, done_ttl, log)
     stop_leases = threading.Event()
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
@@ -216,35 +203,45 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
 
     @app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
     def process(self: Any, vehicle: Any, idempotency_key: str | None = None) -> None:
-        deliveries_key = f"{queue}:deliveries:{self.request.id}"
-        done = done_key(queue, idempotency_key or self.request.id)
-        deliveries, done_before = count_script(keys=[deliveries_key, done], args=[DELIVERY_KEY_TTL])
-        context = {"message_id": self.request.id, "receive_count": deliveries, "idempotency_key": idempotency_key}
-        if done_before:
-            # Run before, its acknowledgement lost (a failover) or its lease run out: at least once, not twice.
-            log("message_duplicate", level="warning", **context)
-            ledger.delete(deliveries_key)
-            return
-        if deliveries > max_deliveries:
-            reason = f"delivered {deliveries} times without success"
-            dead_letter(self.request, vehicle, idempotency_key, reason)
-            log("message_dead_lettered", level="error", reason=reason, dead_letter_list=dead_letter_list, **context)
-            return
-        errors = validation_errors(vehicle)
-        if errors:
-            # Poison: never retried; the dead-letter list keeps it for a person to look at.
-            dead_letter(self.request, vehicle, idempotency_key, "; ".join(errors))
-            log("message_invalid", level="error", reason="; ".join(errors), body=json.dumps(vehicle)[:1000],
-                dead_letter_list=dead_letter_list, **context)
-            return
-        if simulate_work:
-            time.sleep(simulate_work)
-        log("message_processed", vehicle=vehicle, **context)
-        confirmed = mark_done(ledger, done_script, done, self.request.id, deliveries_key, replicas,
-                              replica_timeout_ms, done_ttl)
-        if confirmed < replicas:
-            # Acknowledged all the same: a failover now could run it again (and it would be logged again).
-            log("done_unconfirmed", level="warning", replicas=confirmed, wanted=replicas, **context)
+        with leases.hold(self.request.id, idempotency_key or self.request.id) as hold:
+            context = {"message_id": self.request.id, "receive_count": hold.deliveries,
+                       "idempotency_key": idempotency_key}
+            if hold.state == "held":
+                # Given back by a failover while its first worker runs it: wait for that run's end.
+                log("message_running_elsewhere", level="warning", holder=hold.holder, **context)
+                leases.wait_turn(hold)
+            if hold.state == "done":
+                # Run before, its acknowledgement lost (a failover) or its lease run out: at least once, not twice.
+                log("message_duplicate", level="warning", **context)
+                ledger.delete(hold.deliveries_key)
+                return
+            if hold.deliveries > max_deliveries:
+                reason = f"delivered {hold.deliveries} times without success"
+                dead_letter(self.request, vehicle, idempotency_key, reason)
+                log("message_dead_lettered", level="error", reason=reason, dead_letter_list=dead_letter_list,
+                    **context)
+                return
+            errors = validation_errors(vehicle)
+            if errors:
+                # Poison: never retried; the dead-letter list keeps it for a person to look at.
+                dead_letter(self.request, vehicle, idempotency_key, "; ".join(errors))
+                log("message_invalid", level="error", reason="; ".join(errors), body=json.dumps(vehicle)[:1000],
+                    dead_letter_list=dead_letter_list, **context)
+                return
+            if simulate_work:
+                time.sleep(simulate_work)
+            if not hold.kept():
+                # Another run has it (this one stalled past its lease): that run logs and records it.
+                log("message_not_processed", level="error", reason="lease lost", **context)
+                return
+            log("message_processed", vehicle=vehicle, **context)
+            confirmed, kept = hold.finish()
+            if not kept:
+                log("lease_lost", level="error", reason="the lease lapsed while the job ran: it may run again",
+                    **context)
+            if confirmed < replicas:
+                # Acknowledged all the same: a failover now could run it again (and it would be logged again).
+                log("done_unconfirmed", level="warning", replicas=confirmed, wanted=replicas, **context)
 
     return app
 

@@ -144,8 +144,9 @@ def test_failover_with_replication_lag_loses_only_what_the_producer_did_not_conf
         threading.Timer(0.5, lambda: (group.fail_over(), failed_over.set())).start()
 
     group.endpoint.after(chunk_bytes(url, CHUNK) * 3 // 2, lag_then_fail_over)  # in the second chunk
-    code, summary, stderr = produce(group.url, group.password, "--count", "1500", "--replicas", "1",
-                                    "--replica-timeout", "100")
+    # The default replica timeout (500 ms): a shorter one, on a loaded machine, left even the first chunk
+    # unconfirmed, whose retries then crossed the byte count that starts the lag.
+    code, summary, stderr = produce(group.url, group.password, "--count", "1500", "--replicas", "1")
     assert failed_over.wait(10), "no failover happened: the test proves nothing"
     assert code == 1 and summary["sent"] == CHUNK and summary["not_sent"] == 1500 - CHUNK, stderr
     not_sent = {failure["position"] for failure in summary["failures"]}
@@ -241,18 +242,18 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_handed_to_another_worke
 
 
 def test_worker_failover_runs_each_job_once_and_pending_never_counts_a_done_job(group, tmp_path):
-    """Workers on the endpoint with --replicas 1, the primary killed mid-burst (replica promoted and replaced):
-    every job runs; a done job redelivered is logged as a duplicate, never run again; only a job still running
-    when the primary died may run a second time (its worker's lost connection gives it back while it runs, so
-    no done record exists yet), at most one per pool process, and that run carries its receive count; and
+    """Workers on the endpoint with --replicas 1, the primary killed mid-burst while every pool process runs a
+    job (replica promoted and replaced): every job runs exactly once. A running job the failover gives back
+    waits for its first run's done record (execution leases); a done job redelivered is logged as a duplicate;
     PendingJobs reaches 0 while the new primary may still hold done jobs whose acknowledgement was lost."""
-    keys = enqueue(group.url_with_password, 60, "burst")
-    options = ("--concurrency", "2", "--simulate-work", "0.2", "--replicas", "1", "--restore-interval", "1",
+    keys = enqueue(group.url_with_password, 40, "burst")
+    options = ("--concurrency", "2", "--simulate-work", "1", "--replicas", "1", "--restore-interval", "1",
                "--visibility-timeout", "12")
-    workers = [worker(group.url, group.password, tmp_path / f"w{n}.log", *options) for n in range(2)]
+    logs = [tmp_path / f"w{n}.log" for n in range(2)]
+    workers = [worker(group.url, group.password, log, *options) for log in logs]
     try:
-        wait_until(lambda: sum(len(events(tmp_path / f"w{n}.log", "message_processed")) for n in range(2)) >= 20,
-                   60, "a third of the jobs done", interval=0.2)
+        wait_until(lambda: sum(len(events(log, "message_processed")) for log in logs) >= 12, 90,
+                   "a third of the jobs done", interval=0.2)
         group.fail_over()
         group.replace_replica()
         client = group.client(group.current)
@@ -262,17 +263,37 @@ def test_worker_failover_runs_each_job_once_and_pending_never_counts_a_done_job(
     finally:
         for process in workers:
             stop(process)
-    runs = Counter(line["idempotency_key"] for n in range(2) for line in events(tmp_path / f"w{n}.log",
-                                                                               "message_processed"))
-    duplicates = [line["idempotency_key"] for n in range(2) for line in events(tmp_path / f"w{n}.log",
-                                                                             "message_duplicate")]
-    assert set(runs) == set(keys), f"lost: {set(keys) - set(runs)}"
-    twice = {key: n for key, n in runs.items() if n > 1}
-    in_flight_at_failover = 2 * 2  # two workers of two pool processes each
-    assert set(twice.values()) <= {2} and len(twice) <= in_flight_at_failover, twice
-    second_runs = [line for n in range(2) for line in events(tmp_path / f"w{n}.log", "message_processed")
-                   if line["idempotency_key"] in twice and int(line.get("receive_count", 1)) >= 2]
-    assert len(second_runs) == len(twice), f"a second run not marked as a redelivery: {twice}"
-    print(f"\nfailover mid-burst: {len(keys)} jobs, {len(twice)} run twice (running at the failover); "
-          f"{len(duplicates)} redeliveries recognised; "
-          f"{stale} done jobs still held when PendingJobs read 0")
+    runs = Counter(line["idempotency_key"] for log in logs for line in events(log, "message_processed"))
+    duplicates = [line for log in logs for line in events(log, "message_duplicate")]
+    waited = [line for log in logs for line in events(log, "message_running_elsewhere")]
+    assert runs == Counter(keys), f"lost: {set(keys) - set(runs)}, run twice: {[k for k, n in runs.items() if n > 1]}"
+    print(f"\nfailover mid-burst: {len(keys)} jobs, each run once; {len(waited)} given back while running "
+          f"(waited for their first run); {len(duplicates)} redeliveries recognised; {stale} done jobs still "
+          "held when PendingJobs read 0")
+
+
+def test_a_stalled_worker_whose_lease_lapsed_does_not_process_the_job_again(server, tmp_path):
+    """A worker stopped (SIGSTOP) mid-job for longer than the visibility timeout: its job goes to a second worker,
+    which runs it; the first, resumed, finds its lease lost and neither logs nor records the job as processed."""
+    [key] = enqueue(server.url_with_password, 1, "stalled")
+    options = ("--visibility-timeout", "4", "--restore-interval", "1", "--simulate-work", "6")
+    client = redis.Redis(host=server.host, port=server.port, password=server.password)
+    first = worker(server.url, server.password, tmp_path / "first.log", *options)
+    wait_until(lambda: client.exists(f"{QUEUE}:running:{key}"), 60, "the first worker running the job",
+               interval=0.1)
+    os.killpg(first.pid, signal.SIGSTOP)
+    second = worker(server.url, server.password, tmp_path / "second.log", *options)
+    try:
+        wait_until(lambda: events(tmp_path / "second.log", "message_processed"), 60,
+                   "the second worker running the job", interval=0.2)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    try:
+        wait_until(lambda: events(tmp_path / "first.log", "message_not_processed"), 30,
+                   lambda: f"the first worker's verdict: {lines(tmp_path / 'first.log')[-3:]}", interval=0.2)
+    finally:
+        stop(first)
+        stop(second)
+    assert not events(tmp_path / "first.log", "message_processed")
+    assert events(tmp_path / "first.log", "lease_lost")
+    assert [line["idempotency_key"] for line in events(tmp_path / "second.log", "message_processed")] == [key]

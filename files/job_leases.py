@@ -1,0 +1,235 @@
+"""Execution leases of Celery jobs on Redis: a job runs on one worker at a time, even when the broker hands it
+to a second worker while the first still runs it (a failover does: the first worker's lost connection gives
+its running job back to the queue, and its pool process goes on running it).
+
+Before a job runs, its worker counts the delivery, looks for the job's done record and takes the job's lease
+(`<queue>:running:<job>`, a token of this run's, kept the visibility timeout) in one script; with replicas, a
+WAIT in the same round trip, so that a failover right after keeps the lease. A thread of each process renews
+the leases it holds every sixth of that time. After the job ran, one script writes the done record, drops the
+delivery counter and releases the lease, if still this run's. A worker that finds the lease held by another run
+waits until the done record appears (the job is then a duplicate) or the lease lapses (its holder died: the
+job runs here). So a job runs twice only if its worker stopped renewing for longer than the visibility timeout
+(a stalled process, a partition), and the run that lost its lease says so (event lease_lost).
+
+    leases = JobLeases(client, queue, lease_seconds=30, replicas=1)
+    with leases.hold(job_id, idempotency_key) as hold:   # hold.state: "mine", "done" or "held" (then waited)
+        ...; hold.finish()                              # done record + release; returns the replicas' count
+
+Only redis-py (the caller's client) beside the standard library; Python 3.9+.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING or __package__:  # as celery_worker.py imports its modules (docs/workers.md)
+    from .redis_backlog import done_key
+else:
+    from redis_backlog import done_key
+
+DELIVERY_KEY_TTL = 7 * 24 * 3600  # seconds a job's delivery counter is kept
+RENEWALS = 6  # renewals per lease time: five can be missed before a live run's lease lapses
+WAIT_POLL = 0.5  # seconds between looks at a lease held by another run
+
+# KEYS: deliveries, done, running; ARGV: counter TTL, token, lease ms, whether to count this look as a delivery.
+# Returns {deliveries, state, holder}: state "done" (a done record exists), "held" (another run's lease, holder
+# its token) or "mine" (the lease is this run's now).
+CLAIM_SCRIPT = """
+local n = 0
+if ARGV[4] == '1' then
+  n = redis.call('INCR', KEYS[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {n, 'done', ''} end
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[2] then return {n, 'held', holder} end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+return {n, 'mine', ''}
+"""
+# KEYS: each lease and its job's done record; ARGV: lease ms, then each lease's token. A lease still this run's is
+# extended, one gone (lost with a failed-over primary) is taken again unless the job is done; returns the positions
+# (1-based) of the leases another run holds or whose job another run finished.
+RENEW_SCRIPT = """
+local lost = {}
+for i = 1, #KEYS / 2 do
+  local lease, done, token = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i + 1]
+  local holder = redis.call('GET', lease)
+  if holder == token then
+    redis.call('PEXPIRE', lease, ARGV[1])
+  elseif not holder and redis.call('EXISTS', done) == 0 then
+    redis.call('SET', lease, token, 'PX', ARGV[1])
+  else
+    table.insert(lost, i)
+  end
+end
+return lost
+"""
+# KEYS: done, deliveries, running; ARGV: job id, done TTL, token. Returns 1 if the lease was still this run's.
+FINISH_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2])
+if redis.call('GET', KEYS[3]) == ARGV[3] then
+  redis.call('DEL', KEYS[3])
+  return 1
+end
+return 0
+"""
+RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class Hold:
+    """One run's look at a job: its delivery count, what it found, and (state "mine") its lease."""
+
+    leases: JobLeases
+    job_id: str
+    deliveries_key: str
+    done_key: str
+    running_key: str
+    token: str
+    deliveries: int = 0
+    state: str = ""
+    holder: str = ""
+    finished: bool = field(default=False, init=False)
+
+    def kept(self) -> bool:
+        """Whether the lease is still this run's (another run may have the job once it lapsed)."""
+        return self.leases.kept(self.running_key)
+
+    def finish(self) -> tuple[int, bool]:
+        """Write the done record, drop the counter, release the lease; with replicas, WAIT in the same round trip.
+        Returns (replicas that acknowledged, whether the lease was still this run's)."""
+        self.finished = True
+        return self.leases.finish(self)
+
+
+class JobLeases:
+    """The leases of one worker process's runs, the scripts that take and release them, and their renewal."""
+
+    def __init__(self, client: Any, queue: str, lease_seconds: float, replicas: int = 0,
+                 replica_timeout_ms: int = 500, done_ttl: int = 24 * 3600,
+                 log: Callable[..., None] = lambda event, **fields: None) -> None:
+        self.client = client
+        self.queue = queue
+        self.lease_ms = int(lease_seconds * 1000)
+        self.replicas = replicas
+        self.replica_timeout_ms = replica_timeout_ms
+        self.done_ttl = done_ttl
+        self.log = log  # the worker's JSON lines: lease_lost, lease_renewal_failed
+        self.claim_script = client.register_script(CLAIM_SCRIPT)
+        self.renew_script = client.register_script(RENEW_SCRIPT)
+        self.finish_script = client.register_script(FINISH_SCRIPT)
+        self.release_script = client.register_script(RELEASE_SCRIPT)
+        self.held: dict[str, Hold] = {}  # lease key -> the run of this process holding it
+        self.lost: set[str] = set()
+        self.confirmed: dict[str, float] = {}  # lease key -> monotonic time it was last known this run's
+        self.lock = threading.Lock()
+        self.renewer_pid = 0  # the process whose thread renews: a forked pool process starts its own
+
+    def keys(self, job_id: str, job: str) -> tuple[str, str, str]:
+        """(delivery counter, done record, lease) of a job; `job` is its idempotency key, else its task id."""
+        return f"{self.queue}:deliveries:{job_id}", done_key(self.queue, job), f"{self.queue}:running:{job}"
+
+    @contextmanager
+    def hold(self, job_id: str, job: str) -> Iterator[Hold]:
+        """Count the delivery and look at the job: done, held by another run (then wait for its done record or
+        for its lease to lapse), or leased to this run, renewed until the block ends, released if not finished."""
+        deliveries, done, running = self.keys(job_id, job)
+        hold = Hold(self, job_id, deliveries, done, running,
+                    f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}")
+        self.claim(hold, count=True)
+        try:
+            yield hold
+        finally:
+            with self.lock:
+                self.held.pop(running, None)
+                self.lost.discard(running)
+                self.confirmed.pop(running, None)
+            if hold.state == "mine" and not hold.finished:
+                self.release_script(keys=[running], args=[hold.token])
+
+    def claim(self, hold: Hold, count: bool) -> None:
+        pipeline = self.client.pipeline(transaction=False)
+        self.claim_script(keys=[hold.deliveries_key, hold.done_key, hold.running_key],
+                          args=[DELIVERY_KEY_TTL, hold.token, self.lease_ms, int(count)], client=pipeline)
+        if self.replicas:
+            # Unconfirmed (a lagging replica) the lease still holds on this primary: the job runs all the same.
+            pipeline.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
+        deliveries, state, holder = pipeline.execute()[0]
+        hold.deliveries = int(deliveries) if count else hold.deliveries
+        hold.state, hold.holder = text(state), text(holder)
+        if hold.state == "mine":
+            with self.lock:
+                self.held[hold.running_key] = hold
+                self.confirmed[hold.running_key] = time.monotonic()
+            self.start_renewer()
+
+    def wait_turn(self, hold: Hold) -> None:
+        """Until the run holding the job finished it (state "done") or its lease lapsed (state "mine")."""
+        while hold.state == "held":
+            time.sleep(WAIT_POLL)
+            self.claim(hold, count=False)
+
+    def finish(self, hold: Hold) -> tuple[int, bool]:
+        client = self.client.pipeline(transaction=False) if self.replicas else self.client
+        kept = self.finish_script(keys=[hold.done_key, hold.deliveries_key, hold.running_key],
+                                  args=[hold.job_id, self.done_ttl, hold.token], client=client)
+        if not self.replicas:
+            return 0, bool(kept)
+        kept, confirmed = client.execute_command("WAIT", self.replicas, self.replica_timeout_ms).execute()
+        return int(confirmed), bool(kept)
+
+    def kept(self, key: str) -> bool:
+        """Known from a claim or renewal under half a lease ago; else (a stalled process: its renewals stalled
+        too) asked now."""
+        with self.lock:
+            if key in self.lost:
+                return False
+            fresh = time.monotonic() - self.confirmed.get(key, 0.0) < self.lease_ms / 2000
+        if not fresh:
+            self.renew()
+        with self.lock:
+            return key not in self.lost
+
+    def start_renewer(self) -> None:
+        if self.renewer_pid != os.getpid():
+            self.renewer_pid = os.getpid()
+            threading.Thread(target=self.renew_forever, name="job-leases", daemon=True).start()
+
+    def renew_forever(self) -> None:
+        while True:
+            time.sleep(self.lease_ms / 1000 / RENEWALS)
+            self.renew()
+
+    def renew(self) -> None:
+        with self.lock:
+            held = list(self.held.items())
+        if not held:
+            return
+        asked = time.monotonic()
+        try:
+            lost = self.renew_script(keys=[key for _, run in held for key in (run.running_key, run.done_key)],
+                                     args=[self.lease_ms, *(run.token for _, run in held)])
+        except Exception as error:  # the broker away (a failover): the next round tries again
+            self.log("lease_renewal_failed", level="warning", error=str(error))
+            return
+        with self.lock:
+            gone = {held[int(position) - 1][0] for position in lost}
+            self.confirmed.update({key: asked for key, _ in held if key in self.held and key not in gone})
+            for key in gone:
+                if key in self.held and key not in self.lost:
+                    self.lost.add(key)
+                    self.log("lease_lost", level="error", lease=key,
+                             reason="another run holds or finished the job: this run went a lease time unrenewed")

@@ -1,0 +1,1 @@
+../../../files/job_leases.py
