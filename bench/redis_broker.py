@@ -277,10 +277,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                                           rates)]
             table(f"Processing alone: {args.burst_jobs} jobs enqueued while the worker is paused (SIGSTOP), timed from "
                   f"its resumption to its queue and `unacked` empty and every job's line logged; "
-                  f"celery_worker.py (validation, delivery counter, done record, one JSON line) against a bare "
-                  f"Celery task (one printed line), same broker and settings (prefork, acks late, prefetch 1 a "
-                  f"process, reject on worker lost, visibility 30 s, restore sweep 5 s), runs alternating, the other "
-                  f"worker paused; no simulated work; {version}; machine: {machine()}",
+                  f"celery_worker.py (validation, delivery counter, execution lease, done record, one JSON line) "
+                  f"against a bare Celery task (one printed line), same broker and settings (prefork, acks late, "
+                  f"prefetch 1 a process, reject on worker lost, visibility 30 s, restore sweep 5 s), runs "
+                  f"alternating, the other worker paused; no simulated work; {version}; machine: {machine()}",
                   ["worker", "concurrency", "jobs", "runs", "jobs/s (median)", "jobs/s min-max",
                    "jobs/s per process", "jobs/s of the bare task's (median, run pairs min-max)",
                    "CPU ms a job", "speed by CPU: bare's CPU ms / ours", "load average before / after"], rows)
