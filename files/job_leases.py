@@ -20,6 +20,7 @@ Only redis-py (the caller's client) beside the standard library; Python 3.9+.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import threading
@@ -137,6 +138,13 @@ class JobLeases:
         self.confirmed: dict[str, float] = {}  # lease key -> monotonic time it was last known this run's
         self.lock = threading.Lock()
         self.renewer_pid = 0  # the process whose thread renews: a forked pool process starts its own
+        self.runs = itertools.count(1)
+        self.token_of: tuple[int, str] = (0, "")  # (pid, host:pid:random): a token unique to each run
+
+    def process_token(self) -> str:
+        if self.token_of[0] != os.getpid():
+            self.token_of = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+        return self.token_of[1]
 
     def keys(self, job_id: str, job: str) -> tuple[str, str, str]:
         """(delivery counter, done record, lease) of a job; `job` is its idempotency key, else its task id."""
@@ -147,8 +155,7 @@ class JobLeases:
         """Count the delivery and look at the job: done, held by another run (then wait for its done record or
         for its lease to lapse), or leased to this run, renewed until the block ends, released if not finished."""
         deliveries, done, running = self.keys(job_id, job)
-        hold = Hold(self, job_id, deliveries, done, running,
-                    f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}")
+        hold = Hold(self, job_id, deliveries, done, running, f"{self.process_token()}:{next(self.runs)}")
         self.claim(hold, count=True)
         try:
             yield hold
@@ -160,14 +167,23 @@ class JobLeases:
             if hold.state == "mine" and not hold.finished:
                 self.release_script(keys=[running], args=[hold.token])
 
-    def claim(self, hold: Hold, count: bool) -> None:
+    def run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One script call; with replicas, and WAIT, in one round trip: returns (the script's reply, replicas).
+        The pipeline sends the script's text (EVAL): a Script object in a pipeline costs a SCRIPT EXISTS round
+        trip each time, and a new primary after a failover may not have it cached."""
+        if not self.replicas:
+            return script(keys=keys, args=args), 0
         pipeline = self.client.pipeline(transaction=False)
-        self.claim_script(keys=[hold.deliveries_key, hold.done_key, hold.running_key],
-                          args=[DELIVERY_KEY_TTL, hold.token, self.lease_ms, int(count)], client=pipeline)
-        if self.replicas:
-            # Unconfirmed (a lagging replica) the lease still holds on this primary: the job runs all the same.
-            pipeline.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
-        deliveries, state, holder = pipeline.execute()[0]
+        pipeline.eval(script.script, len(keys), *keys, *args)
+        pipeline.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
+        reply, replicas = pipeline.execute()
+        return reply, int(replicas)
+
+    def claim(self, hold: Hold, count: bool) -> None:
+        # Unconfirmed by WAIT (a lagging replica), the lease still holds on this primary: the job runs all the same.
+        (deliveries, state, holder), _ = self.run_script(
+            self.claim_script, [hold.deliveries_key, hold.done_key, hold.running_key],
+            [DELIVERY_KEY_TTL, hold.token, self.lease_ms, int(count)])
         hold.deliveries = int(deliveries) if count else hold.deliveries
         hold.state, hold.holder = text(state), text(holder)
         if hold.state == "mine":
@@ -183,13 +199,9 @@ class JobLeases:
             self.claim(hold, count=False)
 
     def finish(self, hold: Hold) -> tuple[int, bool]:
-        client = self.client.pipeline(transaction=False) if self.replicas else self.client
-        kept = self.finish_script(keys=[hold.done_key, hold.deliveries_key, hold.running_key],
-                                  args=[hold.job_id, self.done_ttl, hold.token], client=client)
-        if not self.replicas:
-            return 0, bool(kept)
-        kept, confirmed = client.execute_command("WAIT", self.replicas, self.replica_timeout_ms).execute()
-        return int(confirmed), bool(kept)
+        kept, confirmed = self.run_script(self.finish_script, [hold.done_key, hold.deliveries_key, hold.running_key],
+                                          [hold.job_id, self.done_ttl, hold.token])
+        return confirmed, bool(kept)
 
     def kept(self, key: str) -> bool:
         """Known from a claim or renewal under half a lease ago; else (a stalled process: its renewals stalled
