@@ -73,14 +73,19 @@ for i = 1, #KEYS / 2 do
 end
 return lost
 """
-# KEYS: done, deliveries, running; ARGV: job id, done TTL, token. Returns 1 if the lease was still this run's.
+# KEYS: done, deliveries, running; ARGV: the run's token, done TTL. The record holds the token of the run that
+# wrote it, so that a call sent again after a cut connection finds its own record. Returns 1 if the lease was
+# still this run's.
 FINISH_SCRIPT = """
+local again = redis.call('GET', KEYS[1]) == ARGV[1]
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('DEL', KEYS[2])
-if redis.call('GET', KEYS[3]) == ARGV[3] then
+local holder = redis.call('GET', KEYS[3])
+if holder == ARGV[1] then
   redis.call('DEL', KEYS[3])
   return 1
 end
+if again and not holder then return 1 end
 return 0
 """
 RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -95,7 +100,6 @@ class Hold:
     """One run's look at a job: its delivery count, what it found, and (state "mine") its lease."""
 
     leases: JobLeases
-    job_id: str
     deliveries_key: str
     done_key: str
     running_key: str
@@ -155,7 +159,7 @@ class JobLeases:
         """Count the delivery and look at the job: done, held by another run (then wait for its done record or
         for its lease to lapse), or leased to this run, renewed until the block ends, released if not finished."""
         deliveries, done, running = self.keys(job_id, job)
-        hold = Hold(self, job_id, deliveries, done, running, f"{self.process_token()}:{next(self.runs)}")
+        hold = Hold(self, deliveries, done, running, f"{self.process_token()}:{next(self.runs)}")
         self.claim(hold, count=True)
         try:
             yield hold
@@ -200,7 +204,7 @@ class JobLeases:
 
     def finish(self, hold: Hold) -> tuple[int, bool]:
         kept, confirmed = self.run_script(self.finish_script, [hold.done_key, hold.deliveries_key, hold.running_key],
-                                          [hold.job_id, self.done_ttl, hold.token])
+                                          [hold.token, self.done_ttl])
         return confirmed, bool(kept)
 
     def kept(self, key: str) -> bool:

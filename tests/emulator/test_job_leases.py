@@ -89,3 +89,12 @@ def test_a_run_that_ends_without_finishing_releases_its_lease(client):
         assert hold.state == "mine"
     assert not client.exists("jobs:running:key-1")
     assert not client.exists("jobs:done:key-1")
+
+
+def test_a_finish_sent_again_after_a_cut_connection_finds_its_own_record(client):
+    leases_ = leases(client, 30)
+    with leases_.hold("task-1", "key-1") as hold:
+        assert hold.finish() == (0, True)
+        assert leases_.finish(hold) == (0, True)  # the same call again: its record, no lease left
+    with leases(client, 30).hold("task-1", "key-1") as again:
+        assert again.state == "done"
