@@ -111,7 +111,7 @@ def broker_url(url: str | None, endpoint: str | None, token: str | None) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def ledger_client(url: str) -> Any:
+def ledger_client(url: str, single_connection: bool = False) -> Any:
     """A redis-py client that rides out a failover: a command cut by a lost connection, or refused by a primary
     demoted to replica, is sent again on a new connection (the endpoint's name then reaches the new primary)."""
     import redis
@@ -121,7 +121,7 @@ def ledger_client(url: str) -> Any:
     return redis.Redis.from_url(
         url, socket_timeout=10, socket_connect_timeout=5, retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 20),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                        redis.exceptions.ReadOnlyError])
+                        redis.exceptions.ReadOnlyError], single_connection_client=single_connection)
 
 
 def held_delivery_tags() -> list[str]:
@@ -181,7 +181,9 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         },
     )
     ledger = ledger_client(url)
-    leases = JobLeases(ledger, queue, visibility_timeout, replicas, replica_timeout_ms, done_ttl, log)
+    # Each pool process its own client of one connection: a job's two script calls check none out of a pool.
+    leases = JobLeases(lambda: ledger_client(url, single_connection=True), queue, visibility_timeout, replicas,
+                       replica_timeout_ms, done_ttl, log)
     stop_leases = threading.Event()
 
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]

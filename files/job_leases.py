@@ -11,11 +11,12 @@ waits until the done record appears (the job is then a duplicate) or the lease l
 job runs here). So a job runs twice only if its worker stopped renewing for longer than the visibility timeout
 (a stalled process, a partition), and the run that lost its lease says so (event lease_lost).
 
-    leases = JobLeases(client, queue, lease_seconds=30, replicas=1)
+    leases = JobLeases(connect, queue, lease_seconds=30, replicas=1)   # connect: makes a redis-py client
     with leases.hold(job_id, idempotency_key) as hold:   # hold.state: "mine", "done" or "held" (then waited)
         ...; hold.finish()                              # done record + release; returns the replicas' count
 
-Only redis-py (the caller's client) beside the standard library; Python 3.9+.
+Each process (each pool process of a prefork worker) makes its own client, holding one connection: no pool
+checkout a command. Only redis-py (the caller's client) beside the standard library; Python 3.9+.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ if again and not holder then return 1 end
 return 0
 """
 RELEASE_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+SCRIPTS = {"claim": CLAIM_SCRIPT, "renew": RENEW_SCRIPT, "finish": FINISH_SCRIPT, "release": RELEASE_SCRIPT}
 
 
 def text(value: Any) -> str:
@@ -120,35 +122,43 @@ class Hold:
         return self.leases.finish(self)
 
 
-class JobLeases:
-    """The leases of one worker process's runs, the scripts that take and release them, and their renewal."""
+class ProcessState:
+    """What one process's runs share: its client (made after a fork, never the parent's socket), the scripts on
+    it, a token prefix unique to the process, and the leases it holds, renewed by a thread of its own."""
 
-    def __init__(self, client: Any, queue: str, lease_seconds: float, replicas: int = 0,
+    def __init__(self, client: Any) -> None:
+        self.pid = os.getpid()
+        self.client = client
+        self.scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+        self.token = f"{socket.gethostname()}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.runs = itertools.count(1)
+        self.held: dict[str, Hold] = {}  # lease key -> the run holding it
+        self.lost: set[str] = set()
+        self.confirmed: dict[str, float] = {}  # lease key -> monotonic time it was last known this run's
+        self.lock = threading.Lock()
+        self.renewing = False
+
+
+class JobLeases:
+    """The leases of a worker's runs: the scripts that take, renew and release them, per process."""
+
+    def __init__(self, connect: Callable[[], Any], queue: str, lease_seconds: float, replicas: int = 0,
                  replica_timeout_ms: int = 500, done_ttl: int = 24 * 3600,
                  log: Callable[..., None] = lambda event, **fields: None) -> None:
-        self.client = client
+        self.connect = connect
         self.queue = queue
         self.lease_ms = int(lease_seconds * 1000)
         self.replicas = replicas
         self.replica_timeout_ms = replica_timeout_ms
         self.done_ttl = done_ttl
         self.log = log  # the worker's JSON lines: lease_lost, lease_renewal_failed
-        self.claim_script = client.register_script(CLAIM_SCRIPT)
-        self.renew_script = client.register_script(RENEW_SCRIPT)
-        self.finish_script = client.register_script(FINISH_SCRIPT)
-        self.release_script = client.register_script(RELEASE_SCRIPT)
-        self.held: dict[str, Hold] = {}  # lease key -> the run of this process holding it
-        self.lost: set[str] = set()
-        self.confirmed: dict[str, float] = {}  # lease key -> monotonic time it was last known this run's
-        self.lock = threading.Lock()
-        self.renewer_pid = 0  # the process whose thread renews: a forked pool process starts its own
-        self.runs = itertools.count(1)
-        self.token_of: tuple[int, str] = (0, "")  # (pid, host:pid:random): a token unique to each run
+        self.state: ProcessState | None = None
 
-    def process_token(self) -> str:
-        if self.token_of[0] != os.getpid():
-            self.token_of = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
-        return self.token_of[1]
+    @property
+    def process(self) -> ProcessState:
+        if self.state is None or self.state.pid != os.getpid():
+            self.state = ProcessState(self.connect())
+        return self.state
 
     def keys(self, job_id: str, job: str) -> tuple[str, str, str]:
         """(delivery counter, done record, lease) of a job; `job` is its idempotency key, else its task id."""
@@ -158,27 +168,29 @@ class JobLeases:
     def hold(self, job_id: str, job: str) -> Iterator[Hold]:
         """Count the delivery and look at the job: done, held by another run (then wait for its done record or
         for its lease to lapse), or leased to this run, renewed until the block ends, released if not finished."""
+        process = self.process
         deliveries, done, running = self.keys(job_id, job)
-        hold = Hold(self, deliveries, done, running, f"{self.process_token()}:{next(self.runs)}")
+        hold = Hold(self, deliveries, done, running, f"{process.token}:{next(process.runs)}")
         self.claim(hold, count=True)
         try:
             yield hold
         finally:
-            with self.lock:
-                self.held.pop(running, None)
-                self.lost.discard(running)
-                self.confirmed.pop(running, None)
+            with process.lock:
+                process.held.pop(running, None)
+                process.lost.discard(running)
+                process.confirmed.pop(running, None)
             if hold.state == "mine" and not hold.finished:
-                self.release_script(keys=[running], args=[hold.token])
+                self.run_script("release", [running], [hold.token])
 
-    def run_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    def run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """One script call; with replicas, and WAIT, in one round trip: returns (the script's reply, replicas).
         The pipeline sends the script's text (EVAL): a Script object in a pipeline costs a SCRIPT EXISTS round
         trip each time, and a new primary after a failover may not have it cached."""
-        if not self.replicas:
-            return script(keys=keys, args=args), 0
-        pipeline = self.client.pipeline(transaction=False)
-        pipeline.eval(script.script, len(keys), *keys, *args)
+        process = self.process
+        if not self.replicas or name in ("renew", "release"):
+            return process.scripts[name](keys=keys, args=args), 0
+        pipeline = process.client.pipeline(transaction=False)
+        pipeline.eval(SCRIPTS[name], len(keys), *keys, *args)
         pipeline.execute_command("WAIT", self.replicas, self.replica_timeout_ms)
         reply, replicas = pipeline.execute()
         return reply, int(replicas)
@@ -186,15 +198,19 @@ class JobLeases:
     def claim(self, hold: Hold, count: bool) -> None:
         # Unconfirmed by WAIT (a lagging replica), the lease still holds on this primary: the job runs all the same.
         (deliveries, state, holder), _ = self.run_script(
-            self.claim_script, [hold.deliveries_key, hold.done_key, hold.running_key],
+            "claim", [hold.deliveries_key, hold.done_key, hold.running_key],
             [DELIVERY_KEY_TTL, hold.token, self.lease_ms, int(count)])
         hold.deliveries = int(deliveries) if count else hold.deliveries
         hold.state, hold.holder = text(state), text(holder)
         if hold.state == "mine":
-            with self.lock:
-                self.held[hold.running_key] = hold
-                self.confirmed[hold.running_key] = time.monotonic()
-            self.start_renewer()
+            process = self.process
+            with process.lock:
+                process.held[hold.running_key] = hold
+                process.confirmed[hold.running_key] = time.monotonic()
+                start = not process.renewing
+                process.renewing = True
+            if start:
+                threading.Thread(target=self.renew_forever, args=(process,), name="job-leases", daemon=True).start()
 
     def wait_turn(self, hold: Hold) -> None:
         """Until the run holding the job finished it (state "done") or its lease lapsed (state "mine")."""
@@ -203,49 +219,45 @@ class JobLeases:
             self.claim(hold, count=False)
 
     def finish(self, hold: Hold) -> tuple[int, bool]:
-        kept, confirmed = self.run_script(self.finish_script, [hold.done_key, hold.deliveries_key, hold.running_key],
+        kept, confirmed = self.run_script("finish", [hold.done_key, hold.deliveries_key, hold.running_key],
                                           [hold.token, self.done_ttl])
         return confirmed, bool(kept)
 
     def kept(self, key: str) -> bool:
         """Known from a claim or renewal under half a lease ago; else (a stalled process: its renewals stalled
         too) asked now."""
-        with self.lock:
-            if key in self.lost:
+        process = self.process
+        with process.lock:
+            if key in process.lost:
                 return False
-            fresh = time.monotonic() - self.confirmed.get(key, 0.0) < self.lease_ms / 2000
+            fresh = time.monotonic() - process.confirmed.get(key, 0.0) < self.lease_ms / 2000
         if not fresh:
-            self.renew()
-        with self.lock:
-            return key not in self.lost
+            self.renew(process)
+        with process.lock:
+            return key not in process.lost
 
-    def start_renewer(self) -> None:
-        if self.renewer_pid != os.getpid():
-            self.renewer_pid = os.getpid()
-            threading.Thread(target=self.renew_forever, name="job-leases", daemon=True).start()
-
-    def renew_forever(self) -> None:
+    def renew_forever(self, process: ProcessState) -> None:
         while True:
             time.sleep(self.lease_ms / 1000 / RENEWALS)
-            self.renew()
+            self.renew(process)
 
-    def renew(self) -> None:
-        with self.lock:
-            held = list(self.held.items())
+    def renew(self, process: ProcessState) -> None:
+        with process.lock:
+            held = list(process.held.items())
         if not held:
             return
         asked = time.monotonic()
         try:
-            lost = self.renew_script(keys=[key for _, run in held for key in (run.running_key, run.done_key)],
-                                     args=[self.lease_ms, *(run.token for _, run in held)])
+            lost, _ = self.run_script("renew", [key for _, run in held for key in (run.running_key, run.done_key)],
+                                      [self.lease_ms, *(run.token for _, run in held)])
         except Exception as error:  # the broker away (a failover): the next round tries again
             self.log("lease_renewal_failed", level="warning", error=str(error))
             return
-        with self.lock:
+        with process.lock:
             gone = {held[int(position) - 1][0] for position in lost}
-            self.confirmed.update({key: asked for key, _ in held if key in self.held and key not in gone})
+            process.confirmed.update({key: asked for key, _ in held if key in process.held and key not in gone})
             for key in gone:
-                if key in self.held and key not in self.lost:
-                    self.lost.add(key)
+                if key in process.held and key not in process.lost:
+                    process.lost.add(key)
                     self.log("lease_lost", level="error", lease=key,
                              reason="another run holds or finished the job: this run went a lease time unrenewed")

@@ -30,7 +30,7 @@ def leases(client: redis.Redis, seconds: float, logged: list[tuple[str, dict[str
         if logged is not None:
             logged.append((event, fields))
 
-    return JobLeases(client, "jobs", seconds, log=log)
+    return JobLeases(lambda: client, "jobs", seconds, log=log)
 
 
 def test_a_second_run_waits_for_the_first_and_finds_the_job_done(client):
@@ -50,13 +50,13 @@ def test_a_lapsed_lease_passes_to_the_waiting_run_and_the_first_learns_it_lost_i
     logged: list[tuple[str, dict[str, Any]]] = []
     first, second = leases(client, 1, logged), leases(client, 30)
     with first.hold("task-1", "key-1") as stalled:
-        first.held.clear()  # its renewals stop, as a stopped process's do
+        first.process.held.clear()  # its renewals stop, as a stopped process's do
         with second.hold("task-1", "key-1") as waiting:
             assert waiting.state == "held"
             second.wait_turn(waiting)  # until the first run's lease lapses
             assert waiting.state == "mine"
-            first.held[stalled.running_key] = stalled  # resumed
-            first.confirmed[stalled.running_key] = time.monotonic() - 1
+            first.process.held[stalled.running_key] = stalled  # resumed
+            first.process.confirmed[stalled.running_key] = time.monotonic() - 1
             assert not stalled.kept()
             assert [event for event, _ in logged] == ["lease_lost"]
             assert waiting.finish() == (0, True)
@@ -70,7 +70,7 @@ def test_a_renewal_does_not_take_back_a_lease_whose_job_another_run_finished(cli
         with second.hold("task-1", "key-1") as other:
             assert other.state == "mine"
             other.finish()
-        first.confirmed[stalled.running_key] = 0.0
+        first.process.confirmed[stalled.running_key] = 0.0
         assert not stalled.kept()
         assert not client.exists("jobs:running:key-1")
 
@@ -79,7 +79,7 @@ def test_a_lease_lost_with_a_failed_over_primary_is_taken_again_by_its_run(clien
     first = leases(client, 30)
     with first.hold("task-1", "key-1") as running:
         client.delete("jobs:running:key-1")  # the new primary never had it
-        first.renew()
+        first.renew(first.process)
         assert client.get("jobs:running:key-1") == running.token.encode()
         assert running.kept()
 
