@@ -74,7 +74,9 @@ class Result:
 
 
 def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int = 1,
-           progress: Callable[[float], None] = lambda fraction: None) -> Result:
+           progress: Callable[[float], None] = lambda fraction: None, quiet_steps: bool = True) -> Result:
+    """`quiet_steps`: take the seconds in which no instance runs and nothing arrives in one step each stretch
+    (up to the next tick); the same result as replaying them one by one (tests/unit/test_planner_quiet.py)."""
     stack = rules(settings)
     decider = Decider(stack.alarms, stack.policies)
     tick, per_minute = decider.tick_seconds, decider.ticks_per_minute
@@ -203,12 +205,34 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
                 requests["delete"] += 1
                 worker.phase, worker.at, worker.batch = "sleep", worker.batch_end + settings.poll_interval, []
 
-    horizon = load.seconds + TAIL
+    seconds, arrivals = load.seconds, load.arrivals
+    horizon = seconds + TAIL
     report_every = max(1, horizon // 100)
+    publisher_period, min_size, max_size = settings.publisher_period, settings.min_size, settings.max_size
+    arriving = [second for second, count in enumerate(arrivals) if count]  # the seconds anything arrives in
     t = 0
     while t < horizon:
-        if t < load.seconds and load.arrivals[t]:
-            count = load.arrivals[t]
+        count = arrivals[t] if t < seconds else 0
+        if quiet_steps and not count and not live and not ending and t % tick and t % 60 != 59:
+            # No instance and nothing arriving: until the next tick, the minute's last second or the next arrival,
+            # every second is this one (the same backlog, nothing decided, nothing billed): taken in one step.
+            following = bisect.bisect_left(arriving, t)
+            until = min(t - t % tick + tick, t - t % 60 + 59, horizon,
+                       arriving[following] if following < len(arriving) else horizon)
+            backlog = len(queue)
+            samples = (until - 1) // publisher_period - (t - 1) // publisher_period  # seconds the publisher reads
+            if samples:
+                sample = max(sample, backlog)
+                requests["publisher read"] += publishing * samples
+                requests["publisher put"] += publishing * samples
+            minute_backlog = max(minute_backlog, backlog)
+            for reported in range(t // report_every * report_every + report_every, until + 1, report_every):
+                progress(min(1.0, reported / max(1, seconds)))
+            t = until
+            if t >= seconds and not backlog and desired == min_size == 0 and t % 60 == 0:
+                break
+            continue
+        if count:
             queue.extend(t + (n + 0.5) / count for n in range(count))
             requests["send"] += math.ceil(count / 10)  # the producer sends in batches of ten
             if t - last_active > QUEUE_SLEEPS_AFTER and not publishing:
@@ -259,7 +283,7 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
         held = (sum(1 for w in live + ending for free in w.slots if free > t) if celery
                 else sum(len(w.batch) for w in live + ending if w.phase == "batch"))
         backlog = visible + held
-        if t % settings.publisher_period == 0:
+        if t % publisher_period == 0:
             sample = max(sample, backlog)
             requests["publisher read"] += publishing
             requests["publisher put"] += publishing
@@ -279,7 +303,7 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
             if publishing:
                 decider.record(publisher_key, number, float(sample))
             sample = 0.0
-            new, _ = decider.decide(number, desired, settings.min_size, settings.max_size)
+            new, _ = decider.decide(number, desired, min_size, max_size)
             result.ticks.append((number, dict(decider.states), new))
             if new != desired:
                 result.scale_events.append((t, desired, new))
@@ -298,8 +322,8 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
             minute_wait = 0.0
         t += 1
         if t % report_every == 0:
-            progress(min(1.0, t / max(1, load.seconds)))
-        if t >= load.seconds and not backlog and not ending and desired == settings.min_size and \
+            progress(min(1.0, t / max(1, seconds)))
+        if t >= seconds and not backlog and not ending and desired == min_size and \
                 len(live) == desired and t % 60 == 0:
             break
     for worker in live:  # still running at the end (a minimum above zero): billed until then
