@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,13 +79,18 @@ def replayed(settings: Settings, traffic: load.Load, work: str, seed: int,
 
 def replay_all(runs: Sequence[tuple[str, Settings]], traffic: load.Load, work: str, seed: int,
                progress: Callable[[str], Callable[[float], None]],
-               meanwhile: Callable[[], None] = lambda: None) -> list[Result]:
+               meanwhile: Callable[[], None] = lambda: None, processes: int | None = None) -> list[Result]:
     """Every alternative replayed, in the order given. Each replay depends only on its settings, the load, the
-    work and the seed, so several run side by side in forked processes, one a core, with the same results as one
-    after another; `progress(label)` reports each alternative's own replay when they run in this process, and
-    the alternatives done when they run side by side; `meanwhile` runs here while they do."""
-    processes = min(len(runs), os.cpu_count() or 1)
-    if processes < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    work and the seed, so several run side by side in forked processes (by default one a core), with the same
+    results as one after another (tests/unit/test_planner_quiet.py). `progress(label)` reports each
+    alternative's own replay when they run in this process, and the alternatives done when they run side by
+    side; `meanwhile` runs here while they do."""
+    if processes is None:
+        processes = min(len(runs), os.cpu_count() or 1)
+        # Not from a process with another thread (it could hold a lock the child would wait on forever).
+        processes = processes if threading.active_count() == 1 else 1
+    # Forked on Linux only: macOS's system libraries may not survive a fork.
+    if processes < 2 or not sys.platform.startswith("linux"):
         meanwhile()
         return [replayed(settings, traffic, work, seed, progress(label)) for label, settings in runs]
     done = progress(f"{len(runs)} settings, {processes} processes")
