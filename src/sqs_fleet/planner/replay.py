@@ -6,6 +6,7 @@ stack's hooks and the settings say. Arithmetic only: no process, no clock."""
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 from collections import deque
@@ -237,7 +238,7 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
     horizon = seconds + TAIL
     report_every = max(1, horizon // 100)
     publisher_period, min_size, max_size = settings.publisher_period, settings.min_size, settings.max_size
-    arriving = [second for second, count in enumerate(arrivals) if count]  # the seconds anything arrives in
+    arriving = list(itertools.compress(range(seconds), arrivals))  # the seconds anything arrives in
     t = 0
     while t < horizon:
         count = arrivals[t] if t < seconds else 0
@@ -300,7 +301,10 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
             if worker.ready < t + 1:
                 if result.first_ready is None or worker.ready < result.first_ready:
                     result.first_ready = worker.ready
-                consume(worker, t)
+                # An SQS consumer asleep or in a batch past this second does nothing in it (consume returns).
+                if celery or not (worker.at >= t + 1 if worker.phase == "sleep" else
+                                  worker.phase == "batch" and worker.batch_end >= t + 1):
+                    consume(worker, t)
             if worker.stop_at < t + 1 and not worker.stopped:
                 stop(worker)
         for worker in list(ending):
@@ -326,8 +330,8 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
         if live and not celery:
             last_active = t  # consumers poll the queue
         visible = len(queue)
-        held = (sum(1 for w in live + ending for free in w.slots if free > t) if celery
-                else sum(len(w.batch) for w in live + ending if w.phase == "batch"))
+        held = (0 if not live and not ending else sum(1 for w in live + ending for free in w.slots if free > t)
+                if celery else sum(len(w.batch) for w in live + ending if w.phase == "batch"))
         backlog = visible + held
         if t % publisher_period == 0:
             sample = max(sample, backlog)
