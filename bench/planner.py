@@ -1,6 +1,6 @@
 """Seconds sqs-fleet-plan takes to replay a load in virtual time and price it: a day at one-second resolution,
 three idle windows compared, the plot written (the target: under 10 s on this machine), and the replay alone
-per virtual day. Arithmetic only: no emulator, no process.
+per virtual day (with its quiet steps, and second by second). Arithmetic only: no emulator, no process.
 
     python -m bench.planner [--runs 3] [--smoke]
 """
@@ -49,14 +49,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([f"sqs-fleet-plan --profile {profile} --compare {compare} (plot written)",
                          f"{statistics.median(times):.2f}", f"{min(times):.2f}-{max(times):.2f}"])
         settings = Settings.from_stack(stack)
-        for profile in ("diurnal", "steady"):
+        for profile, quiet_steps in (("diurnal", True), ("diurnal", False), ("steady", True)):
             traffic = load.named(profile, seconds=seconds)
             times = []
             for _ in range(runs):
                 started = time.perf_counter()
-                replay(settings, traffic, load.work("fixed:1")[0])
+                replay(settings, traffic, load.work("fixed:1")[0], quiet_steps=quiet_steps)
                 times.append(time.perf_counter() - started)
-            rows.append([f"one replay alone, {profile} ({traffic.total:,} messages)",
+            how = "" if quiet_steps else ", every second one by one (quiet_steps=False)"
+            rows.append([f"one replay alone, {profile} ({traffic.total:,} messages){how}",
                          f"{statistics.median(times):.2f}", f"{min(times):.2f}-{max(times):.2f}"])
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end")
     print(f"conditions: the local stack's settings (inventory/local, rendered once, outside the timing); "

@@ -15,13 +15,14 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from sqs_fleet import RUN_DIR
 from sqs_fleet.planner import compare, load, plot, prices
-from sqs_fleet.planner.replay import Result, replay, summary
+from sqs_fleet.planner.replay import Result, summary
 from sqs_fleet.planner.settings import Settings, SettingsError
 from sqs_fleet.stack import Stack, StackNotFound
 
@@ -109,15 +110,24 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return settings.changed(changes) if changes else settings
 
 
+def nothing() -> None:
+    pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.monotonic()
+    meanwhile: Callable[[], None] = nothing if args.no_plot else plot.prepare
+    with ThreadPoolExecutor(1) as background:
+        settings_job = background.submit(settings_for, args)
+        if not wait([settings_job], timeout=0.2).done:
+            meanwhile()  # Ansible is rendering the inventory in its own process: matplotlib is imported meanwhile
     try:
-        base = settings_for(args)
+        base = settings_job.result()
         runs = compare.alternatives(base, args.compare)
         traffic = (load.from_csv(args.csv, args.csv_interval) if args.csv
                    else load.named(args.profile, args.scale, args.duration, args.seed))
-        work_of, work_text = load.work(args.work, args.seed)  # checked before the replays
+        _, work_text = load.work(args.work, args.seed)  # checked before the replays
         table_of_prices = prices.load_prices(args.prices)
     except (SettingsError, load.LoadError, prices.PriceError, StackNotFound) as error:
         print(f"sqs-fleet-plan: {error}", file=sys.stderr)
@@ -133,9 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[tuple[str, Result]] = []
     rows: list[compare.Row] = []
     bills = []
-    for label, settings in runs:
-        work_of, _ = load.work(args.work, args.seed)  # the same draws for every alternative
-        result = replay(settings, traffic, work_of, seed=args.seed, progress=Progress(label))
+    for (label, _), result in zip(runs, compare.replay_all(runs, traffic, args.work, args.seed, Progress,
+                                                                         meanwhile)):
         lines = prices.bill(result, table_of_prices)
         day, month = prices.totals(lines, table_of_prices)
         results.append((label, result))

@@ -4,10 +4,16 @@ priced, and the cheapest one that meets a p95 wait target named."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import multiprocessing
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqs_fleet.planner import load
+from sqs_fleet.planner.replay import Result, replay
 from sqs_fleet.planner.settings import Settings, SettingsError
 
 
@@ -62,3 +68,43 @@ def cheapest(rows: Sequence[Row], wait_target_p95: float | None) -> tuple[Row | 
     row = min(meeting, key=lambda r: r.per_month)
     return row, (f"cheapest meeting p95 wait <= {wait_target_p95:g} s: {row.label} "
                  f"(${row.per_month:.2f}/month, p95 {row.figures['wait p95 s']:.0f} s)")
+
+
+def replayed(settings: Settings, traffic: load.Load, work: str, seed: int,
+             progress: Callable[[float], None] = lambda fraction: None) -> Result:
+    """One alternative's replay, with its own draws of the work (the same for every alternative)."""
+    work_of, _ = load.work(work, seed)
+    return replay(settings, traffic, work_of, seed=seed, progress=progress)
+
+
+def replay_all(runs: Sequence[tuple[str, Settings]], traffic: load.Load, work: str, seed: int,
+               progress: Callable[[str], Callable[[float], None]],
+               meanwhile: Callable[[], None] = lambda: None, processes: int | None = None) -> list[Result]:
+    """Every alternative replayed, in the order given. Each replay depends only on its settings, the load, the
+    work and the seed, so several run side by side in forked processes (by default one a core), with the same
+    results as one after another (tests/unit/test_planner_quiet.py). `progress(label)` reports each
+    alternative's own replay when they run in this process, and the alternatives done when they run side by
+    side; `meanwhile` runs here while they do."""
+    if processes is None:
+        processes = min(len(runs), os.cpu_count() or 1)
+        # Not from a process with another thread (it could hold a lock the child would wait on forever).
+        processes = processes if threading.active_count() == 1 else 1
+    # Forked on Linux only: macOS's system libraries may not survive a fork.
+    if processes < 2 or not sys.platform.startswith("linux"):
+        meanwhile()
+        return [replayed(settings, traffic, work, seed, progress(label)) for label, settings in runs]
+    done = progress(f"{len(runs)} settings, {processes} processes")
+    done(0.0)
+    results: list[Result | None] = [None] * len(runs)
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        jobs = [(settings, traffic, work, seed) for _, settings in runs]
+        replays = pool.imap_unordered(_indexed, enumerate(jobs))
+        meanwhile()
+        for finished, (index, result) in enumerate(replays, 1):
+            results[index] = result
+            done(finished / len(runs))
+    return [result for result in results if result is not None]
+
+
+def _indexed(job: tuple[int, tuple[Settings, load.Load, str, int]]) -> tuple[int, Result]:
+    return job[0], replayed(*job[1])

@@ -4,6 +4,7 @@ message takes (a distribution, seeded)."""
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import random
 from collections.abc import Callable
@@ -37,9 +38,7 @@ class Load:
         """(first second, last second) of each run of arrivals, runs apart by `gap` seconds or more of none."""
         runs: list[tuple[int, int]] = []
         start = last = -1
-        for second, count in enumerate(self.arrivals):
-            if not count:
-                continue
+        for second in itertools.compress(range(len(self.arrivals)), self.arrivals):  # the seconds with arrivals
             if start < 0 or second - last > gap:
                 if start >= 0:
                     runs.append((start, last))

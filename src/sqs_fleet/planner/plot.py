@@ -8,10 +8,17 @@ from pathlib import Path
 from sqs_fleet.planner.replay import Result
 
 
-def draw(runs: Sequence[tuple[str, Result]], path: Path) -> Path:
+def prepare() -> None:
+    """matplotlib imported (about half a second), with the Agg backend: the planner does it while it waits for
+    something else."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def draw(runs: Sequence[tuple[str, Result]], path: Path) -> Path:
+    prepare()
     import matplotlib.pyplot as plt
 
     figure, (backlog, instances, wait) = plt.subplots(3, 1, sharex=True, figsize=(11, 8))

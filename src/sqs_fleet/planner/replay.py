@@ -6,6 +6,7 @@ stack's hooks and the settings say. Arithmetic only: no process, no clock."""
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 from collections import deque
@@ -24,6 +25,14 @@ QUEUE_SLEEPS_AFTER = 6 * 3600  # SQS: a queue idle this long stops delivering me
 TAIL = 6 * 3600  # the replay goes on after the load until the fleet is back at its minimum, at most this long
 STOP_MARGIN = 10.0  # files/consumer.py: what a stopping consumer keeps for its delete and release calls
 INF = math.inf
+
+
+def ceil(value: float) -> float:
+    return math.ceil(value) if value < INF else INF
+
+
+def floor(value: float) -> float:
+    return math.floor(value) if value < INF else INF
 
 
 class Worker:
@@ -74,7 +83,9 @@ class Result:
 
 
 def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int = 1,
-           progress: Callable[[float], None] = lambda fraction: None) -> Result:
+           progress: Callable[[float], None] = lambda fraction: None, quiet_steps: bool = True) -> Result:
+    """`quiet_steps`: take each stretch of seconds in which nothing arrives and no instance acts (up to the next
+    tick) in one step; the same result as replaying them one by one (tests/unit/test_planner_quiet.py)."""
     stack = rules(settings)
     decider = Decider(stack.alarms, stack.policies)
     tick, per_minute = decider.tick_seconds, decider.ticks_per_minute
@@ -203,12 +214,72 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
                 requests["delete"] += 1
                 worker.phase, worker.at, worker.batch = "sleep", worker.batch_end + settings.poll_interval, []
 
-    horizon = load.seconds + TAIL
+    def unchanged_until(worker: Worker, t: int) -> float:
+        """The first second from `t` in which the pass over this instance (in the group, not terminating) may do
+        anything, or its messages in hand change, while nothing arrives: the conditions of the loop below and of
+        consume, each the first second it holds (t or before: now)."""
+        first = min(ceil(worker.abandon_at), ceil(worker.notice + SPOT_NOTICE) if worker.noticed
+                    else ceil(worker.notice), INF if worker.stopped else floor(worker.stop_at))
+        if worker.ready >= t + 1:
+            return min(first, floor(worker.ready))  # launching: its consumer starts then
+        if result.first_ready is None or worker.ready < result.first_ready:
+            return t
+        if celery:
+            for free in worker.slots:  # with messages waiting a free process takes one; a busy one holds one
+                first = min(first, floor(free) if queue else ceil(free) if free > t else INF)
+            return first
+        if worker.phase == "sleep":
+            return first if worker.stopped else min(first, floor(worker.at))
+        if worker.phase == "poll" and (worker.stopped or queue):
+            return t
+        return min(first, floor(worker.batch_end))  # a poll's end, or a batch's
+
+    seconds, arrivals = load.seconds, load.arrivals
+    horizon = seconds + TAIL
     report_every = max(1, horizon // 100)
+    publisher_period, min_size, max_size = settings.publisher_period, settings.min_size, settings.max_size
+    arriving = list(itertools.compress(range(seconds), arrivals))  # the seconds anything arrives in
     t = 0
     while t < horizon:
-        if t < load.seconds and load.arrivals[t]:
-            count = load.arrivals[t]
+        count = arrivals[t] if t < seconds else 0
+        if quiet_steps and not count and not ending and t % tick:
+            # Nothing arriving, nothing terminating, no tick: up to the next tick, the next arrival or the next second
+            # an instance may act in, every second is this one (the same backlog and instances, nothing decided):
+            # taken in one step when that is two seconds or more.
+            following = bisect.bisect_left(arriving, t)
+            until = min(t - t % tick + tick, horizon,
+                        arriving[following] if following < len(arriving) else horizon)
+            for worker in live:
+                if until <= t + 1:
+                    break
+                until = int(min(until, unchanged_until(worker, t)))  # finite: at most the horizon
+            if until > t + 1:
+                if live and not celery:
+                    last_active = until - 1  # consumers poll the queue
+                visible = len(queue)
+                held = (sum(1 for w in live for free in w.slots if free > t) if celery
+                        else sum(len(w.batch) for w in live if w.phase == "batch"))
+                backlog = visible + held
+                samples = (until - 1) // publisher_period - (t - 1) // publisher_period  # seconds the publisher reads
+                if samples:
+                    sample = max(sample, backlog)
+                    requests["publisher read"] += publishing * samples
+                    requests["publisher put"] += publishing * samples
+                running = len(live)
+                if not backlog:
+                    result.idle_instance_seconds += running * (until - t)
+                minute_backlog, minute_instances = max(minute_backlog, backlog), max(minute_instances, running)
+                if until % 60 == 0:  # the step ends with the minute's last second (ticks divide the minute)
+                    result.minutes.append((minute_backlog, minute_instances, desired, minute_wait))
+                    minute_backlog = minute_instances = 0
+                    minute_wait = 0.0
+                for reported in range(t // report_every * report_every + report_every, until + 1, report_every):
+                    progress(min(1.0, reported / max(1, seconds)))
+                t = until
+                if t >= seconds and not backlog and desired == min_size == running and t % 60 == 0:
+                    break
+                continue
+        if count:
             queue.extend(t + (n + 0.5) / count for n in range(count))
             requests["send"] += math.ceil(count / 10)  # the producer sends in batches of ten
             if t - last_active > QUEUE_SLEEPS_AFTER and not publishing:
@@ -230,7 +301,10 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
             if worker.ready < t + 1:
                 if result.first_ready is None or worker.ready < result.first_ready:
                     result.first_ready = worker.ready
-                consume(worker, t)
+                # An SQS consumer asleep or in a batch past this second does nothing in it (consume returns).
+                if celery or not (worker.at >= t + 1 if worker.phase == "sleep" else
+                                  worker.phase == "batch" and worker.batch_end >= t + 1):
+                    consume(worker, t)
             if worker.stop_at < t + 1 and not worker.stopped:
                 stop(worker)
         for worker in list(ending):
@@ -256,10 +330,10 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
         if live and not celery:
             last_active = t  # consumers poll the queue
         visible = len(queue)
-        held = (sum(1 for w in live + ending for free in w.slots if free > t) if celery
-                else sum(len(w.batch) for w in live + ending if w.phase == "batch"))
+        held = (0 if not live and not ending else sum(1 for w in live + ending for free in w.slots if free > t)
+                if celery else sum(len(w.batch) for w in live + ending if w.phase == "batch"))
         backlog = visible + held
-        if t % settings.publisher_period == 0:
+        if t % publisher_period == 0:
             sample = max(sample, backlog)
             requests["publisher read"] += publishing
             requests["publisher put"] += publishing
@@ -279,7 +353,7 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
             if publishing:
                 decider.record(publisher_key, number, float(sample))
             sample = 0.0
-            new, _ = decider.decide(number, desired, settings.min_size, settings.max_size)
+            new, _ = decider.decide(number, desired, min_size, max_size)
             result.ticks.append((number, dict(decider.states), new))
             if new != desired:
                 result.scale_events.append((t, desired, new))
@@ -298,8 +372,8 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
             minute_wait = 0.0
         t += 1
         if t % report_every == 0:
-            progress(min(1.0, t / max(1, load.seconds)))
-        if t >= load.seconds and not backlog and not ending and desired == settings.min_size and \
+            progress(min(1.0, t / max(1, seconds)))
+        if t >= seconds and not backlog and not ending and desired == min_size and \
                 len(live) == desired and t % 60 == 0:
             break
     for worker in live:  # still running at the end (a minimum above zero): billed until then

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 from sqs_fleet.sim.fleet import CannotPlay
 from sqs_fleet.sim.semantics import ALARM, INSUFFICIENT_DATA, aggregate, alarm_state, expression_value, new_capacity
@@ -56,6 +56,24 @@ def check_playable(alarms: Sequence[dict[str, Any]]) -> None:
                              f"ticks of {tick} s")
 
 
+# An alarm's metrics as (id, the key of their points, statistic), and its metric-math expression (None: the alarm
+# reads its one metric directly).
+Reads = tuple[list[tuple[str, Key, str]], Optional[str]]
+
+
+def alarm_reads(alarm: dict[str, Any]) -> Reads:
+    def key(definition: dict[str, Any]) -> Key:
+        # Every metric the loop records has one dimension: a queue's or the group's name.
+        dimension = next((d["Value"] for d in definition.get("Dimensions", [])), "")
+        return (definition.get("Namespace", ""), dimension, definition.get("MetricName", ""))
+
+    if alarm.get("Metrics"):
+        return ([(q["Id"], key(q["MetricStat"]["Metric"]), q["MetricStat"]["Stat"])
+                 for q in alarm["Metrics"] if "MetricStat" in q],
+                next(q["Expression"] for q in alarm["Metrics"] if q.get("ReturnData", True)))
+    return [("", key(alarm), alarm.get("Statistic", "Maximum"))], None
+
+
 class AlarmEvaluation:
     """The alarms (as described), their step policies (by ARN), one point per tick per metric, and each alarm's
     series and state."""
@@ -71,6 +89,7 @@ class AlarmEvaluation:
         # One point per tick (None: nothing published in it) per (namespace, queue, metric).
         self.history: dict[Key, list[float | None]] = {}
         self.tick = 0  # the tick being evaluated
+        self.reads: dict[str, Reads] = {}  # what each alarm reads, worked out from its definition once
 
     @property
     def ticks_per_minute(self) -> int:
@@ -83,21 +102,19 @@ class AlarmEvaluation:
 
     def alarm_value(self, alarm: dict[str, Any]) -> float | None:
         """The alarm's data point for the period that just ended, from the points published in it."""
-        ticks = self.ticks[alarm["AlarmName"]]
-
-        def metric(definition: dict[str, Any], statistic: str) -> float | None:
-            # Every metric the loop records has one dimension: a queue's or the group's name.
-            dimension = next((d["Value"] for d in definition.get("Dimensions", [])), "")
-            key = (definition.get("Namespace", ""), dimension, definition.get("MetricName", ""))
-            # The points of this period's ticks (index = tick); a tick nothing was published in has none.
-            return aggregate(self.history.get(key, [])[max(0, self.tick + 1 - ticks):self.tick + 1], statistic)
-
-        if alarm.get("Metrics"):
-            values = {q["Id"]: metric(q["MetricStat"]["Metric"], q["MetricStat"]["Stat"])
-                      for q in alarm["Metrics"] if "MetricStat" in q}
-            expression = next(q["Expression"] for q in alarm["Metrics"] if q.get("ReturnData", True))
-            return expression_value(expression, values)
-        return metric(alarm, alarm.get("Statistic", "Maximum"))
+        name = alarm["AlarmName"]
+        reads = self.reads.get(name)
+        if reads is None:
+            reads = self.reads[name] = alarm_reads(alarm)
+        queries, expression = reads
+        # The points of this period's ticks (index = tick); a tick nothing was published in has none.
+        start, end = max(0, self.tick + 1 - self.ticks[name]), self.tick + 1
+        history = self.history
+        if expression is None:
+            _, key, statistic = queries[0]
+            return aggregate(history.get(key, [])[start:end], statistic)
+        values = {query: aggregate(history.get(key, [])[start:end], statistic) for query, key, statistic in queries}
+        return expression_value(expression, values)
 
     def evaluate(self, tick: int, group: dict[str, Any], decisions: list[str]) -> int:
         """Every alarm whose period ends this tick, as CloudWatch does; then the step policies of the alarms
