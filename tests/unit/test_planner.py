@@ -134,6 +134,16 @@ def test_celery_workers_take_jobs_as_they_come_and_spot_interruptions_release_no
     assert summary(result)["wait p95 s"] < summary(sqs)["wait p95 s"]  # no one-minute wait between polls
 
 
+def test_a_launching_celery_worker_holds_no_job():
+    """PendingJobs counts the queue and the jobs workers hold; a worker still launching holds none (its processes
+    are counted only once they took a job)."""
+    s = settings(broker="redis", concurrency=4, ec2_launch_seconds=60, boot_seconds=120)
+    result = replay(s, load.Load("six", [6] + [0] * 599, "six jobs at second 0"), load.work("fixed:1")[0])
+    launching = [backlog for backlog, instances, _, _ in result.minutes[:2]]
+    assert launching == [6, 6], result.minutes[:4]
+    assert len(result.waits) == 6 and result.left == 0
+
+
 def test_a_launch_longer_than_its_hook_is_abandoned_and_replaced():
     s = settings(launch_timeout=30)  # 25 s of EC2 + 8.8 s of boot
     result = replay(s, load.named("burst", seconds=1200, scale=0.01), load.work("fixed:1")[0])

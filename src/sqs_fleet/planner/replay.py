@@ -257,7 +257,7 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
                 if live and not celery:
                     last_active = until - 1  # consumers poll the queue
                 visible = len(queue)
-                held = (sum(1 for w in live for free in w.slots if free > t) if celery
+                held = (sum(1 for w in live for free in w.slots if free > max(t, w.ready)) if celery
                         else sum(len(w.batch) for w in live if w.phase == "batch"))
                 backlog = visible + held
                 samples = (until - 1) // publisher_period - (t - 1) // publisher_period  # seconds the publisher reads
@@ -330,8 +330,11 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
         if live and not celery:
             last_active = t  # consumers poll the queue
         visible = len(queue)
-        held = (0 if not live and not ending else sum(1 for w in live + ending for free in w.slots if free > t)
-                if celery else sum(len(w.batch) for w in live + ending if w.phase == "batch"))
+        # A Celery process holds a job until its slot is free; a launching worker's slots (free at `ready`) hold none.
+        if celery:
+            held = sum(1 for w in live + ending for free in w.slots if free > max(t, w.ready))
+        else:
+            held = sum(len(w.batch) for w in live + ending if w.phase == "batch")
         backlog = visible + held
         if t % publisher_period == 0:
             sample = max(sample, backlog)
