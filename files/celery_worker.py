@@ -45,20 +45,17 @@ from typing import TYPE_CHECKING, Any
 # beside it when run as a script (a node's install directory, the Lambda's zip). mypy reads the package form.
 # Why this way: docs/workers.md.
 if TYPE_CHECKING or __package__:
-    from .job_leases import JobLeases
-    from .redis_backlog import UNACKED_INDEX
+    from .job_leases import RENEWALS, JobLeases, renew_leases
     from .vehicles import validation_errors
     from .worker_common import aws_client, fail, log
 else:
-    from job_leases import JobLeases
-    from redis_backlog import UNACKED_INDEX
+    from job_leases import RENEWALS, JobLeases, renew_leases
     from vehicles import validation_errors
     from worker_common import aws_client, fail, log
 
 TASK_NAME = "vehicles.process"
 MAX_DELIVERIES = 5  # as the SQS queue's maxReceiveCount
 VISIBILITY_TIMEOUT = 30  # seconds a held job outlives its worker's last lease renewal
-LEASE_RENEWALS = 6  # renewals per visibility timeout: five can be missed before a live worker's job is restored
 DONE_TTL = 24 * 3600  # seconds a done record is kept: redeliveries come within minutes of the first run
 # WAIT's timeout for a replica. Measured on loopback (bench/redis_broker.py, a 500-job chunk of 0.5 MB):
 # replica acknowledgement in under 5 ms at p99; 500 ms leaves room for a cross-AZ link and a busy replica.
@@ -124,39 +121,15 @@ def ledger_client(url: str, single_connection: bool = False) -> Any:
                         redis.exceptions.ReadOnlyError], single_connection_client=single_connection)
 
 
-def held_delivery_tags() -> list[str]:
-    """The delivery tags of the jobs this worker holds (prefetched or running): Celery's own record of them."""
-    from celery.worker import state
-
-    while True:
-        try:  # the worker's loop adds to these sets meanwhile: copy again if one changed during the copy
-            requests = set(state.reserved_requests) | set(state.active_requests)
-            break
-        except RuntimeError:
-            continue
-    return [str(request.message.delivery_tag) for request in requests if request.message is not None]
-
-
-def renew_leases(client: Any, interval: float, stop: threading.Event) -> None:
-    """Every `interval`, the held jobs' entries in the unacked index get the current time (XX: an entry that was
-    acknowledged meanwhile is not brought back). The restore sweep gives back entries older than the visibility
-    timeout: only those of a worker that stopped renewing."""
-    while not stop.wait(interval):
-        try:
-            tags = held_delivery_tags()
-            if tags:
-                client.zadd(UNACKED_INDEX, dict.fromkeys(tags, time.time()), xx=True)
-        except Exception as error:  # the broker away (a failover): the next round tries again
-            log("lease_renewal_failed", level="warning", error=str(error))
-
-
 def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: int = VISIBILITY_TIMEOUT,
              restore_interval: int = 5, max_deliveries: int = MAX_DELIVERIES, simulate_work: float = 0.0,
              replicas: int = 0, replica_timeout_ms: int = REPLICA_TIMEOUT_MS, done_ttl: int = DONE_TTL) -> Any:
     """The Celery application of the vehicle job: the broker's settings and the task. The producer makes the
     same application to build the jobs it enqueues (celery_worker.enqueue)."""
     from celery import Celery
+    from celery.exceptions import Reject
     from celery.signals import worker_ready, worker_shutdown
+    from redis.exceptions import RedisError
 
     app = Celery("vehicles", broker=url)
     app.conf.update(
@@ -189,7 +162,7 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
     @worker_ready.connect(weak=False)  # type: ignore[untyped-decorator]
     def ready(**_: Any) -> None:
         # In the main process, which holds the jobs: a client of its own, apart from kombu's connection.
-        threading.Thread(target=renew_leases, args=(ledger_client(url), visibility_timeout / LEASE_RENEWALS,
+        threading.Thread(target=renew_leases, args=(ledger_client(url), visibility_timeout / RENEWALS,
                                                     stop_leases), name="leases", daemon=True).start()
         log("worker_ready", queue=queue)  # connected and consuming: what a start-up is measured to
         notify_systemd("READY=1")  # Type=notify: the unit is active once consuming, not once started
@@ -205,9 +178,16 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
 
     @app.task(name=TASK_NAME, bind=True)  # type: ignore[untyped-decorator]
     def process(self: Any, vehicle: Any, idempotency_key: str | None = None) -> None:
-        with leases.hold(self.request.id, idempotency_key or self.request.id) as hold:
-            context = {"message_id": self.request.id, "receive_count": hold.deliveries,
-                       "idempotency_key": idempotency_key}
+        try:
+            run(self.request, vehicle, idempotency_key)
+        except RedisError as error:  # out of reach past every retry: give the job back, never acknowledge it
+            log("message_requeued", level="error", reason=str(error), message_id=self.request.id,
+                idempotency_key=idempotency_key)
+            raise Reject(str(error), requeue=True) from error
+
+    def run(request: Any, vehicle: Any, idempotency_key: str | None) -> None:
+        with leases.hold(request.id, idempotency_key or request.id) as hold:
+            context = {"message_id": request.id, "receive_count": hold.deliveries, "idempotency_key": idempotency_key}
             if hold.state == "held":
                 # Given back by a failover while its first worker runs it: wait for that run's end.
                 log("message_running_elsewhere", level="warning", holder=hold.holder, **context)
@@ -217,25 +197,24 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
                 log("message_duplicate", level="warning", **context)
                 ledger.delete(hold.deliveries_key)
                 return
-            if hold.deliveries > max_deliveries:
-                reason = f"delivered {hold.deliveries} times without success"
-                dead_letter(self.request, vehicle, idempotency_key, reason)
-                log("message_dead_lettered", level="error", reason=reason, dead_letter_list=dead_letter_list,
+            errors = validation_errors(vehicle) if hold.deliveries <= max_deliveries else []
+            reason = "; ".join(errors) if errors else f"delivered {hold.deliveries} times without success"
+            if errors or hold.deliveries > max_deliveries:
+                # Poison: never retried; the dead-letter list keeps it for a person to look at, and its done
+                # record makes a later delivery a duplicate.
+                dead_letter(request, vehicle, idempotency_key, reason)
+                log("message_invalid" if errors else "message_dead_lettered", level="error", reason=reason,
+                    dead_letter_list=dead_letter_list, **({"body": json.dumps(vehicle)[:1000]} if errors else {}),
                     **context)
-                return
-            errors = validation_errors(vehicle)
-            if errors:
-                # Poison: never retried; the dead-letter list keeps it for a person to look at.
-                dead_letter(self.request, vehicle, idempotency_key, "; ".join(errors))
-                log("message_invalid", level="error", reason="; ".join(errors), body=json.dumps(vehicle)[:1000],
-                    dead_letter_list=dead_letter_list, **context)
+                hold.finish()
                 return
             if simulate_work:
                 time.sleep(simulate_work)
             if not hold.kept():
-                # Another run has it (this one stalled past its lease): that run logs and records it.
+                # Another run may have it (this one went a lease time unconfirmed): given back, not acknowledged
+                # (its delivery tag is the other run's too), and the lease or the done record decides who runs it.
                 log("message_not_processed", level="error", reason="lease lost", **context)
-                return
+                raise Reject("lease lost", requeue=True)
             log("message_processed", vehicle=vehicle, **context)
             confirmed, kept = hold.finish()
             if not kept:

@@ -3,6 +3,8 @@ worker makes them, decided by the lease and the done record."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +100,36 @@ def test_a_finish_sent_again_after_a_cut_connection_finds_its_own_record(client)
         assert leases_.finish(hold) == (0, True)  # the same call again: its record, no lease left
     with leases(client, 30).hold("task-1", "key-1") as again:
         assert again.state == "done"
+
+
+def test_a_claim_sent_again_counts_one_delivery(client):
+    leases_ = leases(client, 30)
+    with leases_.hold("task-1", "key-1") as hold:
+        leases_.claim(hold, count=True)  # as redis-py's retry sends it after a cut connection
+        assert (hold.state, hold.deliveries) == ("mine", 1)
+    with leases_.hold("task-1", "key-1") as again:
+        assert again.deliveries == 2
+
+
+def test_a_lease_unconfirmed_for_a_lease_time_counts_as_lost(client):
+    leases_ = leases(client, 1)
+    with leases_.hold("task-1", "key-1") as hold:
+        def unreachable(**_: Any) -> None:
+            raise redis.exceptions.ConnectionError("the broker out of reach")
+
+        hold.process.scripts["renew"] = unreachable
+        hold.process.confirmed[hold.running_key] = time.monotonic() - 0.6  # renewed half a lease ago
+        assert hold.kept()  # the lease cannot have lapsed yet
+        hold.process.confirmed[hold.running_key] = time.monotonic() - 1.0
+        assert not hold.kept()
+
+
+def test_a_lease_whose_holder_died_on_this_host_is_taken_at_once(client):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    client.set("jobs:running:key-1", f"{socket.gethostname()}:{dead.pid}:0a1b2c3d:1", px=30000)
+    with leases(client, 30).hold("task-1", "key-1") as hold:
+        assert hold.state == "held"
+        started = time.monotonic()
+        hold.leases.wait_turn(hold)
+        assert hold.state == "mine" and time.monotonic() - started < 5  # not the lease's 30 s

@@ -82,7 +82,7 @@ def test_worker_processes_every_job_with_auth_and_logs_the_consumer_line(server,
     assert not vehicles.validation_errors(processed[0]["vehicle"])
     # Each job recorded as done without --replicas too (a redelivery is then recognised), its counter dropped.
     assert client.exists(*[redis_backlog.done_key(QUEUE, key) for key in keys]) == len(keys)
-    assert not list(client.scan_iter(f"{QUEUE}:deliveries:*"))
+    assert not list(client.scan_iter(f"{QUEUE}:delivered:*"))
 
 
 def redis_backlog_reachable_without_token(server: RedisServer) -> bool:
