@@ -154,7 +154,8 @@ def make_app(url: str, queue: str, dead_letter_list: str, visibility_timeout: in
         },
     )
     ledger = ledger_client(url)
-    # Each pool process its own client of one connection: a job's two script calls check none out of a pool.
+    # Each pool process its own client of one connection: without --replicas a job's two script calls check
+    # none out of a pool (with it, each goes with its WAIT as a pipeline on a pooled connection).
     leases = JobLeases(lambda: ledger_client(url, single_connection=True), queue, visibility_timeout, replicas,
                        replica_timeout_ms, done_ttl, log)
     stop_leases = threading.Event()
