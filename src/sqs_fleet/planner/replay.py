@@ -214,6 +214,13 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
                 requests["delete"] += 1
                 worker.phase, worker.at, worker.batch = "sleep", worker.batch_end + settings.poll_interval, []
 
+    def held_by(workers: list[Worker], t: int) -> int:
+        """Messages in hand at second t. A Celery process holds a job until its slot is free; a launching worker's
+        slots (free at `ready`) hold none."""
+        if celery:
+            return sum(1 for w in workers for free in w.slots if free > max(t, w.ready))
+        return sum(len(w.batch) for w in workers if w.phase == "batch")
+
     def unchanged_until(worker: Worker, t: int) -> float:
         """The first second from `t` in which the pass over this instance (in the group, not terminating) may do
         anything, or its messages in hand change, while nothing arrives: the conditions of the loop below and of
@@ -257,8 +264,7 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
                 if live and not celery:
                     last_active = until - 1  # consumers poll the queue
                 visible = len(queue)
-                held = (sum(1 for w in live for free in w.slots if free > max(t, w.ready)) if celery
-                        else sum(len(w.batch) for w in live if w.phase == "batch"))
+                held = held_by(live, t)
                 backlog = visible + held
                 samples = (until - 1) // publisher_period - (t - 1) // publisher_period  # seconds the publisher reads
                 if samples:
@@ -330,11 +336,7 @@ def replay(settings: Settings, load: Load, work: Callable[[], float], seed: int 
         if live and not celery:
             last_active = t  # consumers poll the queue
         visible = len(queue)
-        # A Celery process holds a job until its slot is free; a launching worker's slots (free at `ready`) hold none.
-        if celery:
-            held = sum(1 for w in live + ending for free in w.slots if free > max(t, w.ready))
-        else:
-            held = sum(len(w.batch) for w in live + ending if w.phase == "batch")
+        held = held_by(live + ending, t)
         backlog = visible + held
         if t % publisher_period == 0:
             sample = max(sample, backlog)
